@@ -1,0 +1,40 @@
+/*
+ * cmd/factord/cmd.h - the subcommands of the factord binary and the bits of
+ * wiring they share (configuration, signals). Each subcommand lives in its
+ * own file and only wires config -> infra -> loop.
+ */
+#ifndef FACTORD_CMD_H
+#define FACTORD_CMD_H
+
+#include <signal.h>
+#include <stdbool.h>
+
+#include "infra/config.h"
+
+typedef struct {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+    const char *usage; /* printed by --help, after "usage: factord <name> " */
+} fd_subcommand;
+
+int fd_migrate_main(int argc, char **argv);
+int fd_process_main(int argc, char **argv);
+int fd_relay_main(int argc, char **argv);
+
+/* Set by SIGTERM/SIGINT; loops check it between units of work. */
+extern volatile sig_atomic_t fd_stop;
+void fd_install_signals(void);
+
+/* Load the configuration (printing every problem) and init logging with
+ * component; returns false after printing to stderr. */
+bool fd_load_config(es_config *cfg, const char *component);
+
+/* True (after printing usage) when argv asks for help; false otherwise.
+ * Unknown options print usage and set *bad. */
+bool fd_wants_help(int argc, char **argv, const char *name, bool *bad);
+
+/* Brokers from the configuration or a clear message; NULL when unset. */
+const char *fd_require_brokers(const es_config *cfg, const char *component);
+
+#endif

@@ -1,0 +1,114 @@
+/*
+ * cmd/factord/main.c - the factord binary: dispatch to a subcommand.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/factord/cmd.h"
+#include "infra/log.h"
+
+volatile sig_atomic_t fd_stop = 0;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    fd_stop = 1;
+}
+
+void fd_install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static const fd_subcommand subcommands[] = {
+    {"migrate", "create or upgrade the PostgreSQL schema", fd_migrate_main, ""},
+    {"process", "decide commands from Kafka and append events to PostgreSQL", fd_process_main, ""},
+    {"relay", "publish committed events, replies and dead letters to Kafka", fd_relay_main, ""},
+};
+
+static const fd_subcommand *lookup(const char *name)
+{
+    for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+        if (strcmp(subcommands[i].name, name) == 0)
+            return &subcommands[i];
+    return NULL;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: factord <command> [--help]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+        fprintf(f, "  %-10s %s\n", subcommands[i].name, subcommands[i].summary);
+    fprintf(f, "  %-10s %s\n", "config", "print the configuration table (environment variables)");
+    fprintf(f, "\nConfiguration comes from FACTORD_* environment variables: `factord config`.\n");
+}
+
+bool fd_wants_help(int argc, char **argv, const char *name, bool *bad)
+{
+    const fd_subcommand *sc = lookup(name);
+    *bad = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: factord %s %s\n\n%s.\nConfiguration: FACTORD_* environment variables "
+                   "(`factord config` lists them).\n",
+                   name, sc && sc->usage ? sc->usage : "", sc ? sc->summary : "");
+            return true;
+        }
+        fprintf(stderr, "factord %s: unknown argument '%s' (try --help)\n", name, argv[i]);
+        *bad = true;
+        return true;
+    }
+    return false;
+}
+
+static const char *env_get(const char *name) { return getenv(name); }
+
+bool fd_load_config(es_config *cfg, const char *component)
+{
+    es_error err = {0};
+    if (es_config_load(cfg, env_get, &err) != ES_OK) {
+        fprintf(stderr, "factord %s: configuration problems:\n%s\n", component, err.text);
+        return false;
+    }
+    es_log_init(component, cfg->log_level);
+    return true;
+}
+
+const char *fd_require_brokers(const es_config *cfg, const char *component)
+{
+    if (!cfg->kafka_brokers) {
+        fprintf(stderr,
+                "factord %s: FACTORD_KAFKA_BROKERS is not set; %s needs a Kafka broker "
+                "(e.g. FACTORD_KAFKA_BROKERS=127.0.0.1:19092)\n",
+                component, component);
+        return NULL;
+    }
+    return cfg->kafka_brokers;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "config") == 0) {
+        es_config_print_markdown();
+        return 0;
+    }
+    const fd_subcommand *sc = lookup(argv[1]);
+    if (!sc) {
+        fprintf(stderr, "factord: unknown command '%s'\n\n", argv[1]);
+        usage(stderr);
+        return 2;
+    }
+    return sc->run(argc - 1, argv + 1);
+}

@@ -1,0 +1,190 @@
+/*
+ * cmd/factord/relay.c - `factord relay`: publish what PostgreSQL committed.
+ *
+ * Reads events and outbox rows (rejection replies, repeated replies, dead
+ * letters) in global position order after its durable checkpoint, produces
+ * them with the idempotent producer (events keyed by user id, so per-user
+ * order holds), waits until Kafka has acknowledged every one, then moves the
+ * checkpoint. A crash publishes the rows after the checkpoint again, with
+ * identical content; consumers deduplicate events by (instance, user,
+ * sequence). One relay is active at a time (an advisory lock); others wait
+ * as standbys.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/factord/cmd.h"
+#include "infra/clock.h"
+#include "infra/failpoint.h"
+#include "infra/kafka.h"
+#include "infra/log.h"
+#include "infra/store.h"
+
+#define CHECKPOINT "relay"
+
+typedef struct {
+    const es_config *cfg;
+    es_store *st;
+    es_producer *prod;
+    es_outbound *rows;
+    int64_t checkpoint;
+    unsigned long long published;
+} relay;
+
+/* Open PostgreSQL and take the relay lock, waiting as a standby while
+ * another relay holds it. */
+static es_result acquire(relay *r, es_error *err)
+{
+    bool standby_logged = false;
+    int64_t backoff = 100;
+    while (!fd_stop) {
+        es_result rc = ES_OK;
+        if (!r->st)
+            rc = es_store_open(r->cfg->database_url, &r->st, err);
+        bool got = false;
+        if (rc == ES_OK)
+            rc = es_store_try_lock(r->st, "factord.relay", &got, err);
+        if (rc == ES_OK && got)
+            return es_store_checkpoint_get(r->st, CHECKPOINT, &r->checkpoint, err);
+        if (rc == ES_OK) {
+            if (!standby_logged)
+                es_info("another relay is active; waiting as a standby");
+            standby_logged = true;
+            es_sleep_ms(1000);
+            continue;
+        }
+        if (rc != ES_ETRANSIENT)
+            return rc;
+        es_warn("PostgreSQL is not reachable, retrying", "error", err->text, "retry_ms", es_log_i64(backoff));
+        es_store_free(r->st);
+        r->st = NULL;
+        es_sleep_ms(backoff);
+        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+    return ES_ETRANSIENT;
+}
+
+/* Publish one page of rows; moves the checkpoint only when Kafka
+ * acknowledged all of them. */
+static es_result publish_page(relay *r, size_t *n_out, es_error *err)
+{
+    size_t n = 0;
+    es_result rc = es_store_read_outbound(r->st, r->checkpoint, (size_t)r->cfg->relay_batch, r->rows, &n, err);
+    *n_out = n;
+    if (rc != ES_OK || n == 0)
+        return rc;
+    for (size_t i = 0; i < n && rc == ES_OK; i++) {
+        const es_outbound *o = &r->rows[i];
+        rc = es_producer_send(r->prod, o->is_event ? r->cfg->events_topic : o->topic, o->key, o->key_len,
+                              o->value, o->value_len, o->headers_json, err);
+    }
+    es_failpoint("relay.after_produce");
+    if (rc == ES_OK) {
+        size_t failed = 0;
+        rc = es_producer_flush(r->prod, 30000, &failed, err);
+    }
+    if (rc == ES_OK) {
+        int64_t last = r->rows[n - 1].position;
+        rc = es_store_checkpoint_set(r->st, CHECKPOINT, last, err);
+        if (rc == ES_OK) {
+            r->checkpoint = last;
+            r->published += n;
+        }
+    }
+    es_outbound_clear(r->rows, n);
+    return rc;
+}
+
+int fd_relay_main(int argc, char **argv)
+{
+    bool bad;
+    if (fd_wants_help(argc, argv, "relay", &bad))
+        return bad ? 2 : 0;
+    es_config cfg;
+    if (!fd_load_config(&cfg, "relay"))
+        return 2;
+    int exit_code = 1;
+    es_error err = {0};
+    relay r = {.cfg = &cfg};
+    const char *brokers = fd_require_brokers(&cfg, "relay");
+    if (!brokers) {
+        exit_code = 2;
+        goto out;
+    }
+    fd_install_signals();
+    r.rows = calloc((size_t)cfg.relay_batch, sizeof *r.rows);
+    if (!r.rows)
+        abort();
+    const char *topics[] = {cfg.events_topic, cfg.replies_topic, cfg.dlq_topic};
+    while (es_kafka_ensure_topics(brokers, topics, 3, (int)cfg.topic_partitions, 10000, &err) != ES_OK) {
+        es_warn("cannot ensure topics, retrying", "error", err.text);
+        es_sleep_ms(2000);
+        if (fd_stop) {
+            exit_code = 0;
+            goto out;
+        }
+    }
+    if (es_producer_new(brokers, "factord-relay", &r.prod, &err) != ES_OK) {
+        es_err("cannot create the producer", "error", err.text);
+        goto out;
+    }
+    es_result rc = acquire(&r, &err);
+    if (rc != ES_OK) {
+        if (fd_stop)
+            exit_code = 0;
+        else
+            es_err("cannot start the relay", "error", err.text, "sqlstate", err.sqlstate);
+        goto out;
+    }
+    es_info("relay active", "checkpoint", es_log_i64(r.checkpoint), "events_topic", cfg.events_topic);
+
+    int64_t backoff = 100, last_report = es_clock_mono_ms();
+    unsigned long long reported = 0;
+    while (!fd_stop) {
+        size_t n = 0;
+        rc = publish_page(&r, &n, &err);
+        if (rc == ES_OK) {
+            backoff = 100;
+            if (n == 0)
+                es_sleep_ms(cfg.relay_idle_ms);
+        } else if (rc == ES_EFATAL && strstr(err.text, "fatal")) {
+            es_warn("producer fatal error; recreating it and publishing again from the checkpoint",
+                    "error", err.text);
+            if (es_producer_recreate(r.prod, &err) != ES_OK) {
+                es_err("cannot recreate the producer", "error", err.text);
+                goto out;
+            }
+        } else if (rc == ES_ETRANSIENT) {
+            es_warn("publishing failed; retrying from the checkpoint", "error", err.text, "checkpoint",
+                    es_log_i64(r.checkpoint), "retry_ms", es_log_i64(backoff));
+            es_sleep_ms(backoff);
+            backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+            if (PQstatus(es_store_conn(r.st)) != CONNECTION_OK) {
+                /* The session lock went with the connection: take it again. */
+                es_store_free(r.st);
+                r.st = NULL;
+                if (acquire(&r, &err) != ES_OK)
+                    break;
+            }
+        } else {
+            es_err("relay stopping on an error", "error", err.text, "sqlstate", err.sqlstate);
+            goto out;
+        }
+        if (es_clock_mono_ms() - last_report >= 10000 && r.published != reported) {
+            last_report = es_clock_mono_ms();
+            reported = r.published;
+            es_info("progress", "published", es_log_i64((long long)r.published), "checkpoint",
+                    es_log_i64(r.checkpoint));
+        }
+    }
+    es_info("relay stopping", "published", es_log_i64((long long)r.published), "checkpoint",
+            es_log_i64(r.checkpoint));
+    exit_code = 0;
+out:
+    es_producer_free(r.prod);
+    es_store_free(r.st);
+    free(r.rows);
+    es_config_free(&cfg);
+    return exit_code;
+}

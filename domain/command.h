@@ -1,0 +1,87 @@
+/*
+ * domain/command.h - commands as they travel on the commands topic.
+ *
+ * A command is JSON keyed by user id (docs/contracts.md). Decoding is strict:
+ * unknown types, missing fields and wrong types are reported with a reason,
+ * and whatever could still be read (the id, replyTo) is left in the struct so
+ * that the processor can answer the caller. The canonical encoding (sorted
+ * keys, compact, without replyTo) is what the idempotency hash covers.
+ */
+#ifndef FACTORD_DOMAIN_COMMAND_H
+#define FACTORD_DOMAIN_COMMAND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "domain/errors.h"
+
+#define DOM_UUID_LEN 36
+#define DOM_ID_MAX 128       /* instance, user and organisation ids, incl. NUL */
+#define DOM_TOPIC_MAX 250    /* Kafka's topic name limit is 249 */
+#define DOM_TEXT_MAX 256     /* names, user names, e-mail addresses */
+#define DOM_PHONE_MAX 32
+#define DOM_CODE_MAX 16
+#define DOM_CMD_MAX_BYTES (64 * 1024) /* larger records are dead-lettered */
+
+typedef enum {
+    DOM_CMD_UNKNOWN = 0,
+    DOM_CMD_ADD_OTP_SMS,     /* AddMyAuthFactorOTPSMS */
+    DOM_CMD_REMOVE_OTP_SMS,  /* RemoveMyAuthFactorOTPSMS */
+    DOM_CMD_SET_PHONE,       /* SetMyPhone {phone, returnCode?} */
+    DOM_CMD_VERIFY_PHONE,    /* VerifyMyPhone {code} */
+    DOM_CMD_REMOVE_PHONE,    /* RemoveMyPhone */
+    DOM_CMD_IMPORT_HUMAN,    /* ImportHumanUser {...} */
+    DOM_CMD_LOCK,            /* LockUser */
+    DOM_CMD_UNLOCK,          /* UnlockUser */
+    DOM_CMD_DEACTIVATE,      /* DeactivateUser */
+    DOM_CMD_REACTIVATE,      /* ReactivateUser */
+    DOM_CMD_REMOVE_USER,     /* RemoveUser */
+    DOM_CMD__COUNT
+} dom_cmd_type;
+
+typedef struct {
+    char user_name[DOM_TEXT_MAX];
+    char first_name[DOM_TEXT_MAX];
+    char last_name[DOM_TEXT_MAX];
+    char nick_name[DOM_TEXT_MAX];
+    char display_name[DOM_TEXT_MAX];
+    char preferred_language[16];
+    char gender[32];          /* "GENDER_UNSPECIFIED", "GENDER_FEMALE", ... */
+    char email[DOM_TEXT_MAX];
+    bool is_email_verified;
+    char phone[DOM_TEXT_MAX]; /* as given; normalised by the decision */
+    bool is_phone_verified;
+} dom_import;
+
+typedef struct {
+    char id[DOM_UUID_LEN + 1];        /* lowercase canonical UUID */
+    dom_cmd_type type;
+    char instance_id[DOM_ID_MAX];
+    char user_id[DOM_ID_MAX];          /* may be "": the decision rejects it */
+    char resource_owner[DOM_ID_MAX];
+    char reply_to[DOM_TOPIC_MAX];      /* "" = the configured default */
+    char creator[DOM_ID_MAX];          /* who acts; "" = the user itself */
+    /* payload, by type */
+    char phone[DOM_TEXT_MAX];          /* SetMyPhone, as given */
+    char code[DOM_CODE_MAX * 2];       /* VerifyMyPhone */
+    bool return_code;                  /* SetMyPhone */
+    dom_import import;                 /* ImportHumanUser */
+} dom_cmd;
+
+/* Name on the wire ("AddMyAuthFactorOTPSMS"), "" for DOM_CMD_UNKNOWN. */
+const char *dom_cmd_type_name(dom_cmd_type t);
+dom_cmd_type dom_cmd_type_parse(const char *name);
+
+/* Decode one record. On ES_EINVAL err->text says why, and cmd->id /
+ * cmd->reply_to hold what could be read ("" otherwise). */
+es_result dom_cmd_decode(const char *buf, size_t len, dom_cmd *cmd, es_error *err) ES_WUR;
+
+/* Encode as wire JSON (with replyTo when include_reply_to). New reference. */
+json_t *dom_cmd_to_json(const dom_cmd *cmd, bool include_reply_to);
+
+/* The canonical text the idempotency hash covers: sorted keys, compact,
+ * without replyTo. Caller frees with free(). */
+char *dom_cmd_canonical(const dom_cmd *cmd);
+
+#endif

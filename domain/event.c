@@ -1,0 +1,517 @@
+/*
+ * domain/event.c - the event codec of the user aggregate and factord's
+ * RFC 3339 clock arithmetic.
+ *
+ * Events are read back from the store, from the events topic and from
+ * ZITADEL imports, so decoding range-checks every field and accepts
+ * ZITADEL's names for the factor events; unknown payload members are
+ * ignored (an imported ZITADEL event carries more than factord uses), but
+ * a known member of the wrong type is an error.
+ *
+ * Time is converted with pure calendar arithmetic (days from the civil
+ * date, proleptic Gregorian, UTC) because timegm/gmtime may consult the
+ * time zone database, which is I/O, and the domain does none.
+ */
+#include "domain/event.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const type_names[DOM_EVT__COUNT] = {
+    [DOM_EVT_UNKNOWN] = "",
+    [DOM_EVT_HUMAN_ADDED] = "user.human.added",
+    [DOM_EVT_PHONE_CHANGED] = "user.human.phone.changed",
+    [DOM_EVT_PHONE_CODE_ADDED] = "user.human.phone.code.added",
+    [DOM_EVT_PHONE_VERIFIED] = "user.human.phone.verified",
+    [DOM_EVT_PHONE_VERIFICATION_FAILED] = "user.human.phone.verification.failed",
+    [DOM_EVT_PHONE_REMOVED] = "user.human.phone.removed",
+    [DOM_EVT_OTP_SMS_ADDED] = "user.human.otp.sms.added",
+    [DOM_EVT_OTP_SMS_REMOVED] = "user.human.otp.sms.removed",
+    [DOM_EVT_LOCKED] = "user.locked",
+    [DOM_EVT_UNLOCKED] = "user.unlocked",
+    [DOM_EVT_DEACTIVATED] = "user.deactivated",
+    [DOM_EVT_REACTIVATED] = "user.reactivated",
+    [DOM_EVT_REMOVED] = "user.removed",
+};
+
+const char *dom_evt_type_name(dom_evt_type t)
+{
+    if ((int)t <= DOM_EVT_UNKNOWN || t >= DOM_EVT__COUNT)
+        return "";
+    return type_names[t];
+}
+
+dom_evt_type dom_evt_type_parse(const char *name)
+{
+    if (!name || name[0] == '\0')
+        return DOM_EVT_UNKNOWN;
+    for (int t = DOM_EVT_UNKNOWN + 1; t < DOM_EVT__COUNT; t++)
+        if (strcmp(type_names[t], name) == 0)
+            return (dom_evt_type)t;
+    /* ZITADEL's names for the same facts (repository/user/human_mfa_otp.go). */
+    if (strcmp(name, "user.human.mfa.otp.sms.added") == 0)
+        return DOM_EVT_OTP_SMS_ADDED;
+    if (strcmp(name, "user.human.mfa.otp.sms.removed") == 0)
+        return DOM_EVT_OTP_SMS_REMOVED;
+    return DOM_EVT_UNKNOWN;
+}
+
+/* --- time ---------------------------------------------------------------- */
+
+#define US_PER_SEC INT64_C(1000000)
+#define SEC_PER_DAY INT64_C(86400)
+/* Days since 1970-01-01 of y-m-d (proleptic Gregorian); H. Hinnant's
+ * days_from_civil. */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const int64_t yoe = y - era * 400;                                     /* [0, 399] */
+    const int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;   /* [0, 365] */
+    const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;             /* [0, 146096] */
+    return era * 146097 + doe - 719468;
+}
+
+/* The inverse: y-m-d of a day count since 1970-01-01. */
+static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+{
+    z += 719468;
+    const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    const int64_t doe = z - era * 146097;                                  /* [0, 146096] */
+    const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* [0, 399] */
+    const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);           /* [0, 365] */
+    const int64_t mp = (5 * doy + 2) / 153;                                /* [0, 11] */
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+static bool is_leap(int64_t y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static int days_in_month(int64_t y, int m)
+{
+    static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    return m == 2 && is_leap(y) ? 29 : days[m - 1];
+}
+
+void dom_time_format(int64_t us, char *buf, size_t len)
+{
+    if (!buf || len == 0)
+        return;
+    if (us < DOM_TIME_MIN_US || us > DOM_TIME_MAX_US) {
+        /* Not representable in RFC 3339; "" is refused by dom_time_parse,
+         * so it cannot pass for a real time. */
+        buf[0] = '\0';
+        return;
+    }
+    /* Floor division: times before 1970 have a negative remainder. */
+    int64_t secs = us / US_PER_SEC, frac = us % US_PER_SEC;
+    if (frac < 0) {
+        frac += US_PER_SEC;
+        secs -= 1;
+    }
+    int64_t days = secs / SEC_PER_DAY, sod = secs % SEC_PER_DAY;
+    if (sod < 0) {
+        sod += SEC_PER_DAY;
+        days -= 1;
+    }
+    int64_t y;
+    int m, d;
+    civil_from_days(days, &y, &m, &d);
+    int n = snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", (int)y, m, d,
+                     (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60), (int)frac);
+    if (n < 0 || (size_t)n >= len)
+        buf[0] = '\0'; /* a cut time would parse as a different time */
+}
+
+/* Read exactly n digits at *p into *out; advances *p. */
+static bool digits(const char **p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        char c = (*p)[i];
+        if (c < '0' || c > '9')
+            return false;
+        v = v * 10 + (c - '0');
+    }
+    *p += n;
+    *out = v;
+    return true;
+}
+
+es_result dom_time_parse(const char *s, int64_t *us)
+{
+    const char *p = s;
+    int year, month, day, hour, minute, second, off = 0;
+    int64_t frac_us = 0;
+
+    if (!s)
+        return ES_EINVAL;
+    if (!digits(&p, 4, &year) || *p++ != '-' || !digits(&p, 2, &month) || *p++ != '-' ||
+        !digits(&p, 2, &day) || (*p != 'T' && *p != 't'))
+        return ES_EINVAL;
+    p++;
+    if (!digits(&p, 2, &hour) || *p++ != ':' || !digits(&p, 2, &minute) || *p++ != ':' ||
+        !digits(&p, 2, &second))
+        return ES_EINVAL;
+    if (*p == '.') {
+        p++;
+        int n = 0;
+        int64_t scale = 100000;
+        while (*p >= '0' && *p <= '9') {
+            if (n >= 9)
+                return ES_EINVAL;
+            /* Digits past microseconds are dropped (truncated): the stored
+             * precision is the microsecond. */
+            frac_us += (*p - '0') * scale;
+            scale /= 10;
+            n++;
+            p++;
+        }
+        if (n == 0)
+            return ES_EINVAL;
+    }
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p == '-' ? -1 : 1, oh, om;
+        p++;
+        if (!digits(&p, 2, &oh) || *p++ != ':' || !digits(&p, 2, &om) || oh > 23 || om > 59)
+            return ES_EINVAL;
+        off = sign * (oh * 60 + om);
+    } else {
+        return ES_EINVAL;
+    }
+    if (*p != '\0')
+        return ES_EINVAL;
+
+    /* Second 60 (a leap second) is refused, as Go's time.Parse does: the
+     * epoch arithmetic has no place for it. */
+    if (year < 1 || month < 1 || month > 12 || day < 1 || day > days_in_month(year, month) ||
+        hour > 23 || minute > 59 || second > 59)
+        return ES_EINVAL;
+
+    int64_t secs = days_from_civil(year, month, day) * SEC_PER_DAY + hour * 3600 +
+                   minute * 60 + second - (int64_t)off * 60;
+    int64_t v = secs * US_PER_SEC + frac_us;
+    if (v < DOM_TIME_MIN_US || v > DOM_TIME_MAX_US)
+        return ES_EINVAL;
+    *us = v;
+    return ES_OK;
+}
+
+/* --- JSON helpers -------------------------------------------------------- */
+
+static json_t *new_object(void)
+{
+    json_t *o = json_object();
+    if (!o)
+        abort();
+    return o;
+}
+
+static void set_new(json_t *obj, const char *key, json_t *value)
+{
+    if (!value || json_object_set_new(obj, key, value) != 0)
+        abort(); /* out of memory, or invalid UTF-8 in a caller-built struct */
+}
+
+static void set_opt_string(json_t *obj, const char *key, const char *value)
+{
+    if (value[0] != '\0')
+        set_new(obj, key, json_string(value));
+}
+
+static json_t *int64_string(int64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%" PRId64, v);
+    return json_string(buf);
+}
+
+static json_t *time_string(int64_t us)
+{
+    char buf[40];
+    dom_time_format(us, buf, sizeof buf);
+    return json_string(buf);
+}
+
+/* Member readers with range checks; optional members leave the default. */
+static es_result get_string(const json_t *obj, const char *key, bool required, char *dst,
+                            size_t dst_size, es_error *err)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (!v) {
+        dst[0] = '\0';
+        if (required)
+            return es_error_set(err, ES_EINVAL, "event field \"%s\": missing", key);
+        return ES_OK;
+    }
+    if (!json_is_string(v))
+        return es_error_set(err, ES_EINVAL, "event field \"%s\": expected a string", key);
+    size_t len = json_string_length(v);
+    const char *s = json_string_value(v);
+    if (strlen(s) != len)
+        return es_error_set(err, ES_EINVAL, "event field \"%s\": contains a NUL character", key);
+    if (len >= dst_size)
+        return es_error_set(err, ES_EINVAL, "event field \"%s\": too long (%zu bytes, limit %zu)",
+                            key, len, dst_size - 1);
+    memcpy(dst, s, len + 1);
+    return ES_OK;
+}
+
+static es_result get_bool(const json_t *obj, const char *key, bool *dst, es_error *err)
+{
+    const json_t *v = json_object_get(obj, key);
+    *dst = false;
+    if (!v)
+        return ES_OK;
+    if (!json_is_boolean(v))
+        return es_error_set(err, ES_EINVAL, "event field \"%s\": expected a boolean", key);
+    *dst = json_is_true(v);
+    return ES_OK;
+}
+
+/* An int64 as a JSON string of decimal digits (no sign, no leading zeros). */
+static es_result get_int64(const json_t *obj, const char *key, bool required, int64_t min,
+                           int64_t *dst, es_error *err)
+{
+    const json_t *v = json_object_get(obj, key);
+    *dst = 0;
+    if (!v) {
+        if (required)
+            return es_error_set(err, ES_EINVAL, "event field \"%s\": missing", key);
+        return ES_OK;
+    }
+    if (!json_is_string(v))
+        return es_error_set(err, ES_EINVAL, "event field \"%s\": expected a string of digits",
+                            key);
+    const char *s = json_string_value(v);
+    size_t len = json_string_length(v);
+    bool ok = len > 0 && len <= 19 && !(len > 1 && s[0] == '0');
+    uint64_t acc = 0;
+    for (size_t i = 0; ok && i < len; i++) {
+        ok = s[i] >= '0' && s[i] <= '9';
+        acc = acc * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (!ok || acc > (uint64_t)INT64_MAX || (int64_t)acc < min)
+        return es_error_set(err, ES_EINVAL, "event field \"%s\": not an integer >= %" PRId64,
+                            key, min);
+    *dst = (int64_t)acc;
+    return ES_OK;
+}
+
+static es_result get_time(const json_t *obj, const char *key, bool required, int64_t *dst,
+                          es_error *err)
+{
+    char buf[64] = "";
+    es_result rc = get_string(obj, key, required, buf, sizeof buf, err);
+    *dst = 0;
+    if (rc != ES_OK || buf[0] == '\0') {
+        if (rc == ES_OK && json_object_get(obj, key))
+            return es_error_set(err, ES_EINVAL, "event field \"%s\": not an RFC 3339 time", key);
+        return rc;
+    }
+    if (dom_time_parse(buf, dst) != ES_OK)
+        return es_error_set(err, ES_EINVAL, "event field \"%s\": not an RFC 3339 time", key);
+    return ES_OK;
+}
+
+/* --- payloads ------------------------------------------------------------ */
+
+/* factord writes the enum's name; ZITADEL's own events carry its number. */
+static es_result get_gender(const json_t *obj, char *dst, size_t dst_size, es_error *err)
+{
+    static const char *const names[] = { "GENDER_UNSPECIFIED", "GENDER_FEMALE", "GENDER_MALE",
+                                         "GENDER_DIVERSE" };
+    const json_t *v = json_object_get(obj, "gender");
+    if (json_is_integer(v)) {
+        json_int_t g = json_integer_value(v);
+        if (g < 0 || g >= (json_int_t)(sizeof names / sizeof names[0]))
+            return es_error_set(err, ES_EINVAL,
+                                "event field \"gender\": unknown gender %" JSON_INTEGER_FORMAT, g);
+        snprintf(dst, dst_size, "%s", names[g]);
+        return ES_OK;
+    }
+    return get_string(obj, "gender", false, dst, dst_size, err);
+}
+
+json_t *dom_evt_payload_to_json(const dom_evt *evt)
+{
+    json_t *p = new_object();
+    const dom_import *h = &evt->human;
+    switch (evt->type) {
+    case DOM_EVT_HUMAN_ADDED:
+        set_opt_string(p, "userName", h->user_name);
+        set_opt_string(p, "firstName", h->first_name);
+        set_opt_string(p, "lastName", h->last_name);
+        set_opt_string(p, "nickName", h->nick_name);
+        set_opt_string(p, "displayName", h->display_name);
+        set_opt_string(p, "preferredLanguage", h->preferred_language);
+        set_opt_string(p, "gender", h->gender);
+        set_opt_string(p, "email", h->email);
+        set_new(p, "isEmailVerified", json_boolean(h->is_email_verified));
+        set_opt_string(p, "phone", h->phone);
+        break;
+    case DOM_EVT_PHONE_CHANGED:
+        set_new(p, "phone", json_string(evt->phone));
+        break;
+    case DOM_EVT_PHONE_CODE_ADDED:
+        set_new(p, "code", json_string(evt->code_enc));
+        /* 0 = never expires (a code lifetime of 0, as ZITADEL's): no time. */
+        if (evt->code_expires_at_us != 0)
+            set_new(p, "expiresAt", time_string(evt->code_expires_at_us));
+        break;
+    case DOM_EVT_REMOVED:
+        set_new(p, "userName", json_string(evt->user_name));
+        break;
+    default:
+        break;
+    }
+    return p;
+}
+
+es_result dom_evt_payload_from_json(dom_evt *evt, const json_t *payload, es_error *err)
+{
+    dom_import *h = &evt->human;
+    es_result rc = ES_OK;
+
+    memset(h, 0, sizeof *h);
+    evt->phone[0] = '\0';
+    evt->code_enc[0] = '\0';
+    evt->code_expires_at_us = 0;
+    evt->user_name[0] = '\0';
+    if (!json_is_object(payload))
+        return es_error_set(err, ES_EINVAL, "event field \"payload\": expected an object");
+
+    switch (evt->type) {
+    case DOM_EVT_HUMAN_ADDED: {
+        /* The phone goes into the state's fixed buffer: it must fit there. */
+        char phone[DOM_PHONE_MAX] = "";
+        if ((rc = get_string(payload, "userName", false, h->user_name, sizeof h->user_name,
+                             err)) != ES_OK ||
+            (rc = get_string(payload, "firstName", false, h->first_name, sizeof h->first_name,
+                             err)) != ES_OK ||
+            (rc = get_string(payload, "lastName", false, h->last_name, sizeof h->last_name,
+                             err)) != ES_OK ||
+            (rc = get_string(payload, "nickName", false, h->nick_name, sizeof h->nick_name,
+                             err)) != ES_OK ||
+            (rc = get_string(payload, "displayName", false, h->display_name,
+                             sizeof h->display_name, err)) != ES_OK ||
+            (rc = get_string(payload, "preferredLanguage", false, h->preferred_language,
+                             sizeof h->preferred_language, err)) != ES_OK ||
+            (rc = get_gender(payload, h->gender, sizeof h->gender, err)) != ES_OK ||
+            (rc = get_string(payload, "email", false, h->email, sizeof h->email, err)) != ES_OK ||
+            (rc = get_bool(payload, "isEmailVerified", &h->is_email_verified, err)) != ES_OK ||
+            (rc = get_string(payload, "phone", false, phone, sizeof phone, err)) != ES_OK)
+            break;
+        memcpy(h->phone, phone, sizeof phone);
+        break;
+    }
+    case DOM_EVT_PHONE_CHANGED:
+        rc = get_string(payload, "phone", true, evt->phone, sizeof evt->phone, err);
+        break;
+    case DOM_EVT_PHONE_CODE_ADDED:
+        if ((rc = get_string(payload, "code", true, evt->code_enc, sizeof evt->code_enc, err)) !=
+            ES_OK)
+            break;
+        rc = get_time(payload, "expiresAt", false, &evt->code_expires_at_us, err);
+        break;
+    case DOM_EVT_REMOVED:
+        rc = get_string(payload, "userName", false, evt->user_name, sizeof evt->user_name, err);
+        break;
+    default:
+        break;
+    }
+    return rc;
+}
+
+/* --- whole events -------------------------------------------------------- */
+
+json_t *dom_evt_to_json(const dom_evt *evt)
+{
+    json_t *j = new_object();
+    set_new(j, "instanceId", json_string(evt->instance_id));
+    set_new(j, "aggregateType", json_string(DOM_AGGREGATE_USER));
+    set_new(j, "aggregateId", json_string(evt->aggregate_id));
+    set_new(j, "sequence", int64_string(evt->sequence));
+    set_new(j, "position", int64_string(evt->position));
+    set_new(j, "type", json_string(dom_evt_type_name(evt->type)));
+    set_new(j, "revision", json_integer(evt->revision));
+    set_new(j, "createdAt", time_string(evt->created_at_us));
+    set_new(j, "creator", json_string(evt->creator));
+    set_new(j, "resourceOwner", json_string(evt->resource_owner));
+    set_new(j, "commandId", json_string(evt->command_id));
+    set_new(j, "lastOfCommand", json_boolean(evt->last_of_command));
+    set_new(j, "payload", dom_evt_payload_to_json(evt));
+    return j;
+}
+
+es_result dom_evt_from_json(const json_t *j, dom_evt *evt, es_error *err)
+{
+    char aggregate_type[32] = "", type[64] = "";
+    const json_t *rev, *payload;
+    es_result rc;
+
+    memset(evt, 0, sizeof *evt);
+    if (!json_is_object(j))
+        return es_error_set(err, ES_EINVAL, "event: expected a JSON object");
+    if ((rc = get_string(j, "aggregateType", true, aggregate_type, sizeof aggregate_type,
+                         err)) != ES_OK)
+        return rc;
+    if (strcmp(aggregate_type, DOM_AGGREGATE_USER) != 0)
+        return es_error_set(err, ES_EINVAL, "event field \"aggregateType\": not \"user\"");
+    if ((rc = get_string(j, "type", true, type, sizeof type, err)) != ES_OK)
+        return rc;
+    if ((evt->type = dom_evt_type_parse(type)) == DOM_EVT_UNKNOWN)
+        return es_error_set(err, ES_EINVAL, "event field \"type\": unknown event type \"%s\"",
+                            type);
+    if ((rc = get_string(j, "instanceId", true, evt->instance_id, sizeof evt->instance_id,
+                         err)) != ES_OK ||
+        (rc = get_string(j, "aggregateId", true, evt->aggregate_id, sizeof evt->aggregate_id,
+                         err)) != ES_OK ||
+        (rc = get_string(j, "resourceOwner", false, evt->resource_owner,
+                         sizeof evt->resource_owner, err)) != ES_OK ||
+        (rc = get_string(j, "creator", false, evt->creator, sizeof evt->creator, err)) != ES_OK ||
+        (rc = get_string(j, "commandId", false, evt->command_id, sizeof evt->command_id, err)) !=
+            ES_OK ||
+        (rc = get_int64(j, "sequence", true, 1, &evt->sequence, err)) != ES_OK ||
+        (rc = get_int64(j, "position", false, 0, &evt->position, err)) != ES_OK ||
+        (rc = get_time(j, "createdAt", true, &evt->created_at_us, err)) != ES_OK ||
+        (rc = get_bool(j, "lastOfCommand", &evt->last_of_command, err)) != ES_OK)
+        goto fail;
+    if (evt->instance_id[0] == '\0' || evt->aggregate_id[0] == '\0') {
+        rc = es_error_set(err, ES_EINVAL, "event: empty instanceId or aggregateId");
+        goto fail;
+    }
+
+    rev = json_object_get(j, "revision");
+    evt->revision = DOM_EVT_REVISION;
+    if (rev) {
+        if (!json_is_integer(rev) || json_integer_value(rev) < 1 ||
+            json_integer_value(rev) > 1000) {
+            rc = es_error_set(err, ES_EINVAL, "event field \"revision\": not an integer >= 1");
+            goto fail;
+        }
+        evt->revision = (int)json_integer_value(rev);
+    }
+
+    payload = json_object_get(j, "payload");
+    if (!payload) {
+        rc = es_error_set(err, ES_EINVAL, "event field \"payload\": missing");
+        goto fail;
+    }
+    if ((rc = dom_evt_payload_from_json(evt, payload, err)) != ES_OK)
+        goto fail;
+    return ES_OK;
+
+fail:
+    memset(evt, 0, sizeof *evt);
+    return rc;
+}

@@ -1,0 +1,90 @@
+/*
+ * domain/event.h - the events of the user aggregate.
+ *
+ * An event is a plain struct: the store gives it its position, the decision
+ * everything else. Payloads are small fixed fields; dom_evt_payload_to_json
+ * and dom_evt_payload_from_json are the only place that knows their JSON
+ * shape (docs/contracts.md, "Events"). ZITADEL's names for the factor events
+ * (user.human.mfa.otp.sms.*) are accepted when parsing a type.
+ */
+#ifndef FACTORD_DOMAIN_EVENT_H
+#define FACTORD_DOMAIN_EVENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "domain/command.h"
+
+#define DOM_AGGREGATE_USER "user"
+#define DOM_EVT_REVISION 1
+#define DOM_CODE_ENC_MAX 256
+
+typedef enum {
+    DOM_EVT_UNKNOWN = 0,
+    DOM_EVT_HUMAN_ADDED,              /* user.human.added */
+    DOM_EVT_PHONE_CHANGED,            /* user.human.phone.changed */
+    DOM_EVT_PHONE_CODE_ADDED,         /* user.human.phone.code.added */
+    DOM_EVT_PHONE_VERIFIED,           /* user.human.phone.verified */
+    DOM_EVT_PHONE_VERIFICATION_FAILED,/* user.human.phone.verification.failed */
+    DOM_EVT_PHONE_REMOVED,            /* user.human.phone.removed */
+    DOM_EVT_OTP_SMS_ADDED,            /* user.human.otp.sms.added */
+    DOM_EVT_OTP_SMS_REMOVED,          /* user.human.otp.sms.removed */
+    DOM_EVT_LOCKED,                   /* user.locked */
+    DOM_EVT_UNLOCKED,                 /* user.unlocked */
+    DOM_EVT_DEACTIVATED,              /* user.deactivated */
+    DOM_EVT_REACTIVATED,              /* user.reactivated */
+    DOM_EVT_REMOVED,                  /* user.removed */
+    DOM_EVT__COUNT
+} dom_evt_type;
+
+typedef struct {
+    dom_evt_type type;
+    char instance_id[DOM_ID_MAX];
+    char aggregate_id[DOM_ID_MAX];     /* the user id */
+    char resource_owner[DOM_ID_MAX];
+    char creator[DOM_ID_MAX];
+    char command_id[DOM_UUID_LEN + 1];
+    int64_t sequence;                  /* per aggregate: 1, 2, 3, ... */
+    int64_t position;                  /* global, given by the store; 0 before */
+    int64_t created_at_us;             /* microseconds since the epoch, UTC */
+    int revision;
+    bool last_of_command;              /* last event of an accepted command:
+                                          the success reply is due after it */
+    /* payload, by type */
+    dom_import human;                  /* HUMAN_ADDED (phone already normalised) */
+    char phone[DOM_PHONE_MAX];         /* PHONE_CHANGED */
+    char code_enc[DOM_CODE_ENC_MAX];   /* PHONE_CODE_ADDED: ciphertext, base64 */
+    int64_t code_expires_at_us;        /* PHONE_CODE_ADDED */
+    char user_name[DOM_TEXT_MAX];      /* REMOVED: the name that is freed */
+} dom_evt;
+
+const char *dom_evt_type_name(dom_evt_type t);   /* "" for UNKNOWN */
+dom_evt_type dom_evt_type_parse(const char *name); /* accepts ZITADEL's mfa names */
+
+/* Payload JSON of evt (new reference; {} for payload-less types). */
+json_t *dom_evt_payload_to_json(const dom_evt *evt);
+/* Fill evt's payload fields from JSON according to evt->type. */
+es_result dom_evt_payload_from_json(dom_evt *evt, const json_t *payload, es_error *err) ES_WUR;
+
+/* The whole event as JSON (brief §3 shape: instanceId, aggregateType,
+ * aggregateId, sequence and position as strings, type, revision, createdAt
+ * RFC 3339 UTC with microseconds, creator, resourceOwner, commandId,
+ * lastOfCommand, payload). New reference. */
+json_t *dom_evt_to_json(const dom_evt *evt);
+es_result dom_evt_from_json(const json_t *j, dom_evt *evt, es_error *err) ES_WUR;
+
+/* The instants RFC 3339 can write with a four-digit year:
+ * 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z, in microseconds. */
+#define DOM_TIME_MIN_US (INT64_C(-62135596800) * 1000000)
+#define DOM_TIME_MAX_US (INT64_C(253402300800) * 1000000 - 1)
+
+/* RFC 3339 UTC with microseconds ("2024-03-27T10:05:48.581123Z") into buf
+ * (at least 32 bytes). Pure arithmetic, no time zone database. Outside
+ * [DOM_TIME_MIN_US, DOM_TIME_MAX_US] (or when buf is too small) buf gets "". */
+void dom_time_format(int64_t us, char *buf, size_t len);
+/* Parse RFC 3339 (Z or +hh:mm offsets, 0-9 fraction digits; digits past
+ * the microsecond are truncated; second 60 and instants outside the range
+ * above are refused). */
+es_result dom_time_parse(const char *s, int64_t *us) ES_WUR;
+
+#endif

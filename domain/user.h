@@ -1,0 +1,87 @@
+/*
+ * domain/user.h - the user aggregate: its write-side state, apply and decide.
+ *
+ * dom_user is the write-side projection that commands are checked against
+ * (brief §4.9): one row per (instance, user) in factord.users, updated by
+ * dom_user_apply in the transaction that appends the events, and rebuildable
+ * by folding the log through the same function.
+ *
+ * dom_user_decide is pure: the clock, the fresh phone code and its
+ * ciphertext, the decrypted stored code and the user-name lookup are inputs
+ * in dom_ctx. It never fails; a business rejection is a value.
+ */
+#ifndef FACTORD_DOMAIN_USER_H
+#define FACTORD_DOMAIN_USER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "domain/command.h"
+#include "domain/errors.h"
+#include "domain/event.h"
+
+typedef enum {
+    DOM_USER_NONE = 0,    /* never added */
+    DOM_USER_ACTIVE,
+    DOM_USER_LOCKED,
+    DOM_USER_INACTIVE,    /* deactivated */
+    DOM_USER_REMOVED
+} dom_user_status;
+
+typedef struct {
+    char instance_id[DOM_ID_MAX];
+    char user_id[DOM_ID_MAX];
+    char resource_owner[DOM_ID_MAX];
+    char user_name[DOM_TEXT_MAX];
+    dom_user_status status;
+    int64_t sequence;                  /* of the last applied event; 0 = none */
+    char phone[DOM_PHONE_MAX];         /* current number, "" = none */
+    bool phone_verified;               /* the current number is verified */
+    char verified_phone[DOM_PHONE_MAX];/* latest verified number: codes go here */
+    bool otp_sms;                      /* the OTP-SMS factor is added */
+    char code_enc[DOM_CODE_ENC_MAX];   /* pending phone code, ciphertext */
+    int64_t code_expires_at_us;
+    int64_t created_at_us;
+    int64_t changed_at_us;
+} dom_user;
+
+const char *dom_user_status_name(dom_user_status s); /* "active", ... */
+dom_user_status dom_user_status_parse(const char *s);
+
+/* Fold one event into st (sequence, dates and the fields the type touches).
+ * st->instance_id/user_id are taken from the event when st is empty. */
+void dom_user_apply(dom_user *st, const dom_evt *evt);
+
+typedef struct {
+    int64_t now_us;            /* event creation time */
+    const char *new_code;      /* SetMyPhone: fresh plaintext digits */
+    const char *new_code_enc;  /* ... and their ciphertext (stored in the event) */
+    int64_t code_ttl_us;       /* SetMyPhone: code lifetime */
+    const char *stored_code;   /* VerifyMyPhone: plaintext of st->code_enc, or NULL */
+    bool user_name_taken;      /* ImportHumanUser: the name is held by another live user */
+} dom_ctx;
+
+#define DOM_MAX_EVENTS 4
+
+typedef struct {
+    bool accepted;             /* the caller gets a success reply */
+    dom_rej rej;               /* when !accepted */
+    char rej_detail[128];      /* optional detail appended to the message */
+    size_t n_events;           /* events to append: a rejection may have some
+                                  (phone.verification.failed) */
+    dom_evt events[DOM_MAX_EVENTS];
+    char code[DOM_CODE_MAX];   /* returnCode: plaintext code for the reply */
+} dom_decision;
+
+/* Decide cmd against st (the latest state of cmd's user) at ctx. Events get
+ * sequences st->sequence+1..., instance/aggregate/owner/creator/command id
+ * and time filled in; the last event of an accepted command is marked. */
+void dom_user_decide(const dom_user *st, const dom_cmd *cmd, const dom_ctx *ctx,
+                     dom_decision *dec);
+
+/* The reply body a caller gets for an accepted decision's last event:
+ * {"details":{"sequence","creationDate","changeDate","resourceOwner"}}
+ * (plus "code" when dec->code is set). New reference. */
+json_t *dom_success_body(const dom_evt *last, const char *code);
+
+#endif

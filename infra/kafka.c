@@ -1,0 +1,335 @@
+/*
+ * infra/kafka.c - librdkafka wiring (see kafka.h).
+ */
+#include "infra/kafka.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infra/clock.h"
+#include "infra/log.h"
+
+extern char **environ;
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    /* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug */
+    es_log_level lvl = level <= 3 ? ES_LOG_ERROR : level == 4 ? ES_LOG_WARN
+                     : level <= 6 ? ES_LOG_INFO : ES_LOG_DEBUG;
+    es_log(lvl, buf, "lib", "rdkafka", "facility", fac, (const char *)NULL);
+}
+
+static bool set(rd_kafka_conf_t *conf, const char *name, const char *value, es_error *err)
+{
+    char errstr[512];
+    if (rd_kafka_conf_set(conf, name, value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+        es_error_set(err, ES_EINVAL, "kafka property %s: %s", name, errstr);
+        return false;
+    }
+    return true;
+}
+
+rd_kafka_conf_t *es_kafka_conf(const char *brokers, const char *client_id, es_error *err)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    if (!set(conf, "bootstrap.servers", brokers, err) ||
+        !set(conf, "client.id", client_id ? client_id : "factord", err) ||
+        !set(conf, "socket.nagle.disable", "true", err))
+        goto fail;
+    /* FACTORD_RDKAFKA_SASL_MECHANISMS=PLAIN -> sasl.mechanisms=PLAIN */
+    for (char **e = environ; e && *e; e++) {
+        static const char prefix[] = "FACTORD_RDKAFKA_";
+        if (strncmp(*e, prefix, sizeof prefix - 1) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        char name[128];
+        size_t n = (size_t)(eq - *e) - (sizeof prefix - 1);
+        if (n == 0 || n >= sizeof name)
+            continue;
+        for (size_t i = 0; i < n; i++) {
+            char c = (*e)[sizeof prefix - 1 + i];
+            name[i] = c == '_' ? '.' : (char)tolower((unsigned char)c);
+        }
+        name[n] = '\0';
+        if (!set(conf, name, eq + 1, err))
+            goto fail;
+    }
+    return conf;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+es_result es_kafka_ensure_topics(const char *brokers, const char *const *topics, size_t n,
+                                 int partitions, int timeout_ms, es_error *err)
+{
+    es_result rc = ES_EFATAL;
+    char errstr[512];
+    rd_kafka_t *rk = NULL;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_event_t *ev = NULL;
+    rd_kafka_NewTopic_t **nt = calloc(n ? n : 1, sizeof *nt);
+    rd_kafka_conf_t *conf = es_kafka_conf(brokers, "factord-admin", err);
+    if (!conf || !nt)
+        goto out;
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        es_error_set(err, ES_EFATAL, "kafka admin client: %s", errstr);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, -1, errstr, sizeof errstr);
+        if (!nt[i]) {
+            es_error_set(err, ES_EINVAL, "topic %s: %s", topics[i], errstr);
+            goto out;
+        }
+    }
+    q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, errstr, sizeof errstr);
+    rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, errstr, sizeof errstr);
+    rd_kafka_CreateTopics(rk, nt, n, opts, q);
+    rd_kafka_AdminOptions_destroy(opts);
+    ev = rd_kafka_queue_poll(q, timeout_ms + 2000);
+    if (!ev) {
+        rc = es_error_set(err, ES_ETRANSIENT, "creating topics: no answer from %s within %d ms",
+                          brokers, timeout_ms);
+        goto out;
+    }
+    if (rd_kafka_event_error(ev)) {
+        rc = es_error_set(err, ES_ETRANSIENT, "creating topics: %s", rd_kafka_event_error_string(ev));
+        goto out;
+    }
+    const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
+    size_t cnt = 0;
+    const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &cnt);
+    for (size_t i = 0; i < cnt; i++) {
+        rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+            es_info("created topic", "topic", rd_kafka_topic_result_name(tr[i]),
+                    "partitions", es_log_i64(partitions));
+        else if (e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            rc = es_error_set(err, ES_EFATAL, "creating topic %s: %s", rd_kafka_topic_result_name(tr[i]),
+                              rd_kafka_topic_result_error_string(tr[i]) ? rd_kafka_topic_result_error_string(tr[i])
+                                                                        : rd_kafka_err2str(e));
+            goto out;
+        }
+    }
+    rc = ES_OK;
+out:
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (q)
+        rd_kafka_queue_destroy(q);
+    if (nt) {
+        for (size_t i = 0; i < n; i++)
+            if (nt[i])
+                rd_kafka_NewTopic_destroy(nt[i]);
+        free(nt);
+    }
+    if (rk)
+        rd_kafka_destroy(rk);
+    return rc;
+}
+
+/* --- producer ------------------------------------------------------------ */
+
+struct es_producer {
+    rd_kafka_t *rk;
+    char *brokers;
+    char *client_id;
+    size_t failed;        /* delivery failures since the last flush */
+    char last_error[256];
+};
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    es_producer *p = opaque;
+    if (m->err) {
+        p->failed++;
+        snprintf(p->last_error, sizeof p->last_error, "%s [%d]: %s", rd_kafka_topic_name(m->rkt),
+                 (int)m->partition, rd_kafka_err2str(m->err));
+    }
+}
+
+static es_result producer_make(es_producer *p, es_error *err)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = es_kafka_conf(p->brokers, p->client_id, err);
+    if (!conf)
+        return ES_EINVAL;
+    if (!set(conf, "enable.idempotence", "true", err) || !set(conf, "acks", "all", err) ||
+        !set(conf, "partitioner", "murmur2_random", err) || !set(conf, "linger.ms", "2", err) ||
+        !set(conf, "message.max.bytes", "16777216", err) ||
+        !set(conf, "compression.codec", "lz4", err)) {
+        rd_kafka_conf_destroy(conf);
+        return ES_EINVAL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    rd_kafka_conf_set_opaque(conf, p);
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (!p->rk) {
+        rd_kafka_conf_destroy(conf);
+        return es_error_set(err, ES_EFATAL, "kafka producer: %s", errstr);
+    }
+    return ES_OK;
+}
+
+es_result es_producer_new(const char *brokers, const char *client_id, es_producer **out, es_error *err)
+{
+    es_producer *p = calloc(1, sizeof *p);
+    if (!p)
+        abort();
+    p->brokers = strdup(brokers);
+    p->client_id = strdup(client_id ? client_id : "factord");
+    es_result rc = producer_make(p, err);
+    if (rc != ES_OK) {
+        free(p->brokers);
+        free(p->client_id);
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return ES_OK;
+}
+
+void es_producer_free(es_producer *p)
+{
+    if (!p)
+        return;
+    if (p->rk) {
+        if (rd_kafka_flush(p->rk, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            es_warn("producer closed with undelivered records", "outq", es_log_i64(rd_kafka_outq_len(p->rk)));
+        rd_kafka_destroy(p->rk);
+    }
+    free(p->brokers);
+    free(p->client_id);
+    free(p);
+}
+
+rd_kafka_t *es_producer_handle(es_producer *p) { return p->rk; }
+
+es_result es_producer_recreate(es_producer *p, es_error *err)
+{
+    if (p->rk) {
+        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(p->rk, 1000);
+        rd_kafka_destroy(p->rk);
+        p->rk = NULL;
+    }
+    p->failed = 0;
+    return producer_make(p, err);
+}
+
+static rd_kafka_headers_t *headers_from_json(const char *headers_json)
+{
+    if (!headers_json || !*headers_json)
+        return NULL;
+    json_t *h = json_loads(headers_json, 0, NULL);
+    if (!json_is_object(h)) {
+        json_decref(h);
+        return NULL;
+    }
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(json_object_size(h));
+    const char *k;
+    json_t *v;
+    json_object_foreach(h, k, v) {
+        if (json_is_string(v))
+            rd_kafka_header_add(hdrs, k, -1, json_string_value(v), (ssize_t)json_string_length(v));
+    }
+    json_decref(h);
+    return hdrs;
+}
+
+es_result es_producer_send(es_producer *p, const char *topic, const void *key, size_t key_len,
+                           const void *value, size_t value_len, const char *headers_json, es_error *err)
+{
+    rd_kafka_headers_t *hdrs = headers_from_json(headers_json);
+    for (;;) {
+        rd_kafka_resp_err_t e;
+        if (hdrs)
+            e = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, key_len),
+                                  RD_KAFKA_V_VALUE((void *)value, value_len),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+                                  RD_KAFKA_V_END);
+        else
+            e = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, key_len),
+                                  RD_KAFKA_V_VALUE((void *)value, value_len),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rd_kafka_poll(p->rk, 0);
+            return ES_OK; /* headers now owned by the message */
+        }
+        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(p->rk, 50);
+            continue;
+        }
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
+        if (e == RD_KAFKA_RESP_ERR__FATAL)
+            return es_error_set(err, ES_EFATAL, "producer is in a fatal state");
+        return es_error_set(err, ES_ETRANSIENT, "produce to %s: %s", topic, rd_kafka_err2str(e));
+    }
+}
+
+es_result es_producer_flush(es_producer *p, int timeout_ms, size_t *failed, es_error *err)
+{
+    rd_kafka_resp_err_t e = rd_kafka_flush(p->rk, timeout_ms);
+    *failed = p->failed;
+    p->failed = 0;
+    char fatal[256];
+    if (rd_kafka_fatal_error(p->rk, fatal, sizeof fatal))
+        return es_error_set(err, ES_EFATAL, "producer fatal error: %s", fatal);
+    if (e == RD_KAFKA_RESP_ERR__TIMED_OUT)
+        return es_error_set(err, ES_ETRANSIENT, "%d records not delivered within %d ms",
+                            rd_kafka_outq_len(p->rk), timeout_ms);
+    if (*failed)
+        return es_error_set(err, ES_ETRANSIENT, "%zu deliveries failed, last: %s", *failed, p->last_error);
+    return ES_OK;
+}
+
+/* --- consumer ------------------------------------------------------------ */
+
+es_result es_consumer_new(const char *brokers, const char *group, int session_timeout_ms,
+                          const char *const *topics, size_t n, rd_kafka_t **out, es_error *err)
+{
+    char errstr[512], tbuf[32];
+    rd_kafka_conf_t *conf = es_kafka_conf(brokers, group, err);
+    if (!conf)
+        return ES_EINVAL;
+    snprintf(tbuf, sizeof tbuf, "%d", session_timeout_ms);
+    if (!set(conf, "group.id", group, err) || !set(conf, "enable.auto.offset.store", "false", err) ||
+        !set(conf, "enable.auto.commit", "true", err) || !set(conf, "auto.commit.interval.ms", "500", err) ||
+        !set(conf, "auto.offset.reset", "earliest", err) || !set(conf, "session.timeout.ms", tbuf, err) ||
+        !set(conf, "partition.assignment.strategy", "range,roundrobin", err) ||
+        !set(conf, "enable.partition.eof", "false", err)) {
+        rd_kafka_conf_destroy(conf);
+        return ES_EINVAL;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return es_error_set(err, ES_EFATAL, "kafka consumer: %s", errstr);
+    }
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(subs, topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e) {
+        rd_kafka_destroy(rk);
+        return es_error_set(err, ES_EFATAL, "subscribe: %s", rd_kafka_err2str(e));
+    }
+    *out = rk;
+    return ES_OK;
+}

@@ -1,0 +1,60 @@
+/*
+ * infra/kafka.h - librdkafka 2.0.2 set up the way factord needs it.
+ *
+ * Configuration: bootstrap servers, Nagle off, librdkafka's logs routed into
+ * factord's JSON log, and every FACTORD_RDKAFKA_<property, dots as
+ * underscores> environment variable passed through (security settings).
+ * Producers are idempotent (acks=all) and partition by murmur2 like Java
+ * clients, so a user's commands and events land on the partition any Kafka
+ * client would pick. Consumers store offsets explicitly, after PostgreSQL
+ * has committed (enable.auto.offset.store=false), and keep the eager
+ * range assignor.
+ */
+#ifndef FACTORD_INFRA_KAFKA_H
+#define FACTORD_INFRA_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "domain/errors.h"
+
+/* A base configuration. Caller owns the result. */
+rd_kafka_conf_t *es_kafka_conf(const char *brokers, const char *client_id, es_error *err) ES_WUR;
+
+/* Create the topics that are missing (partitions each, replication from the
+ * broker's default). Topics that exist are left as they are. */
+es_result es_kafka_ensure_topics(const char *brokers, const char *const *topics, size_t n,
+                                 int partitions, int timeout_ms, es_error *err) ES_WUR;
+
+typedef struct es_producer es_producer;
+
+es_result es_producer_new(const char *brokers, const char *client_id, es_producer **out,
+                          es_error *err) ES_WUR;
+/* Flushes for up to 10 s, then destroys. NULL-safe. */
+void es_producer_free(es_producer *p);
+
+/* Enqueue one record (copied). headers_json: {"name":"value",...} or NULL.
+ * Waits while the local queue is full. */
+es_result es_producer_send(es_producer *p, const char *topic, const void *key, size_t key_len,
+                           const void *value, size_t value_len, const char *headers_json,
+                           es_error *err) ES_WUR;
+
+/* Wait until every enqueued record is delivered or failed (timeout_ms).
+ * *failed = deliveries that failed since the previous flush. ES_ETRANSIENT
+ * on timeout; ES_EFATAL when the producer hit a fatal error and must be
+ * recreated (es_producer_recreate). */
+es_result es_producer_flush(es_producer *p, int timeout_ms, size_t *failed, es_error *err) ES_WUR;
+
+/* Replace the librdkafka handle after a fatal error (brief §5). */
+es_result es_producer_recreate(es_producer *p, es_error *err) ES_WUR;
+
+rd_kafka_t *es_producer_handle(es_producer *p);
+
+/* A consumer in group subscribed to topics. */
+es_result es_consumer_new(const char *brokers, const char *group, int session_timeout_ms,
+                          const char *const *topics, size_t n, rd_kafka_t **out,
+                          es_error *err) ES_WUR;
+
+#endif

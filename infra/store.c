@@ -1,0 +1,1409 @@
+/*
+ * infra/store.c - factord's PostgreSQL event store over libpq (store.h).
+ *
+ * Every statement that carries data is parameterised and prepared lazily,
+ * once per connection (a bit per statement in st->prepared; PQreset clears
+ * it). Batches cost one round trip per table, never one per row: rows travel
+ * as one JSON array per table (jsonb_to_recordset) or as one array literal.
+ *
+ * es_store_write orders its statements so that the global counter row is
+ * held as briefly as possible: everything is encoded first, the user upsert
+ * and the command rows (which may wait on other writers' locks) go next, and
+ * only then is the counter taken (UPDATE ... RETURNING); the events and the
+ * outbox rows that need its positions follow, and the caller's COMMIT
+ * releases it. Holding the counter to COMMIT makes positions visible in
+ * commit order (brief §4.2).
+ *
+ * Timestamps are written as RFC 3339 text (dom_time_format) and read back as
+ * exact integer microseconds (extract(epoch ...) is numeric in PostgreSQL 15).
+ * Error texts use only the server's primary message and the constraint name,
+ * never DETAIL lines, which may quote row values.
+ */
+#include "infra/store.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "infra/log.h"
+#include "infra/migrations.h"
+
+/* Advisory lock keys, two-int form, so they never meet an application's
+ * single-bigint keys: class 'fact' for named locks (es_store_try_lock),
+ * class 'fmig' for the migrator. */
+#define STORE_LOCK_CLASS_NAMED "1717658484"    /* 0x66616374 'fact' */
+#define STORE_LOCK_CLASS_MIGRATE "1718446439"  /* 0x666d6967 'fmig' */
+
+/* The columns of an event row, in this order, in every event query. */
+#define STORE_EVENT_COLUMNS                                                   \
+    "e.instance_id, e.aggregate_id, e.sequence, e.position, e.type, "        \
+    "e.revision, (extract(epoch FROM e.created_at) * 1000000)::bigint, "     \
+    "e.creator, e.resource_owner, coalesce(e.command_id::text, ''), "        \
+    "e.last_of_command, e.payload::text"
+enum { EC_INSTANCE, EC_AGGREGATE, EC_SEQUENCE, EC_POSITION, EC_TYPE, EC_REVISION,
+       EC_CREATED, EC_CREATOR, EC_OWNER, EC_COMMAND, EC_LAST, EC_PAYLOAD, EC__COUNT };
+
+/* The columns of a user row, in this order. */
+#define STORE_USER_COLUMNS                                                    \
+    "instance_id, user_id, resource_owner, user_name, status, sequence, "    \
+    "phone, phone_verified, verified_phone, otp_sms, code_enc, "             \
+    "(extract(epoch FROM code_expires_at) * 1000000)::bigint, "              \
+    "(extract(epoch FROM created_at) * 1000000)::bigint, "                   \
+    "(extract(epoch FROM changed_at) * 1000000)::bigint"
+enum { UC_INSTANCE, UC_USER, UC_OWNER, UC_NAME, UC_STATUS, UC_SEQUENCE, UC_PHONE,
+       UC_PHONE_VERIFIED, UC_VERIFIED_PHONE, UC_OTP_SMS, UC_CODE_ENC, UC_CODE_EXPIRES,
+       UC_CREATED, UC_CHANGED, UC__COUNT };
+
+typedef enum {
+    Q_FIND_COMMANDS,
+    Q_LOAD_USERS,
+    Q_NAME_TAKEN,
+    Q_UPSERT_USERS,
+    Q_INSERT_COMMANDS,
+    Q_TAKE_POSITIONS,
+    Q_INSERT_EVENTS,
+    Q_INSERT_OUTBOX,
+    Q_USER_EVENTS,
+    Q_READ_OUTBOUND,
+    Q_CHECKPOINT_GET,
+    Q_CHECKPOINT_SET,
+    Q_TRY_LOCK,
+    Q_HEAD,
+    Q_RECORD_MIGRATION,
+    Q__COUNT
+} store_q;
+
+typedef struct {
+    const char *name;
+    int nparams;
+    const char *sql;
+} store_stmt;
+
+static const store_stmt store_stmts[Q__COUNT] = {
+    [Q_FIND_COMMANDS] = {"factord_find_commands", 1,
+        "SELECT id::text, instance_id, encode(content_hash, 'hex'), http_status, body::text"
+        "  FROM factord.commands WHERE id = ANY ($1::uuid[])"},
+    /* ORDER BY under FOR UPDATE: rows are locked in key order, the same in
+     * every transaction, so two batches never deadlock on user rows. */
+    [Q_LOAD_USERS] = {"factord_load_users", 2,
+        "SELECT " STORE_USER_COLUMNS
+        "  FROM factord.users"
+        " WHERE (instance_id, user_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+        " ORDER BY instance_id, user_id FOR UPDATE"},
+    /* Same predicate as the partial unique index users_user_name_key. */
+    [Q_NAME_TAKEN] = {"factord_name_taken", 3,
+        "SELECT EXISTS (SELECT 1 FROM factord.users"
+        "  WHERE instance_id = $1 AND lower(user_name) = lower($2)"
+        "    AND status <> 'removed' AND user_id <> $3)"},
+    /* DISTINCT ON keeps the last state given for a user, so a batch that
+     * lists a user twice cannot trip "ON CONFLICT cannot affect row a second
+     * time"; inserting in key order keeps lock order stable. */
+    [Q_UPSERT_USERS] = {"factord_upsert_users", 1,
+        "INSERT INTO factord.users AS u (instance_id, user_id, resource_owner, user_name,"
+        "    status, sequence, phone, phone_verified, verified_phone, otp_sms, code_enc,"
+        "    code_expires_at, created_at, changed_at)"
+        " SELECT DISTINCT ON (r.instance_id, r.user_id) r.instance_id, r.user_id,"
+        "    r.resource_owner, r.user_name, r.status, r.sequence, r.phone, r.phone_verified,"
+        "    r.verified_phone, r.otp_sms, r.code_enc, r.code_expires_at, r.created_at,"
+        "    r.changed_at"
+        "   FROM jsonb_to_recordset($1::jsonb) AS r(ord bigint, instance_id text,"
+        "    user_id text, resource_owner text, user_name text, status text,"
+        "    sequence bigint, phone text, phone_verified boolean, verified_phone text,"
+        "    otp_sms boolean, code_enc text, code_expires_at timestamptz,"
+        "    created_at timestamptz, changed_at timestamptz)"
+        "  ORDER BY r.instance_id, r.user_id, r.ord DESC"
+        " ON CONFLICT (instance_id, user_id) DO UPDATE SET"
+        "    resource_owner = EXCLUDED.resource_owner, user_name = EXCLUDED.user_name,"
+        "    status = EXCLUDED.status, sequence = EXCLUDED.sequence,"
+        "    phone = EXCLUDED.phone, phone_verified = EXCLUDED.phone_verified,"
+        "    verified_phone = EXCLUDED.verified_phone, otp_sms = EXCLUDED.otp_sms,"
+        "    code_enc = EXCLUDED.code_enc, code_expires_at = EXCLUDED.code_expires_at,"
+        "    created_at = EXCLUDED.created_at, changed_at = EXCLUDED.changed_at"
+        /* An unchanged user (a rejected command) costs no new row version. */
+        "  WHERE (u.resource_owner, u.user_name, u.status, u.sequence, u.phone,"
+        "    u.phone_verified, u.verified_phone, u.otp_sms, u.code_enc, u.code_expires_at,"
+        "    u.created_at, u.changed_at)"
+        "    IS DISTINCT FROM (EXCLUDED.resource_owner, EXCLUDED.user_name, EXCLUDED.status,"
+        "    EXCLUDED.sequence, EXCLUDED.phone, EXCLUDED.phone_verified,"
+        "    EXCLUDED.verified_phone, EXCLUDED.otp_sms, EXCLUDED.code_enc,"
+        "    EXCLUDED.code_expires_at, EXCLUDED.created_at, EXCLUDED.changed_at)"},
+    [Q_INSERT_COMMANDS] = {"factord_insert_commands", 1,
+        "INSERT INTO factord.commands (id, instance_id, type, user_id, content_hash,"
+        "    http_status, body)"
+        " SELECT r.id, r.instance_id, r.type, r.user_id, decode(r.content_hash, 'hex'),"
+        "    r.http_status, r.body::json"
+        "   FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, instance_id text, type text,"
+        "    user_id text, content_hash text, http_status int, body text)"},
+    [Q_TAKE_POSITIONS] = {"factord_take_positions", 1,
+        "UPDATE factord.position_counter SET value = value + $1::bigint WHERE id = 1"
+        " RETURNING value"},
+    [Q_INSERT_EVENTS] = {"factord_insert_events", 2,
+        "INSERT INTO factord.events (instance_id, aggregate_type, aggregate_id, sequence,"
+        "    position, type, revision, created_at, creator, resource_owner, command_id,"
+        "    last_of_command, payload)"
+        " SELECT r.instance_id, r.aggregate_type, r.aggregate_id, r.sequence,"
+        "    $2::bigint + r.ord, r.type, r.revision, r.created_at, r.creator,"
+        "    r.resource_owner, r.command_id, r.last_of_command, r.payload"
+        "   FROM jsonb_to_recordset($1::jsonb) AS r(ord bigint, instance_id text,"
+        "    aggregate_type text, aggregate_id text, sequence bigint, type text,"
+        "    revision smallint, created_at timestamptz, creator text,"
+        "    resource_owner text, command_id uuid, last_of_command boolean, payload jsonb)"
+        "  ORDER BY r.ord"},
+    [Q_INSERT_OUTBOX] = {"factord_insert_outbox", 2,
+        "INSERT INTO factord.outbox (position, instance_id, topic, key, value, headers)"
+        " SELECT $2::bigint + r.ord, r.instance_id, r.topic, decode(r.key, 'hex'),"
+        "    decode(r.value, 'hex'), r.headers::jsonb"
+        "   FROM jsonb_to_recordset($1::jsonb) AS r(ord bigint, instance_id text,"
+        "    topic text, key text, value text, headers text)"
+        "  ORDER BY r.ord"},
+    [Q_USER_EVENTS] = {"factord_user_events", 2,
+        "SELECT " STORE_EVENT_COLUMNS
+        "  FROM factord.events e"
+        " WHERE e.instance_id = $1 AND e.aggregate_type = 'user' AND e.aggregate_id = $2"
+        " ORDER BY e.sequence"},
+    /* Each branch walks its position index and stops after $2 rows; the
+     * merged result is cut to $2 again. One statement, one snapshot: a
+     * batch's events and outbox rows appear together or not at all. */
+    [Q_READ_OUTBOUND] = {"factord_read_outbound", 2,
+        "SELECT * FROM ("
+        " (SELECT e.position AS pos, true AS is_event, " STORE_EVENT_COLUMNS ","
+        "         NULL::text AS topic, NULL::text AS key, NULL::text AS value,"
+        "         NULL::text AS headers"
+        "    FROM factord.events e WHERE e.position > $1::bigint"
+        "   ORDER BY e.position LIMIT $2::bigint)"
+        " UNION ALL"
+        " (SELECT o.position, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+        "         NULL, NULL, NULL, NULL, o.topic, encode(o.key, 'hex'),"
+        "         encode(o.value, 'hex'), o.headers::text"
+        "    FROM factord.outbox o WHERE o.position > $1::bigint"
+        "   ORDER BY o.position LIMIT $2::bigint)"
+        ") x ORDER BY pos LIMIT $2::bigint"},
+    [Q_CHECKPOINT_GET] = {"factord_checkpoint_get", 1,
+        "SELECT position FROM factord.checkpoints WHERE name = $1"},
+    [Q_CHECKPOINT_SET] = {"factord_checkpoint_set", 2,
+        "INSERT INTO factord.checkpoints (name, position, updated_at)"
+        " VALUES ($1, $2::bigint, now())"
+        " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position,"
+        "    updated_at = EXCLUDED.updated_at"},
+    [Q_TRY_LOCK] = {"factord_try_lock", 1,
+        "SELECT pg_try_advisory_lock(" STORE_LOCK_CLASS_NAMED ", hashtext($1))"},
+    /* Committed rows only: the counter also counts positions of open (and
+     * rolled-back) transactions. Both maxima are backward index scans. */
+    [Q_HEAD] = {"factord_head", 0,
+        "SELECT greatest(coalesce((SELECT max(position) FROM factord.events), 0),"
+        "                coalesce((SELECT max(position) FROM factord.outbox), 0))"},
+    [Q_RECORD_MIGRATION] = {"factord_record_migration", 2,
+        "INSERT INTO factord.schema_migrations (version, name) VALUES ($1::int, $2)"},
+};
+
+struct es_store {
+    PGconn *conn;
+    uint32_t prepared;   /* bit q: store_stmts[q] is prepared on conn */
+};
+_Static_assert(Q__COUNT <= 32, "es_store.prepared has a bit per statement");
+
+/* --- memory and small buffers --------------------------------------------- */
+
+/* Out of memory aborts (house style): callers never see a NULL. */
+static void *store_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        abort();
+    return p;
+}
+
+static void *store_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        abort();
+    return q;
+}
+
+static char *store_xmemdup(const char *s, size_t n)
+{
+    char *p = store_xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} store_buf;
+
+static void buf_reserve(store_buf *b, size_t more)
+{
+    if (b->len + more + 1 <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + more + 1)
+        cap *= 2;
+    b->p = store_xrealloc(b->p, cap);
+    b->cap = cap;
+}
+
+static void buf_putn(store_buf *b, const char *s, size_t n)
+{
+    buf_reserve(b, n);
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void buf_putc(store_buf *b, char c) { buf_putn(b, &c, 1); }
+
+/* One element of a text[] literal: always double-quoted, with " and \
+ * backslash-escaped, so commas, braces, blanks and the word NULL are plain
+ * data. Reads at most max bytes of s (fixed-size struct fields). */
+static void buf_put_array_elem(store_buf *b, const char *s, size_t max)
+{
+    size_t n = strnlen(s, max);
+    buf_reserve(b, 2 * n + 2);
+    b->p[b->len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\')
+            b->p[b->len++] = '\\';
+        b->p[b->len++] = s[i];
+    }
+    b->p[b->len++] = '"';
+    b->p[b->len] = '\0';
+}
+
+static const char store_hex_digits[] = "0123456789abcdef";
+
+static char *store_hex_encode(const void *data, size_t n)
+{
+    const unsigned char *d = data;
+    char *out = store_xmalloc(2 * n + 1);
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = store_hex_digits[d[i] >> 4];
+        out[2 * i + 1] = store_hex_digits[d[i] & 15];
+    }
+    out[2 * n] = '\0';
+    return out;
+}
+
+static int store_hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Decode n hex characters into out (n/2 bytes); false on a bad digit. */
+static bool store_hex_decode(const char *hex, size_t n, unsigned char *out)
+{
+    if (n % 2)
+        return false;
+    for (size_t i = 0; i < n; i += 2) {
+        int hi = store_hex_value(hex[i]), lo = store_hex_value(hex[i + 1]);
+        if (hi < 0 || lo < 0)
+            return false;
+        out[i / 2] = (unsigned char)(hi << 4 | lo);
+    }
+    return true;
+}
+
+/* A canonical UUID: 8-4-4-4-12 hex digits. Checked before an id is put
+ * into an array literal, so no id can smuggle in a quote or a comma. */
+static bool store_is_uuid(const char *s)
+{
+    for (int i = 0; i < DOM_UUID_LEN; i++) {
+        char c = s[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return false;
+        } else if (store_hex_value(c) < 0) {
+            return false;
+        }
+    }
+    return s[DOM_UUID_LEN] == '\0';
+}
+
+static bool store_parse_i64(const char *s, int64_t *v)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    if (errno || end == s || *end)
+        return false;
+    *v = x;
+    return true;
+}
+
+/* Copy a column into a fixed field; false when it does not fit. */
+static bool store_copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap)
+        return false;
+    memcpy(dst, src, n + 1);
+    return true;
+}
+
+/* --- errors ---------------------------------------------------------------- */
+
+/* SQLSTATE -> result. 40001/40P01/23505: a racing writer, decide again.
+ * Connection loss (class 08, or the connection is bad), server shutdown
+ * (57P01-57P03), too many connections (53300) and a statement timeout or
+ * cancel (57014): the server is away or busy, retry later. */
+static es_result store_classify(const es_store *st, const char *state)
+{
+    if (PQstatus(st->conn) == CONNECTION_BAD)
+        return ES_ETRANSIENT;
+    if (!state || !*state)
+        return ES_EFATAL;
+    if (!strcmp(state, "40001") || !strcmp(state, "40P01") || !strcmp(state, "23505"))
+        return ES_ECONFLICT;
+    if (!strncmp(state, "08", 2) || !strcmp(state, "57P01") || !strcmp(state, "57P02") ||
+        !strcmp(state, "57P03") || !strcmp(state, "53300") || !strcmp(state, "57014"))
+        return ES_ETRANSIENT;
+    return ES_EFATAL;
+}
+
+/* Length of s without trailing newlines/blanks (libpq messages end in \n). */
+static int store_trimmed_len(const char *s)
+{
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1]))
+        n--;
+    return n > 4096 ? 4096 : (int)n;
+}
+
+/* Fill err from a failed result (res may be NULL) and classify it. */
+static es_result store_fail(const es_store *st, const PGresult *res, es_error *err,
+                            const char *what)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *constraint = res ? PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME) : NULL;
+    es_result rc = store_classify(st, state);
+    if (!msg || !*msg)
+        msg = res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res)
+                                                : PQerrorMessage(st->conn);
+    if (!*msg)
+        msg = "unexpected result";
+    es_error_set(err, rc, "%s: %.*s%s%s%s", what, store_trimmed_len(msg), msg,
+                 constraint ? " (constraint " : "", constraint ? constraint : "",
+                 constraint ? ")" : "");
+    if (err && state)
+        snprintf(err->sqlstate, sizeof err->sqlstate, "%s", state);
+    return rc;
+}
+
+/* libpq writes server notices to stderr by default, which would break the
+ * one-JSON-object-per-line log. Warnings go to the log instead; notices are
+ * silenced by client_min_messages. */
+static void store_notice(void *arg, const char *message)
+{
+    (void)arg;
+    char text[512];
+    snprintf(text, sizeof text, "%.*s", store_trimmed_len(message), message);
+    es_warn("postgresql notice", "notice", text);
+}
+
+/* --- connection -------------------------------------------------------------- */
+
+static es_result store_setup_session(es_store *st, es_error *err)
+{
+    PQsetNoticeProcessor(st->conn, store_notice, NULL);
+    /* Constant text, no data: a simple query is fine. */
+    PGresult *res = PQexec(st->conn,
+                           "SET TIME ZONE 'UTC'; SET datestyle = ISO;"
+                           " SET bytea_output = hex; SET client_min_messages = warning");
+    es_result rc = ES_OK;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = store_fail(st, res, err, "session setup");
+    PQclear(res);
+    st->prepared = 0;
+    return rc;
+}
+
+es_result es_store_open(const char *conninfo, es_store **out, es_error *err)
+{
+    es_result rc = ES_OK;
+    es_store *st = NULL;
+    *out = NULL;
+
+    if (conninfo && *conninfo) {
+        char *perr = NULL;
+        PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
+        if (!opts) {
+            rc = es_error_set(err, ES_EINVAL, "database connection string: %.*s",
+                              perr ? store_trimmed_len(perr) : 7, perr ? perr : "invalid");
+            PQfreemem(perr);
+            goto out;
+        }
+        PQconninfoFree(opts);
+    }
+
+    st = store_xmalloc(sizeof *st);
+    st->prepared = 0;
+    /* dbname last: values in the caller's string override our defaults.
+     * A bounded connect (10 s unless the string or PGCONNECT_TIMEOUT says
+     * otherwise; an empty value leaves libpq's own lookup): libpq would
+     * otherwise wait for TCP to give up. */
+    const char *const keys[] = {"fallback_application_name", "client_encoding",
+                                "connect_timeout", "dbname", NULL};
+    const char *const vals[] = {"factord", "UTF8", getenv("PGCONNECT_TIMEOUT") ? "" : "10",
+                                conninfo ? conninfo : "", NULL};
+    st->conn = PQconnectdbParams(keys, vals, 1);
+    if (!st->conn)
+        abort();
+    if (PQstatus(st->conn) != CONNECTION_OK) {
+        const char *m = PQerrorMessage(st->conn);
+        rc = es_error_set(err, ES_ETRANSIENT, "connect to PostgreSQL: %.*s",
+                          store_trimmed_len(m), m);
+        goto out;
+    }
+    rc = store_setup_session(st, err);
+    if (rc != ES_OK)
+        goto out;
+    *out = st;
+    st = NULL;
+out:
+    es_store_free(st);
+    return rc;
+}
+
+void es_store_free(es_store *st)
+{
+    if (!st)
+        return;
+    PQfinish(st->conn);
+    free(st);
+}
+
+PGconn *es_store_conn(es_store *st) { return st->conn; }
+
+es_result es_store_reset(es_store *st, es_error *err)
+{
+    PQreset(st->conn);
+    st->prepared = 0;
+    if (PQstatus(st->conn) != CONNECTION_OK) {
+        const char *m = PQerrorMessage(st->conn);
+        return es_error_set(err, ES_ETRANSIENT, "reconnect to PostgreSQL: %.*s",
+                            store_trimmed_len(m), m);
+    }
+    return store_setup_session(st, err);
+}
+
+/* Run prepared statement q (preparing it first on this connection). Text
+ * parameters and results. Never returns NULL (libpq only does on OOM or a
+ * dead connection; then an error result stands in). */
+static PGresult *store_run(es_store *st, store_q q, const char *const *params)
+{
+    const store_stmt *s = &store_stmts[q];
+    if (!(st->prepared & (UINT32_C(1) << q))) {
+        PGresult *res = PQprepare(st->conn, s->name, s->sql, s->nparams, NULL);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            return res ? res : PQmakeEmptyPGresult(st->conn, PGRES_FATAL_ERROR);
+        PQclear(res);
+        st->prepared |= UINT32_C(1) << q;
+    }
+    PGresult *res = PQexecPrepared(st->conn, s->name, s->nparams, params, NULL, NULL, 0);
+    return res ? res : PQmakeEmptyPGresult(st->conn, PGRES_FATAL_ERROR);
+}
+
+/* Run q and expect `want`; on anything else fill err. *res is set either
+ * way (the caller PQclears it at out:). */
+static es_result store_query(es_store *st, store_q q, const char *const *params,
+                             ExecStatusType want, PGresult **res, es_error *err)
+{
+    *res = store_run(st, q, params);
+    if (PQresultStatus(*res) != want)
+        return store_fail(st, *res, err, store_stmts[q].name + sizeof "factord_" - 1);
+    return ES_OK;
+}
+
+/* A constant statement without parameters (transaction control, locks). */
+static es_result store_simple(es_store *st, const char *sql, const char *what, es_error *err)
+{
+    PGresult *res = PQexec(st->conn, sql);
+    es_result rc = ES_OK;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+        rc = store_fail(st, res, err, what);
+    PQclear(res);
+    return rc;
+}
+
+/* --- transactions ------------------------------------------------------------ */
+
+es_result es_store_begin(es_store *st, es_error *err)
+{
+    return store_simple(st, "BEGIN", "begin", err);
+}
+
+es_result es_store_commit(es_store *st, es_error *err)
+{
+    es_result rc = ES_OK;
+    PGresult *res = PQexec(st->conn, "COMMIT");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        /* A lost connection here leaves the outcome unknown: ES_ETRANSIENT,
+         * and the redelivered batch finds its command rows if it did commit. */
+        rc = store_fail(st, res, err, "commit");
+        goto out;
+    }
+    /* COMMIT of a failed transaction "succeeds" with the tag ROLLBACK. */
+    if (strcmp(PQcmdStatus(res), "COMMIT") != 0)
+        rc = es_error_set(err, ES_EFATAL, "commit: the transaction had failed and was rolled back");
+out:
+    PQclear(res);
+    return rc;
+}
+
+void es_store_rollback(es_store *st)
+{
+    /* Nothing to undo when idle (and the server would warn about it). */
+    if (PQstatus(st->conn) != CONNECTION_OK || PQtransactionStatus(st->conn) == PQTRANS_IDLE)
+        return;
+    PQclear(PQexec(st->conn, "ROLLBACK"));
+}
+
+/* --- migrations -------------------------------------------------------------- */
+
+static bool store_version_applied(const int *versions, size_t n, int v)
+{
+    for (size_t i = 0; i < n; i++)
+        if (versions[i] == v)
+            return true;
+    return false;
+}
+
+static es_result store_apply_migration(es_store *st, const es_migration *m, es_error *err)
+{
+    char what[160];
+    char version[16];
+    snprintf(what, sizeof what, "migration %04d_%s", m->version, m->name);
+    snprintf(version, sizeof version, "%d", m->version);
+    const char *params[] = {version, m->name};
+    PGresult *res = NULL;
+
+    es_result rc = store_simple(st, "BEGIN", what, err);
+    if (rc != ES_OK)
+        return rc;
+    /* The migration is trusted text compiled into the binary, possibly
+     * several statements: a simple query. */
+    res = PQexec(st->conn, m->sql);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = store_fail(st, res, err, what);
+        goto out;
+    }
+    PQclear(res);
+    rc = store_query(st, Q_RECORD_MIGRATION, params, PGRES_COMMAND_OK, &res, err);
+    if (rc != ES_OK)
+        goto out;
+    rc = es_store_commit(st, err);
+out:
+    PQclear(res);
+    if (rc != ES_OK)
+        es_store_rollback(st);
+    return rc;
+}
+
+es_result es_store_migrate(es_store *st, int *applied, es_error *err)
+{
+    es_result rc = ES_OK;
+    PGresult *res = NULL;
+    int *versions = NULL;
+    size_t n_versions = 0;
+    bool locked = false;
+    *applied = 0;
+
+    if (PQtransactionStatus(st->conn) != PQTRANS_IDLE) {
+        rc = es_error_set(err, ES_EINVAL, "migrate: a transaction is open on this connection");
+        goto out;
+    }
+    rc = store_simple(st, "SELECT pg_advisory_lock(" STORE_LOCK_CLASS_MIGRATE ", 0)",
+                      "migrate: advisory lock", err);
+    if (rc != ES_OK)
+        goto out;
+    locked = true;
+    rc = store_simple(st,
+                      "CREATE SCHEMA IF NOT EXISTS factord;"
+                      " CREATE TABLE IF NOT EXISTS factord.schema_migrations ("
+                      "  version int PRIMARY KEY,"
+                      "  name text NOT NULL,"
+                      "  applied_at timestamptz NOT NULL DEFAULT now())",
+                      "migrate: schema_migrations", err);
+    if (rc != ES_OK)
+        goto out;
+    res = PQexec(st->conn, "SELECT version FROM factord.schema_migrations");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = store_fail(st, res, err, "migrate: applied versions");
+        goto out;
+    }
+    n_versions = (size_t)PQntuples(res);
+    versions = store_xmalloc(n_versions * sizeof *versions);
+    for (size_t i = 0; i < n_versions; i++)
+        versions[i] = atoi(PQgetvalue(res, (int)i, 0));
+    PQclear(res);
+    res = NULL;
+
+    int newest = 0;
+    for (size_t i = 0; i < n_versions; i++)
+        newest = versions[i] > newest ? versions[i] : newest;
+    for (size_t i = 0; i < es_migrations_count; i++) {
+        const es_migration *m = &es_migrations[i];
+        if (store_version_applied(versions, n_versions, m->version))
+            continue;
+        /* Forward-only: a migration older than one already applied (two
+         * branches numbered theirs alike) would run out of order. */
+        if (m->version < newest) {
+            rc = es_error_set(err, ES_EFATAL,
+                              "migrate: %04d_%s is not applied but version %d is; "
+                              "renumber it after %d",
+                              m->version, m->name, newest, newest);
+            goto out;
+        }
+        rc = store_apply_migration(st, m, err);
+        if (rc != ES_OK)
+            goto out;
+        (*applied)++;
+        es_info("migration applied", "version",
+                es_log_i64(m->version), "name", m->name);
+    }
+    if (es_migrations_count && newest > es_migrations[es_migrations_count - 1].version)
+        es_warn("the database schema is newer than this binary", "schema_version",
+                es_log_i64(newest), "binary_version",
+                es_log_i64(es_migrations[es_migrations_count - 1].version));
+out:
+    PQclear(res);
+    free(versions);
+    if (locked && PQstatus(st->conn) == CONNECTION_OK)
+        PQclear(PQexec(st->conn,
+                       "SELECT pg_advisory_unlock(" STORE_LOCK_CLASS_MIGRATE ", 0)"));
+    return rc;
+}
+
+es_result es_store_schema_version(es_store *st, int *version, es_error *err)
+{
+    es_result rc = ES_OK;
+    PGresult *res = NULL;
+    *version = 0;
+
+    /* Two statements: the second would not parse without the table. */
+    res = PQexec(st->conn, "SELECT to_regclass('factord.schema_migrations') IS NOT NULL");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = store_fail(st, res, err, "schema version");
+        goto out;
+    }
+    if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+        goto out;
+    PQclear(res);
+    res = PQexec(st->conn, "SELECT coalesce(max(version), 0) FROM factord.schema_migrations");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = store_fail(st, res, err, "schema version");
+        goto out;
+    }
+    *version = atoi(PQgetvalue(res, 0, 0));
+out:
+    PQclear(res);
+    return rc;
+}
+
+/* --- commands ---------------------------------------------------------------- */
+
+void es_known_cmd_clear(es_known_cmd *k)
+{
+    if (!k)
+        return;
+    free(k->body);
+    k->body = NULL;
+    k->found = false;
+}
+
+es_result es_store_find_commands(es_store *st, const char *const *ids, size_t n,
+                                 es_known_cmd *out, es_error *err)
+{
+    es_result rc = ES_OK;
+    PGresult *res = NULL;
+    store_buf arr = {0};
+
+    for (size_t i = 0; i < n; i++)
+        memset(&out[i], 0, sizeof out[i]);
+    if (n == 0)
+        goto out;
+
+    buf_putc(&arr, '{');
+    for (size_t i = 0; i < n; i++) {
+        if (!ids[i] || !store_is_uuid(ids[i])) {
+            rc = es_error_set(err, ES_EINVAL, "find commands: id %zu is not a canonical UUID", i);
+            goto out;
+        }
+        if (i)
+            buf_putc(&arr, ',');
+        buf_putn(&arr, ids[i], DOM_UUID_LEN);
+    }
+    buf_putc(&arr, '}');
+
+    const char *params[] = {arr.p};
+    rc = store_query(st, Q_FIND_COMMANDS, params, PGRES_TUPLES_OK, &res, err);
+    if (rc != ES_OK)
+        goto out;
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *id = PQgetvalue(res, r, 0);
+        const char *hash = PQgetvalue(res, r, 2);
+        const char *body = PQgetvalue(res, r, 4);
+        /* Every caller slot with this id (a batch may repeat an id). */
+        for (size_t i = 0; i < n; i++) {
+            if (strcasecmp(ids[i], id) != 0)
+                continue;
+            es_known_cmd *k = &out[i];
+            if (strlen(hash) != 64 || !store_hex_decode(hash, 64, k->hash) ||
+                !store_copy(k->instance_id, sizeof k->instance_id, PQgetvalue(res, r, 1))) {
+                rc = es_error_set(err, ES_EFATAL, "find commands: malformed row for %s", id);
+                goto out;
+            }
+            k->http_status = atoi(PQgetvalue(res, r, 3));
+            free(k->body);
+            k->body = store_xmemdup(body, strlen(body));
+            k->found = true;
+        }
+    }
+out:
+    PQclear(res);
+    free(arr.p);
+    if (rc != ES_OK)
+        for (size_t i = 0; i < n; i++)
+            es_known_cmd_clear(&out[i]);
+    return rc;
+}
+
+/* --- users --------------------------------------------------------------------- */
+
+static es_result store_row_to_user(const PGresult *res, int r, dom_user *u, es_error *err)
+{
+    const char *status = PQgetvalue(res, r, UC_STATUS);
+    memset(u, 0, sizeof *u);
+    if (!store_copy(u->instance_id, sizeof u->instance_id, PQgetvalue(res, r, UC_INSTANCE)) ||
+        !store_copy(u->user_id, sizeof u->user_id, PQgetvalue(res, r, UC_USER)) ||
+        !store_copy(u->resource_owner, sizeof u->resource_owner, PQgetvalue(res, r, UC_OWNER)) ||
+        !store_copy(u->user_name, sizeof u->user_name, PQgetvalue(res, r, UC_NAME)) ||
+        !store_copy(u->phone, sizeof u->phone, PQgetvalue(res, r, UC_PHONE)) ||
+        !store_copy(u->verified_phone, sizeof u->verified_phone,
+                    PQgetvalue(res, r, UC_VERIFIED_PHONE)) ||
+        !store_copy(u->code_enc, sizeof u->code_enc, PQgetvalue(res, r, UC_CODE_ENC)))
+        return es_error_set(err, ES_EFATAL, "load users: a column of a users row is too long");
+    u->status = dom_user_status_parse(status);
+    if (u->status == DOM_USER_NONE && strcmp(status, dom_user_status_name(DOM_USER_NONE)) != 0)
+        return es_error_set(err, ES_EFATAL, "load users: unknown status '%.32s'", status);
+    if (!store_parse_i64(PQgetvalue(res, r, UC_SEQUENCE), &u->sequence) ||
+        !store_parse_i64(PQgetvalue(res, r, UC_CREATED), &u->created_at_us) ||
+        !store_parse_i64(PQgetvalue(res, r, UC_CHANGED), &u->changed_at_us) ||
+        (!PQgetisnull(res, r, UC_CODE_EXPIRES) &&
+         !store_parse_i64(PQgetvalue(res, r, UC_CODE_EXPIRES), &u->code_expires_at_us)))
+        return es_error_set(err, ES_EFATAL, "load users: malformed number in a users row");
+    u->phone_verified = PQgetvalue(res, r, UC_PHONE_VERIFIED)[0] == 't';
+    u->otp_sms = PQgetvalue(res, r, UC_OTP_SMS)[0] == 't';
+    return ES_OK;
+}
+
+/* The caller's users, sorted by (instance_id, user_id) with strcmp, to map
+ * result rows back (the server sorts by its own collation). */
+typedef struct {
+    const char *instance_id;
+    const char *user_id;
+    size_t idx;
+} store_user_key;
+
+static int store_user_key_cmp(const void *a, const void *b)
+{
+    const store_user_key *x = a, *y = b;
+    int c = strcmp(x->instance_id, y->instance_id);
+    return c ? c : strcmp(x->user_id, y->user_id);
+}
+
+es_result es_store_load_users(es_store *st, dom_user *users, bool *found, size_t n,
+                              es_error *err)
+{
+    es_result rc = ES_OK;
+    PGresult *res = NULL;
+    store_buf inst = {0}, uids = {0};
+    store_user_key *keys = NULL;
+
+    for (size_t i = 0; i < n; i++) {
+        found[i] = false;
+        /* Bounded: the fields are fixed arrays. */
+        users[i].instance_id[sizeof users[i].instance_id - 1] = '\0';
+        users[i].user_id[sizeof users[i].user_id - 1] = '\0';
+    }
+    if (n == 0)
+        goto out;
+
+    keys = store_xmalloc(n * sizeof *keys);
+    buf_putc(&inst, '{');
+    buf_putc(&uids, '{');
+    for (size_t i = 0; i < n; i++) {
+        if (i) {
+            buf_putc(&inst, ',');
+            buf_putc(&uids, ',');
+        }
+        buf_put_array_elem(&inst, users[i].instance_id, sizeof users[i].instance_id);
+        buf_put_array_elem(&uids, users[i].user_id, sizeof users[i].user_id);
+        keys[i] = (store_user_key){users[i].instance_id, users[i].user_id, i};
+    }
+    buf_putc(&inst, '}');
+    buf_putc(&uids, '}');
+    qsort(keys, n, sizeof *keys, store_user_key_cmp);
+
+    const char *params[] = {inst.p, uids.p};
+    rc = store_query(st, Q_LOAD_USERS, params, PGRES_TUPLES_OK, &res, err);
+    if (rc != ES_OK)
+        goto out;
+
+    for (int r = 0; r < PQntuples(res); r++) {
+        dom_user row;
+        rc = store_row_to_user(res, r, &row, err);
+        if (rc != ES_OK)
+            goto out;
+        store_user_key probe = {row.instance_id, row.user_id, 0};
+        store_user_key *hit = bsearch(&probe, keys, n, sizeof *keys, store_user_key_cmp);
+        if (!hit) {
+            rc = es_error_set(err, ES_EFATAL, "load users: the server returned a user not asked for");
+            goto out;
+        }
+        /* A repeated (instance, user) gets the row in every slot. */
+        while (hit > keys && store_user_key_cmp(hit - 1, &probe) == 0)
+            hit--;
+        for (; hit < keys + n && store_user_key_cmp(hit, &probe) == 0; hit++) {
+            users[hit->idx] = row;
+            found[hit->idx] = true;
+        }
+    }
+    /* Missing users: only the ids the caller set, status DOM_USER_NONE. */
+    for (size_t i = 0; i < n; i++) {
+        if (found[i])
+            continue;
+        dom_user blank;
+        memset(&blank, 0, sizeof blank);
+        memcpy(blank.instance_id, users[i].instance_id, sizeof blank.instance_id);
+        memcpy(blank.user_id, users[i].user_id, sizeof blank.user_id);
+        users[i] = blank;
+    }
+out:
+    PQclear(res);
+    free(inst.p);
+    free(uids.p);
+    free(keys);
+    return rc;
+}
+
+es_result es_store_user_name_taken(es_store *st, const char *instance_id,
+                                   const char *user_name, const char *except_user_id,
+                                   bool *taken, es_error *err)
+{
+    PGresult *res = NULL;
+    const char *params[] = {instance_id, user_name, except_user_id ? except_user_id : ""};
+    *taken = false;
+    es_result rc = store_query(st, Q_NAME_TAKEN, params, PGRES_TUPLES_OK, &res, err);
+    if (rc == ES_OK)
+        *taken = PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    return rc;
+}
+
+/* --- writing a batch -------------------------------------------------------- */
+
+/* json_string() refuses invalid UTF-8 (NULL): that is the caller's data. */
+static bool store_jset_str(json_t *o, const char *key, const char *s, size_t max)
+{
+    json_t *v = json_stringn(s, strnlen(s, max));
+    return v && json_object_set_new(o, key, v) == 0;
+}
+
+static void store_jset_int(json_t *o, const char *key, int64_t v)
+{
+    json_object_set_new(o, key, json_integer((json_int_t)v));
+}
+
+/* False for a time outside RFC 3339's years 1..9999 (dom_time_format gives ""). */
+static bool store_jset_time(json_t *o, const char *key, int64_t us)
+{
+    char ts[40];
+    dom_time_format(us, ts, sizeof ts);
+    if (!ts[0])
+        return false;
+    json_object_set_new(o, key, json_string(ts));
+    return true;
+}
+
+/* JSON text of a json_t array, or NULL (OOM aborts). Steals arr. */
+static char *store_dump(json_t *arr)
+{
+    char *s = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    if (!s)
+        abort();
+    return s;
+}
+
+#define STORE_FIELD(buf) (buf), sizeof(buf)
+
+static es_result store_encode_events(const es_write *w, char **out, es_error *err)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < w->n_events; i++) {
+        const dom_evt *e = &w->events[i];
+        const char *type = dom_evt_type_name(e->type);
+        json_t *o = json_object();
+        json_array_append_new(arr, o);
+        if (!type || !*type) {
+            json_decref(arr);
+            return es_error_set(err, ES_EINVAL, "write: event %zu has no known type", i);
+        }
+        store_jset_int(o, "ord", (int64_t)i);
+        json_t *payload = dom_evt_payload_to_json(e);
+        if (!payload || !store_jset_str(o, "instance_id", STORE_FIELD(e->instance_id)) ||
+            !store_jset_str(o, "aggregate_id", STORE_FIELD(e->aggregate_id)) ||
+            !store_jset_str(o, "creator", STORE_FIELD(e->creator)) ||
+            !store_jset_str(o, "resource_owner", STORE_FIELD(e->resource_owner))) {
+            json_decref(payload);
+            json_decref(arr);
+            return es_error_set(err, ES_EINVAL, "write: event %zu: invalid UTF-8 or payload", i);
+        }
+        json_object_set_new(o, "payload", payload);
+        json_object_set_new(o, "aggregate_type", json_string(DOM_AGGREGATE_USER));
+        json_object_set_new(o, "type", json_string(type));
+        store_jset_int(o, "sequence", e->sequence);
+        store_jset_int(o, "revision", e->revision);
+        if (!store_jset_time(o, "created_at", e->created_at_us)) {
+            json_decref(arr);
+            return es_error_set(err, ES_EINVAL, "write: event %zu: creation time out of range", i);
+        }
+        if (e->command_id[0]) {
+            if (!store_is_uuid(e->command_id)) {
+                json_decref(arr);
+                return es_error_set(err, ES_EINVAL, "write: event %zu: command id is not a UUID", i);
+            }
+            json_object_set_new(o, "command_id", json_string(e->command_id));
+        }
+        json_object_set_new(o, "last_of_command", json_boolean(e->last_of_command));
+    }
+    *out = store_dump(arr);
+    return ES_OK;
+}
+
+/* Users still in DOM_USER_NONE (a command for an unknown user was
+ * rejected) have no events and nothing to store: they are skipped, so the
+ * table holds only users that exist. *out stays NULL when none is left. */
+static es_result store_encode_users(const es_write *w, char **out, es_error *err)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < w->n_users; i++) {
+        const dom_user *u = &w->users[i];
+        if (u->status == DOM_USER_NONE)
+            continue;
+        json_t *o = json_object();
+        json_array_append_new(arr, o);
+        store_jset_int(o, "ord", (int64_t)i);
+        if (!store_jset_str(o, "instance_id", STORE_FIELD(u->instance_id)) ||
+            !store_jset_str(o, "user_id", STORE_FIELD(u->user_id)) ||
+            !store_jset_str(o, "resource_owner", STORE_FIELD(u->resource_owner)) ||
+            !store_jset_str(o, "user_name", STORE_FIELD(u->user_name)) ||
+            !store_jset_str(o, "phone", STORE_FIELD(u->phone)) ||
+            !store_jset_str(o, "verified_phone", STORE_FIELD(u->verified_phone)) ||
+            !store_jset_str(o, "code_enc", STORE_FIELD(u->code_enc))) {
+            json_decref(arr);
+            return es_error_set(err, ES_EINVAL, "write: user %zu: invalid UTF-8", i);
+        }
+        json_object_set_new(o, "status", json_string(dom_user_status_name(u->status)));
+        store_jset_int(o, "sequence", u->sequence);
+        json_object_set_new(o, "phone_verified", json_boolean(u->phone_verified));
+        json_object_set_new(o, "otp_sms", json_boolean(u->otp_sms));
+        if ((u->code_expires_at_us &&
+             !store_jset_time(o, "code_expires_at", u->code_expires_at_us)) ||
+            !store_jset_time(o, "created_at", u->created_at_us) ||
+            !store_jset_time(o, "changed_at", u->changed_at_us)) {
+            json_decref(arr);
+            return es_error_set(err, ES_EINVAL, "write: user %zu: a time out of range", i);
+        }
+    }
+    if (json_array_size(arr) == 0) {
+        json_decref(arr);
+        return ES_OK;
+    }
+    *out = store_dump(arr);
+    return ES_OK;
+}
+
+static es_result store_encode_commands(const es_write *w, char **out, es_error *err)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < w->n_outcomes; i++) {
+        const es_cmd_outcome *c = &w->outcomes[i];
+        if (!c->cmd || !c->hash || !c->body || !store_is_uuid(c->cmd->id)) {
+            json_decref(arr);
+            return es_error_set(err, ES_EINVAL,
+                                "write: outcome %zu needs a command with a UUID, a hash and a body", i);
+        }
+        json_t *o = json_object();
+        json_array_append_new(arr, o);
+        char *hash = store_hex_encode(c->hash, 32);
+        json_object_set_new(o, "content_hash", json_string(hash));
+        free(hash);
+        json_object_set_new(o, "id", json_string(c->cmd->id));
+        const char *type = dom_cmd_type_name(c->cmd->type);
+        if (!store_jset_str(o, "instance_id", STORE_FIELD(c->cmd->instance_id)) ||
+            !store_jset_str(o, "user_id", STORE_FIELD(c->cmd->user_id)) ||
+            !store_jset_str(o, "type", type ? type : "", DOM_TEXT_MAX) ||
+            !store_jset_str(o, "body", c->body, SIZE_MAX)) {
+            json_decref(arr);
+            return es_error_set(err, ES_EINVAL, "write: outcome %zu: invalid UTF-8", i);
+        }
+        store_jset_int(o, "http_status", c->http_status);
+    }
+    *out = store_dump(arr);
+    return ES_OK;
+}
+
+static es_result store_encode_outbox(const es_write *w, char **out, es_error *err)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < w->n_outbox; i++) {
+        const es_outbox_msg *m = &w->outbox[i];
+        if (!m->topic || !*m->topic || (!m->value && m->value_len) || (!m->key && m->key_len)) {
+            json_decref(arr);
+            return es_error_set(err, ES_EINVAL, "write: outbox message %zu needs a topic", i);
+        }
+        json_t *o = json_object();
+        json_array_append_new(arr, o);
+        store_jset_int(o, "ord", (int64_t)i);
+        if (!store_jset_str(o, "instance_id", m->instance_id ? m->instance_id : "", SIZE_MAX) ||
+            !store_jset_str(o, "topic", m->topic, SIZE_MAX) ||
+            (m->headers_json && !store_jset_str(o, "headers", m->headers_json, SIZE_MAX))) {
+            json_decref(arr);
+            return es_error_set(err, ES_EINVAL, "write: outbox message %zu: invalid UTF-8", i);
+        }
+        /* Binary-safe: dead letters carry whatever bytes the record had. */
+        char *hex = store_hex_encode(m->value ? m->value : "", m->value_len);
+        json_object_set_new(o, "value", json_string(hex));
+        free(hex);
+        if (m->key) {
+            hex = store_hex_encode(m->key, m->key_len);
+            json_object_set_new(o, "key", json_string(hex));
+            free(hex);
+        }
+    }
+    *out = store_dump(arr);
+    return ES_OK;
+}
+
+es_result es_store_write(es_store *st, es_write *w, es_error *err)
+{
+    es_result rc = ES_OK;
+    PGresult *res = NULL;
+    char *events = NULL, *users = NULL, *commands = NULL, *outbox = NULL;
+    size_t total = w->n_events + w->n_outbox;
+    int64_t first = 0;
+    char count_s[24], first_s[24];
+
+    /* Encode everything before touching the counter. */
+    if ((w->n_events && (rc = store_encode_events(w, &events, err)) != ES_OK) ||
+        (w->n_users && (rc = store_encode_users(w, &users, err)) != ES_OK) ||
+        (w->n_outcomes && (rc = store_encode_commands(w, &commands, err)) != ES_OK) ||
+        (w->n_outbox && (rc = store_encode_outbox(w, &outbox, err)) != ES_OK))
+        goto out;
+
+    if (users) {
+        const char *params[] = {users};
+        rc = store_query(st, Q_UPSERT_USERS, params, PGRES_COMMAND_OK, &res, err);
+        if (rc != ES_OK)
+            goto out;
+        PQclear(res);
+        res = NULL;
+    }
+    if (commands) {
+        const char *params[] = {commands};
+        rc = store_query(st, Q_INSERT_COMMANDS, params, PGRES_COMMAND_OK, &res, err);
+        if (rc != ES_OK)
+            goto out;
+        PQclear(res);
+        res = NULL;
+    }
+    if (total == 0)
+        goto out;
+
+    /* The counter row: held from here to COMMIT (store.h). */
+    snprintf(count_s, sizeof count_s, "%zu", total);
+    {
+        const char *params[] = {count_s};
+        int64_t last;
+        rc = store_query(st, Q_TAKE_POSITIONS, params, PGRES_TUPLES_OK, &res, err);
+        if (rc != ES_OK)
+            goto out;
+        if (PQntuples(res) != 1 || !store_parse_i64(PQgetvalue(res, 0, 0), &last)) {
+            rc = es_error_set(err, ES_EFATAL, "write: factord.position_counter has no row 1");
+            goto out;
+        }
+        first = last - (int64_t)total + 1;
+        PQclear(res);
+        res = NULL;
+    }
+    if (events) {
+        snprintf(first_s, sizeof first_s, "%" PRId64, first);
+        const char *params[] = {events, first_s};
+        rc = store_query(st, Q_INSERT_EVENTS, params, PGRES_COMMAND_OK, &res, err);
+        if (rc != ES_OK)
+            goto out;
+        PQclear(res);
+        res = NULL;
+    }
+    if (outbox) {
+        snprintf(first_s, sizeof first_s, "%" PRId64, first + (int64_t)w->n_events);
+        const char *params[] = {outbox, first_s};
+        rc = store_query(st, Q_INSERT_OUTBOX, params, PGRES_COMMAND_OK, &res, err);
+        if (rc != ES_OK)
+            goto out;
+    }
+    for (size_t i = 0; i < w->n_events; i++)
+        w->events[i].position = first + (int64_t)i;
+out:
+    PQclear(res);
+    free(events);
+    free(users);
+    free(commands);
+    free(outbox);
+    return rc;
+}
+
+/* --- reading the log ----------------------------------------------------------- */
+
+/* Columns base..base+EC__COUNT-1 of row r into evt. */
+static es_result store_row_to_event(const PGresult *res, int r, int base, dom_evt *evt,
+                                    es_error *err)
+{
+    const char *type = PQgetvalue(res, r, base + EC_TYPE);
+    const char *payload = PQgetvalue(res, r, base + EC_PAYLOAD);
+    int64_t revision = 0;
+    json_t *j = NULL;
+    json_error_t jerr;
+    es_result rc = ES_OK;
+
+    memset(evt, 0, sizeof *evt);
+    if (!store_copy(evt->instance_id, sizeof evt->instance_id, PQgetvalue(res, r, base + EC_INSTANCE)) ||
+        !store_copy(evt->aggregate_id, sizeof evt->aggregate_id, PQgetvalue(res, r, base + EC_AGGREGATE)) ||
+        !store_copy(evt->creator, sizeof evt->creator, PQgetvalue(res, r, base + EC_CREATOR)) ||
+        !store_copy(evt->resource_owner, sizeof evt->resource_owner, PQgetvalue(res, r, base + EC_OWNER)) ||
+        !store_copy(evt->command_id, sizeof evt->command_id, PQgetvalue(res, r, base + EC_COMMAND)) ||
+        !store_parse_i64(PQgetvalue(res, r, base + EC_SEQUENCE), &evt->sequence) ||
+        !store_parse_i64(PQgetvalue(res, r, base + EC_POSITION), &evt->position) ||
+        !store_parse_i64(PQgetvalue(res, r, base + EC_CREATED), &evt->created_at_us) ||
+        !store_parse_i64(PQgetvalue(res, r, base + EC_REVISION), &revision)) {
+        rc = es_error_set(err, ES_EFATAL, "read events: malformed events row");
+        goto out;
+    }
+    evt->revision = (int)revision;
+    evt->last_of_command = PQgetvalue(res, r, base + EC_LAST)[0] == 't';
+    evt->type = dom_evt_type_parse(type);
+    if (evt->type == DOM_EVT_UNKNOWN) {
+        rc = es_error_set(err, ES_EFATAL, "read events: unknown type '%.64s' at position %" PRId64,
+                          type, evt->position);
+        goto out;
+    }
+    j = json_loads(payload, JSON_DECODE_ANY, &jerr);
+    if (!j) {
+        rc = es_error_set(err, ES_EFATAL, "read events: payload at position %" PRId64 ": %s",
+                          evt->position, jerr.text);
+        goto out;
+    }
+    if (dom_evt_payload_from_json(evt, j, err) != ES_OK) {
+        char why[sizeof err->text];
+        snprintf(why, sizeof why, "%s", err ? err->text : "");
+        rc = es_error_set(err, ES_EFATAL, "read events: payload at position %" PRId64 ": %.400s",
+                          evt->position, why);
+        goto out;
+    }
+out:
+    json_decref(j);
+    return rc;
+}
+
+es_result es_store_user_events(es_store *st, const char *instance_id, const char *user_id,
+                               dom_evt **out, size_t *n, es_error *err)
+{
+    PGresult *res = NULL;
+    dom_evt *evts = NULL;
+    const char *params[] = {instance_id, user_id};
+    *out = NULL;
+    *n = 0;
+
+    es_result rc = store_query(st, Q_USER_EVENTS, params, PGRES_TUPLES_OK, &res, err);
+    if (rc != ES_OK)
+        goto out;
+    size_t rows = (size_t)PQntuples(res);
+    if (rows == 0)
+        goto out;
+    evts = store_xmalloc(rows * sizeof *evts);
+    for (size_t i = 0; i < rows; i++) {
+        rc = store_row_to_event(res, (int)i, 0, &evts[i], err);
+        if (rc != ES_OK)
+            goto out;
+    }
+    *out = evts;
+    *n = rows;
+    evts = NULL;
+out:
+    PQclear(res);
+    free(evts);
+    return rc;
+}
+
+void es_outbound_clear(es_outbound *rows, size_t n)
+{
+    if (!rows)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(rows[i].topic);
+        free(rows[i].key);
+        free(rows[i].value);
+        free(rows[i].headers_json);
+        memset(&rows[i], 0, sizeof rows[i]);
+    }
+}
+
+/* Column layout of Q_READ_OUTBOUND. */
+enum { OC_POS, OC_IS_EVENT, OC_EVENT, OC_TOPIC = OC_EVENT + EC__COUNT, OC_KEY, OC_VALUE,
+       OC_HEADERS };
+
+/* Hex column into a malloc'd buffer (NUL-terminated for convenience). */
+static bool store_hex_column(const PGresult *res, int r, int col, char **out, size_t *len)
+{
+    const char *hex = PQgetvalue(res, r, col);
+    size_t n = strlen(hex);
+    *out = store_xmalloc(n / 2 + 1);
+    *len = n / 2;
+    (*out)[n / 2] = '\0';
+    return store_hex_decode(hex, n, (unsigned char *)*out);
+}
+
+static es_result store_row_to_outbound(const PGresult *res, int r, es_outbound *row,
+                                       es_error *err)
+{
+    memset(row, 0, sizeof *row);
+    if (!store_parse_i64(PQgetvalue(res, r, OC_POS), &row->position))
+        return es_error_set(err, ES_EFATAL, "read outbound: malformed position");
+    row->is_event = PQgetvalue(res, r, OC_IS_EVENT)[0] == 't';
+    if (row->is_event) {
+        dom_evt evt;
+        es_result rc = store_row_to_event(res, r, OC_EVENT, &evt, err);
+        if (rc != ES_OK)
+            return rc;
+        json_t *j = dom_evt_to_json(&evt);
+        char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        if (!text)
+            return es_error_set(err, ES_EFATAL, "read outbound: cannot encode the event at %" PRId64,
+                                row->position);
+        row->value = text;
+        row->value_len = strlen(text);
+        row->key_len = strlen(evt.aggregate_id);
+        row->key = store_xmemdup(evt.aggregate_id, row->key_len);
+        return ES_OK;
+    }
+    row->topic = store_xmemdup(PQgetvalue(res, r, OC_TOPIC), strlen(PQgetvalue(res, r, OC_TOPIC)));
+    if (!PQgetisnull(res, r, OC_HEADERS))
+        row->headers_json = store_xmemdup(PQgetvalue(res, r, OC_HEADERS),
+                                          strlen(PQgetvalue(res, r, OC_HEADERS)));
+    if (!store_hex_column(res, r, OC_VALUE, &row->value, &row->value_len) ||
+        (!PQgetisnull(res, r, OC_KEY) &&
+         !store_hex_column(res, r, OC_KEY, &row->key, &row->key_len)))
+        return es_error_set(err, ES_EFATAL, "read outbound: malformed bytea at %" PRId64,
+                            row->position);
+    return ES_OK;
+}
+
+es_result es_store_read_outbound(es_store *st, int64_t after, size_t max,
+                                 es_outbound *rows, size_t *n, es_error *err)
+{
+    es_result rc = ES_OK;
+    PGresult *res = NULL;
+    char after_s[24], max_s[24];
+    size_t got = 0;
+    *n = 0;
+
+    if (max == 0)
+        goto out;
+    snprintf(after_s, sizeof after_s, "%" PRId64, after);
+    snprintf(max_s, sizeof max_s, "%zu", max);
+    const char *params[] = {after_s, max_s};
+    rc = store_query(st, Q_READ_OUTBOUND, params, PGRES_TUPLES_OK, &res, err);
+    if (rc != ES_OK)
+        goto out;
+    if ((size_t)PQntuples(res) > max) {
+        rc = es_error_set(err, ES_EFATAL, "read outbound: more rows than asked for");
+        goto out;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        rc = store_row_to_outbound(res, r, &rows[got], err);
+        got++;   /* a half-filled row is cleared below */
+        if (rc != ES_OK)
+            goto out;
+    }
+    *n = got;
+out:
+    PQclear(res);
+    if (rc != ES_OK)
+        es_outbound_clear(rows, got);
+    return rc;
+}
+
+/* --- checkpoints, locks, head ------------------------------------------------ */
+
+es_result es_store_checkpoint_get(es_store *st, const char *name, int64_t *pos, es_error *err)
+{
+    PGresult *res = NULL;
+    const char *params[] = {name};
+    *pos = 0;
+    es_result rc = store_query(st, Q_CHECKPOINT_GET, params, PGRES_TUPLES_OK, &res, err);
+    if (rc == ES_OK && PQntuples(res) == 1 && !store_parse_i64(PQgetvalue(res, 0, 0), pos))
+        rc = es_error_set(err, ES_EFATAL, "checkpoint get: malformed position");
+    PQclear(res);
+    return rc;
+}
+
+es_result es_store_checkpoint_set(es_store *st, const char *name, int64_t pos, es_error *err)
+{
+    PGresult *res = NULL;
+    char pos_s[24];
+    snprintf(pos_s, sizeof pos_s, "%" PRId64, pos);
+    const char *params[] = {name, pos_s};
+    es_result rc = store_query(st, Q_CHECKPOINT_SET, params, PGRES_COMMAND_OK, &res, err);
+    PQclear(res);
+    return rc;
+}
+
+es_result es_store_try_lock(es_store *st, const char *name, bool *got, es_error *err)
+{
+    PGresult *res = NULL;
+    const char *params[] = {name};
+    *got = false;
+    es_result rc = store_query(st, Q_TRY_LOCK, params, PGRES_TUPLES_OK, &res, err);
+    if (rc == ES_OK)
+        *got = PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    return rc;
+}
+
+es_result es_store_head(es_store *st, int64_t *pos, es_error *err)
+{
+    PGresult *res = NULL;
+    *pos = 0;
+    es_result rc = store_query(st, Q_HEAD, NULL, PGRES_TUPLES_OK, &res, err);
+    if (rc == ES_OK && !store_parse_i64(PQgetvalue(res, 0, 0), pos))
+        rc = es_error_set(err, ES_EFATAL, "head: malformed position");
+    PQclear(res);
+    return rc;
+}

@@ -1,0 +1,150 @@
+/*
+ * infra/store.h - factord's PostgreSQL event store.
+ *
+ * Owns one libpq connection. Schema `factord` (migrations/): the append-only
+ * event log, the command table (id, content hash, stored outcome), the
+ * write-side user projection, the outbox of replies and dead letters, the
+ * global position counter and the relay's checkpoint. Every statement is
+ * parameterised; user data is always addressed by instance id.
+ *
+ * Positions: the batch transaction takes the single counter row
+ * (UPDATE ... RETURNING) after deciding and holds its lock to COMMIT, so
+ * positions become visible in commit order (brief §4.2): a reader that saw
+ * position P never later finds a new one below P.
+ *
+ * Ownership: the caller owns every struct it passes in; functions that fill
+ * out-arrays write into caller-provided storage; strings returned inside
+ * es_outbound rows are owned by the row and freed by es_outbound_clear.
+ */
+#ifndef FACTORD_INFRA_STORE_H
+#define FACTORD_INFRA_STORE_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "domain/command.h"
+#include "domain/errors.h"
+#include "domain/event.h"
+#include "domain/user.h"
+
+typedef struct es_store es_store;
+
+/* Connect (conninfo may be NULL or "": libpq's PG* environment applies). */
+es_result es_store_open(const char *conninfo, es_store **out, es_error *err) ES_WUR;
+void es_store_free(es_store *st);          /* NULL-safe */
+PGconn *es_store_conn(es_store *st);       /* borrowed; for tools and tests */
+/* Reconnect after a lost connection (PQreset); ES_ETRANSIENT while away. */
+es_result es_store_reset(es_store *st, es_error *err) ES_WUR;
+
+/* Apply every migration not yet applied, each in its own transaction, under
+ * an advisory lock so concurrent migrators wait. *applied = how many ran. */
+es_result es_store_migrate(es_store *st, int *applied, es_error *err) ES_WUR;
+/* Highest applied migration version (0 = none). */
+es_result es_store_schema_version(es_store *st, int *version, es_error *err) ES_WUR;
+
+/* Transactions. Errors classify SQLSTATEs: 40001/40P01/23505 -> ES_ECONFLICT,
+ * connection loss (08*, PQstatus bad), server shutdown (57P01-57P03), too
+ * many connections (53300) and statement timeout (57014) -> ES_ETRANSIENT,
+ * else ES_EFATAL. err->sqlstate gets the SQLSTATE. */
+es_result es_store_begin(es_store *st, es_error *err) ES_WUR;
+es_result es_store_commit(es_store *st, es_error *err) ES_WUR;
+void es_store_rollback(es_store *st);      /* best effort, never fails */
+
+/* --- deciding a batch (inside one transaction) --------------------------- */
+
+typedef struct {
+    bool found;
+    char instance_id[DOM_ID_MAX];
+    unsigned char hash[32];
+    int http_status;
+    char *body;       /* stored reply body JSON, malloc'd; NULL when !found.
+                         Byte for byte as written (a json column), so a
+                         repeated reply is identical to the first. */
+} es_known_cmd;
+void es_known_cmd_clear(es_known_cmd *k);  /* frees body, NULL-safe */
+
+/* Look up command ids (n of them); out[i] describes ids[i]. */
+es_result es_store_find_commands(es_store *st, const char *const *ids, size_t n,
+                                 es_known_cmd *out, es_error *err) ES_WUR;
+
+/* Load the write-side state of users[i] (instance_id and user_id set by the
+ * caller) FOR UPDATE, in the order given (the caller sorts, to avoid
+ * deadlocks). Missing users keep status DOM_USER_NONE and found[i]=false. */
+es_result es_store_load_users(es_store *st, dom_user *users, bool *found, size_t n,
+                              es_error *err) ES_WUR;
+
+/* Is user_name held by a live (not removed) user of the instance other
+ * than except_user_id? Case-insensitive, as ZITADEL. */
+es_result es_store_user_name_taken(es_store *st, const char *instance_id,
+                                   const char *user_name, const char *except_user_id,
+                                   bool *taken, es_error *err) ES_WUR;
+
+/* What one batch writes. */
+typedef struct {
+    const dom_cmd *cmd;
+    const unsigned char *hash;   /* 32 bytes */
+    int http_status;
+    const char *body;            /* outcome body JSON (reply body) */
+} es_cmd_outcome;
+
+typedef struct {
+    const char *instance_id;     /* "" when unknown (dead letters) */
+    const char *topic;
+    const char *key; size_t key_len;
+    const char *value; size_t value_len;
+    const char *headers_json;    /* {"name":"value",...} or NULL */
+} es_outbox_msg;
+
+typedef struct {
+    dom_evt *events; size_t n_events;          /* positions filled on success */
+    const dom_user *users; size_t n_users;     /* final states to upsert */
+    const es_cmd_outcome *outcomes; size_t n_outcomes; /* new command rows */
+    const es_outbox_msg *outbox; size_t n_outbox;      /* replies, dead letters */
+} es_write;
+
+/* Take n_events + n_outbox positions from the counter (held to commit),
+ * append the events (in array order), upsert the users, insert the command
+ * rows and the outbox rows. Positions: events first in array order, then
+ * outbox rows. ES_ECONFLICT on a unique violation (a racing writer).
+ * Users still in DOM_USER_NONE are skipped (nothing happened to them);
+ * with no events and no outbox rows the counter is not taken. */
+es_result es_store_write(es_store *st, es_write *w, es_error *err) ES_WUR;
+
+/* --- reading the log ----------------------------------------------------- */
+
+/* Events of one user in sequence order (for tests, rebuild and tools).
+ * *out is malloc'd (NULL when *n == 0): the caller free()s it. */
+es_result es_store_user_events(es_store *st, const char *instance_id, const char *user_id,
+                               dom_evt **out, size_t *n, es_error *err) ES_WUR;
+
+/* One row the relay publishes: an event or an outbox message. */
+typedef struct {
+    int64_t position;
+    bool is_event;
+    char *topic;        /* NULL for events: the relay uses its events topic */
+    char *key; size_t key_len;
+    char *value; size_t value_len;  /* event JSON (dom_evt_to_json) or outbox value */
+    char *headers_json; /* outbox only, may be NULL */
+} es_outbound;
+void es_outbound_clear(es_outbound *rows, size_t n); /* frees members */
+
+/* Up to max rows with position > after, in position order. */
+es_result es_store_read_outbound(es_store *st, int64_t after, size_t max,
+                                 es_outbound *rows, size_t *n, es_error *err) ES_WUR;
+
+/* Durable checkpoints by name (relay). Missing = 0. */
+es_result es_store_checkpoint_get(es_store *st, const char *name, int64_t *pos,
+                                  es_error *err) ES_WUR;
+es_result es_store_checkpoint_set(es_store *st, const char *name, int64_t pos,
+                                  es_error *err) ES_WUR;
+
+/* Session-level advisory lock by name (one active relay); false when held
+ * elsewhere. */
+es_result es_store_try_lock(es_store *st, const char *name, bool *got, es_error *err) ES_WUR;
+
+/* Highest committed position (0 when empty). */
+es_result es_store_head(es_store *st, int64_t *pos, es_error *err) ES_WUR;
+
+#endif

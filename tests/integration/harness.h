@@ -1,0 +1,72 @@
+/*
+ * tests/integration/harness.h - running factord's components against the
+ * real PostgreSQL and Kafka servers from a test.
+ *
+ * Each test gets its own topics, consumer group and instance id (h_env), so
+ * tests share the servers without seeing each other. Components run as
+ * child processes of the factord binary (h_spawn), so a test can SIGKILL
+ * them; their logs go to a file per test under the build folder.
+ */
+#ifndef FACTORD_TEST_HARNESS_H
+#define FACTORD_TEST_HARNESS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "infra/store.h"
+
+#define H_CODE_KEY "3f1c2b4a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7a8"
+
+typedef struct {
+    char name[64];          /* test name, for logs */
+    char dbname[64];        /* a database of the test's own */
+    char db_url[512];
+    char brokers[256];
+    char instance[64];      /* a fresh instance id */
+    char commands[96], events[96], replies[96], dlq[96], group[96];
+    char log_path[256];
+} h_env;
+
+/* Fill from FACTORD_TEST_DATABASE_URL / FACTORD_TEST_KAFKA_BROKERS (the
+ * test fails with a clear message when unset), make fresh names, run the
+ * migrations and create the topics. */
+void h_env_init(h_env *e, const char *name);
+
+/* Drop the test's database (children must have stopped). */
+void h_env_done(h_env *e);
+
+/* Start `factord <sub>` with e's settings plus extra "NAME=value" strings
+ * (NULL-terminated). */
+pid_t h_spawn(const h_env *e, const char *sub, const char *const *extra_env);
+/* SIGTERM (or SIGKILL when kill9) and reap; returns the exit status
+ * (-signal when killed by a signal). */
+int h_stop(pid_t pid, bool kill9);
+/* Wait for a child that should exit by itself (failpoint); -signal/exit. */
+int h_wait(pid_t pid, int timeout_ms);
+
+/* Produce records (key, value) to topic and wait for delivery. */
+void h_produce(const h_env *e, const char *topic, const char *key, const char *value, size_t value_len);
+
+/* Read topic from the beginning until want records are there or timeout.
+ * Returns a JSON array of {"key","value","headers":{...}} (value as a
+ * string; records are parsed by the caller). New reference. */
+json_t *h_read_topic(const h_env *e, const char *topic, size_t want, int timeout_ms);
+
+/* A command as wire JSON, for e's instance. payload may be NULL ({}).
+ * Returns malloc'd text; id_out (37 bytes) gets the fresh command id. */
+char *h_command(const h_env *e, const char *type, const char *user, const char *owner, json_t *payload,
+                char *id_out);
+
+/* Find the reply for command id in an array from h_read_topic. Borrowed. */
+json_t *h_find_reply(json_t *records, const char *cmd_id);
+
+/* Run one SQL query with text params and return the first column of the
+ * first row as a long (or -1). */
+long h_sql_long(const h_env *e, const char *sql, int nparams, const char *const *params);
+
+/* A store connected to e's database. */
+es_store *h_store(const h_env *e);
+
+#endif
