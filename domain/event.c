@@ -367,6 +367,8 @@ json_t *dom_evt_payload_to_json(const dom_evt *evt)
         /* 0 = never expires (a code lifetime of 0, as ZITADEL's): no time. */
         if (evt->code_expires_at_us != 0)
             set_new(p, "expiresAt", time_string(evt->code_expires_at_us));
+        if (evt->code_returned)
+            set_new(p, "codeReturned", json_true());
         break;
     case DOM_EVT_REMOVED:
         set_new(p, "userName", json_string(evt->user_name));
@@ -421,7 +423,9 @@ es_result dom_evt_payload_from_json(dom_evt *evt, const json_t *payload, es_erro
         if ((rc = get_string(payload, "code", true, evt->code_enc, sizeof evt->code_enc, err)) !=
             ES_OK)
             break;
-        rc = get_time(payload, "expiresAt", false, &evt->code_expires_at_us, err);
+        if ((rc = get_time(payload, "expiresAt", false, &evt->code_expires_at_us, err)) != ES_OK)
+            break;
+        rc = get_bool(payload, "codeReturned", &evt->code_returned, err);
         break;
     case DOM_EVT_REMOVED:
         rc = get_string(payload, "userName", false, evt->user_name, sizeof evt->user_name, err);

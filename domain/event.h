@@ -55,6 +55,9 @@ typedef struct {
     char phone[DOM_PHONE_MAX];         /* PHONE_CHANGED */
     char code_enc[DOM_CODE_ENC_MAX];   /* PHONE_CODE_ADDED: ciphertext, base64 */
     int64_t code_expires_at_us;        /* PHONE_CODE_ADDED */
+    bool code_returned;                /* PHONE_CODE_ADDED: the command asked for
+                                          the code in its reply (returnCode), so
+                                          the projector decrypts it into the reply */
     char user_name[DOM_TEXT_MAX];      /* REMOVED: the name that is freed */
 } dom_evt;
 

@@ -5,7 +5,8 @@
  * Three written forms are understood: international with '+' or with the
  * "00" international call prefix, and Swiss national form with a single
  * trunk '0' (ZITADEL's default region is CH). Separators people type
- * (spaces, '-', '.', '(', ')', '/') are dropped; anything else makes the
+ * (spaces, '-', '.', '(', ')', '/') are dropped, and so is a bracketed trunk
+ * zero after a country code ("+41 (0)71 ...");  anything else makes the
  * number unusable, as does a digit count outside E.164's 8 to 15.
  */
 #include "domain/phone.h"
@@ -35,6 +36,13 @@ bool dom_phone_normalize(const char *in, char *out, size_t out_len)
         return false;
     for (const char *p = in; *p; p++) {
         char c = *p;
+        /* "+41 (0)71 ...": the national trunk zero written in brackets after
+         * the country code is not part of the number. */
+        if (c == '(' && p[1] == '0' && p[2] == ')' && seen_digit &&
+            (plus || (n >= 2 && digits[0] == '0' && digits[1] == '0'))) {
+            p += 2;
+            continue;
+        }
         if (is_separator(c))
             continue;
         if (c == '+') {

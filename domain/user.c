@@ -328,6 +328,7 @@ static dom_rej decide_set_phone(const dom_user *st, const dom_cmd *cmd, const do
         code->code_expires_at_us = DOM_TIME_MAX_US;
     else
         code->code_expires_at_us = ctx->now_us + ctx->code_ttl_us;
+    code->code_returned = cmd->return_code;
     if (cmd->return_code)
         COPY(dec->code, ctx->new_code);
     return DOM_REJ_NONE;

@@ -300,7 +300,11 @@ static es_result attempt(es_processor *p, const es_record *recs, size_t n, es_ba
 
         dom_ctx ctx = {.now_us = p->o.now_us(), .code_ttl_us = p->o.code_ttl_s * 1000000};
         char code[DOM_CODE_MAX] = "", code_enc[DOM_CODE_ENC_MAX] = "", stored[DOM_CODE_MAX * 2] = "";
-        if (it->cmd.type == DOM_CMD_SET_PHONE) {
+        /* A new number needs a code: SetMyPhone, and an import whose phone
+         * is not verified yet (else that user could never verify it). */
+        if (it->cmd.type == DOM_CMD_SET_PHONE ||
+            (it->cmd.type == DOM_CMD_IMPORT_HUMAN && it->cmd.import.phone[0] &&
+             !it->cmd.import.is_phone_verified)) {
             rc = es_code_generate(code, sizeof code, p->o.code_length, err);
             if (rc == ES_OK)
                 rc = es_code_encrypt(p->o.code_key, it->cmd.instance_id, it->cmd.user_id, code, code_enc,
@@ -309,7 +313,8 @@ static es_result attempt(es_processor *p, const es_record *recs, size_t n, es_ba
                 goto fail;
             ctx.new_code = code;
             ctx.new_code_enc = code_enc;
-        } else if (it->cmd.type == DOM_CMD_VERIFY_PHONE && u->code_enc[0]) {
+        }
+        if (it->cmd.type == DOM_CMD_VERIFY_PHONE && u->code_enc[0]) {
             es_error derr = {0};
             if (es_code_decrypt(p->o.code_key, u->instance_id, u->user_id, u->code_enc, stored, sizeof stored,
                                 &derr) == ES_OK)

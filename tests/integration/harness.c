@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -80,7 +81,10 @@ void h_env_init(h_env *e, const char *name)
     snprintf(e->replies, sizeof e->replies, "t.%s.%s.replies", name, tag);
     snprintf(e->dlq, sizeof e->dlq, "t.%s.%s.dlq", name, tag);
     snprintf(e->group, sizeof e->group, "t.%s.%s.processor", name, tag);
-    snprintf(e->log_path, sizeof e->log_path, "%s/itest-%s.log", getenv("FACTORD_TEST_LOG_DIR") ? getenv("FACTORD_TEST_LOG_DIR") : "/tmp", name);
+    const char *log_dir = getenv("FACTORD_TEST_LOG_DIR");
+    if (log_dir)
+        mkdir(log_dir, 0755); /* EEXIST is fine */
+    snprintf(e->log_path, sizeof e->log_path, "%s/%s-%s.log", log_dir ? log_dir : "/tmp", name, tag);
 
     es_store *st = h_store(e);
     int applied = 0;
@@ -93,6 +97,17 @@ void h_env_init(h_env *e, const char *name)
 
 void h_env_done(h_env *e)
 {
+    /* The children's sanitizer reports land in their log, not in CTest's
+     * output: fail the test here when one is there. */
+    FILE *f = fopen(e->log_path, "r");
+    if (f) {
+        char line[4096];
+        while (fgets(line, sizeof line, f))
+            cr_expect(!strstr(line, "ERROR: AddressSanitizer") && !strstr(line, "ERROR: LeakSanitizer") &&
+                          !strstr(line, "runtime error:"),
+                      "sanitizer report in %s: %s", e->log_path, line);
+        fclose(f);
+    }
     const char *db = getenv("FACTORD_TEST_DATABASE_URL");
     PGconn *admin = PQconnectdb(db);
     char sql[160];
