@@ -10,7 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static char g_component[64] = "factord";
+/* Per thread: `factord run` runs every component in one process, each in
+ * its own thread, and each line says which component wrote it. */
+static _Thread_local char g_component[64];
 static es_log_level g_min = ES_LOG_INFO;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -56,7 +58,7 @@ void es_log(es_log_level lvl, const char *msg, ...)
     json_t *o = json_object();
     json_object_set_new(o, "ts", json_string(tsbuf));
     json_object_set_new(o, "level", json_string(level_names[lvl]));
-    json_object_set_new(o, "component", json_string(g_component));
+    json_object_set_new(o, "component", json_string(g_component[0] ? g_component : "factord"));
     json_object_set_new(o, "msg", json_string(msg ? msg : ""));
     va_list ap;
     va_start(ap, msg);

@@ -11,9 +11,11 @@
 
 typedef enum { ES_LOG_DEBUG = 0, ES_LOG_INFO, ES_LOG_WARN, ES_LOG_ERROR } es_log_level;
 
-/* Set the component name and the lowest level written ("debug", "info",
- * "warn", "error"; unknown names keep info). Not thread-safe: call first. */
+/* Set the calling thread's component name and the process's lowest level
+ * written ("debug", "info", "warn", "error"; unknown names keep info).
+ * Call before starting threads. */
 void es_log_init(const char *component, const char *level);
+/* The component name of the calling thread only. */
 void es_log_set_component(const char *component);
 int es_log_enabled(es_log_level lvl);
 

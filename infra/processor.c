@@ -361,6 +361,7 @@ static es_result attempt(es_processor *p, const es_record *recs, size_t n, es_ba
         oc->hash = it->hash;
         oc->http_status = status;
         oc->body = body;
+        oc->reply_to = it->cmd.reply_to[0] ? it->cmd.reply_to : p->o.replies_topic;
         p->done[n_done++] = (decided){it->cmd.id, it->cmd.instance_id, it->hash, status, body};
         if (dec->accepted) {
             stats->accepted++;

@@ -134,11 +134,11 @@ static const store_stmt store_stmts[Q__COUNT] = {
         "    EXCLUDED.code_expires_at, EXCLUDED.created_at, EXCLUDED.changed_at)"},
     [Q_INSERT_COMMANDS] = {"factord_insert_commands", 1,
         "INSERT INTO factord.commands (id, instance_id, type, user_id, content_hash,"
-        "    http_status, body)"
+        "    http_status, body, reply_to)"
         " SELECT r.id, r.instance_id, r.type, r.user_id, decode(r.content_hash, 'hex'),"
-        "    r.http_status, r.body::json"
+        "    r.http_status, r.body::json, r.reply_to"
         "   FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, instance_id text, type text,"
-        "    user_id text, content_hash text, http_status int, body text)"},
+        "    user_id text, content_hash text, http_status int, body text, reply_to text)"},
     [Q_TAKE_POSITIONS] = {"factord_take_positions", 1,
         "UPDATE factord.position_counter SET value = value + $1::bigint WHERE id = 1"
         " RETURNING value"},
@@ -1059,6 +1059,7 @@ static es_result store_encode_commands(const es_write *w, char **out, es_error *
         if (!store_jset_str(o, "instance_id", STORE_FIELD(c->cmd->instance_id)) ||
             !store_jset_str(o, "user_id", STORE_FIELD(c->cmd->user_id)) ||
             !store_jset_str(o, "type", type ? type : "", DOM_TEXT_MAX) ||
+            !store_jset_str(o, "reply_to", c->reply_to ? c->reply_to : "", DOM_TOPIC_MAX) ||
             !store_jset_str(o, "body", c->body, SIZE_MAX)) {
             json_decref(arr);
             return es_error_set(err, ES_EINVAL, "write: outcome %zu: invalid UTF-8", i);

@@ -87,6 +87,9 @@ typedef struct {
     const unsigned char *hash;   /* 32 bytes */
     int http_status;
     const char *body;            /* outcome body JSON (reply body) */
+    const char *reply_to;        /* the topic the reply goes to (the command's
+                                    replyTo or the default): the read-model
+                                    projector replies there on success */
 } es_cmd_outcome;
 
 typedef struct {

@@ -15,5 +15,6 @@ CREATE TABLE factord.commands (
     http_status  int         NOT NULL CHECK (http_status BETWEEN 100 AND 599),
     body         json        NOT NULL,   -- the reply body, kept byte for byte:
                                          -- a repeated reply is identical
+    reply_to     text        NOT NULL,   -- where replies go (replyTo or the default)
     decided_at   timestamptz NOT NULL DEFAULT now()
 );

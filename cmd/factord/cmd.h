@@ -21,6 +21,17 @@ typedef struct {
 int fd_migrate_main(int argc, char **argv);
 int fd_process_main(int argc, char **argv);
 int fd_relay_main(int argc, char **argv);
+int fd_project_main(int argc, char **argv);
+int fd_submit_main(int argc, char **argv);
+int fd_run_main(int argc, char **argv);
+
+/* The long-running components, without argument parsing or signal set-up,
+ * so that `factord run` can run them as threads of one process. Each runs
+ * until fd_stop is set or it fails, and returns its exit code (0, 1, 2).
+ * cfg (with kafka_brokers set) is borrowed for the whole run. */
+int fd_process_loop(const es_config *cfg);
+int fd_relay_loop(const es_config *cfg);
+int fd_project_loop(const es_config *cfg);
 
 /* Set by SIGTERM/SIGINT; loops check it between units of work. */
 extern volatile sig_atomic_t fd_stop;

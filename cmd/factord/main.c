@@ -31,6 +31,13 @@ static const fd_subcommand subcommands[] = {
     {"migrate", "create or upgrade the PostgreSQL schema", fd_migrate_main, ""},
     {"process", "decide commands from Kafka and append events to PostgreSQL", fd_process_main, ""},
     {"relay", "publish committed events, replies and dead letters to Kafka", fd_relay_main, ""},
+    {"project", "keep the read models from the events topic and reply to successful commands",
+     fd_project_main, ""},
+    {"run", "every component in one process (embedded Kafka when no brokers are configured)", fd_run_main,
+     ""},
+    {"submit", "send one command and print its reply", fd_submit_main,
+     "[--type T --user U --org O --instance I --payload JSON --id UUID --reply-to TOPIC --timeout-ms N] "
+     "[-  (a whole command as JSON on stdin)]"},
 };
 
 static const fd_subcommand *lookup(const char *name)

@@ -78,6 +78,19 @@ int fd_process_main(int argc, char **argv)
     es_config cfg;
     if (!fd_load_config(&cfg, "process"))
         return 2;
+    int rc = 2;
+    if (fd_require_brokers(&cfg, "process")) {
+        fd_install_signals();
+        rc = fd_process_loop(&cfg);
+    }
+    es_config_free(&cfg);
+    return rc;
+}
+
+int fd_process_loop(const es_config *cfgp)
+{
+    const es_config cfg = *cfgp; /* borrowed strings; never freed here */
+    es_log_set_component("process");
     int exit_code = 1;
     es_error err = {0};
     es_store *st = NULL;
@@ -88,19 +101,14 @@ int fd_process_main(int argc, char **argv)
     unsigned char keybytes[32];
     es_codekey ck;
 
-    const char *brokers = fd_require_brokers(&cfg, "process");
-    if (!brokers) {
-        exit_code = 2;
-        goto out;
-    }
+    const char *brokers = cfg.kafka_brokers;
     if (es_config_code_key(&cfg, keybytes, &err) != ES_OK) {
-        fprintf(stderr, "factord process: %s\n", err.text);
+        es_err("cannot start the processor", "error", err.text);
         exit_code = 2;
         goto out;
     }
     es_codekey_init(&ck, keybytes);
     explicit_bzero(keybytes, sizeof keybytes);
-    fd_install_signals();
 
     st = connect_store(&cfg);
     if (!st)
@@ -228,7 +236,6 @@ out:
     free(recs);
     es_processor_free(proc);
     es_store_free(st);
-    es_config_free(&cfg);
     explicit_bzero(&ck, sizeof ck);
     return exit_code;
 }

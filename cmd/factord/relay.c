@@ -104,15 +104,23 @@ int fd_relay_main(int argc, char **argv)
     es_config cfg;
     if (!fd_load_config(&cfg, "relay"))
         return 2;
+    int rc = 2;
+    if (fd_require_brokers(&cfg, "relay")) {
+        fd_install_signals();
+        rc = fd_relay_loop(&cfg);
+    }
+    es_config_free(&cfg);
+    return rc;
+}
+
+int fd_relay_loop(const es_config *cfgp)
+{
+    const es_config cfg = *cfgp; /* borrowed strings; never freed here */
+    es_log_set_component("relay");
     int exit_code = 1;
     es_error err = {0};
     relay r = {.cfg = &cfg};
-    const char *brokers = fd_require_brokers(&cfg, "relay");
-    if (!brokers) {
-        exit_code = 2;
-        goto out;
-    }
-    fd_install_signals();
+    const char *brokers = cfg.kafka_brokers;
     r.rows = calloc((size_t)cfg.relay_batch, sizeof *r.rows);
     if (!r.rows)
         abort();
@@ -185,6 +193,5 @@ out:
     es_producer_free(r.prod);
     es_store_free(r.st);
     free(r.rows);
-    es_config_free(&cfg);
     return exit_code;
 }

@@ -1,0 +1,10 @@
+/* placeholder: being written */
+#include <stdio.h>
+#include "cmd/factord/cmd.h"
+int fd_run_main(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "factord run: not built yet\n");
+    return 2;
+}
