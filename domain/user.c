@@ -293,6 +293,23 @@ static dom_rej decide_remove_otp_sms(const dom_user *st, const dom_cmd *cmd, dom
     return DOM_REJ_NONE;
 }
 
+/* The code event of a new number: ctx's ciphertext, expiring after the
+ * code lifetime. */
+static void push_code(dom_decision *dec, const dom_ctx *ctx, bool returned)
+{
+    dom_evt *code = push(dec, DOM_EVT_PHONE_CODE_ADDED);
+    COPY(code->code_enc, ctx->new_code_enc);
+    /* A lifetime of 0 never expires (ZITADEL's crypto.IsCodeExpired);
+     * otherwise saturate at the last instant the log can write. */
+    if (ctx->code_ttl_us <= 0)
+        code->code_expires_at_us = 0;
+    else if (ctx->now_us > DOM_TIME_MAX_US - ctx->code_ttl_us)
+        code->code_expires_at_us = DOM_TIME_MAX_US;
+    else
+        code->code_expires_at_us = ctx->now_us + ctx->code_ttl_us;
+    code->code_returned = returned;
+}
+
 static dom_rej decide_set_phone(const dom_user *st, const dom_cmd *cmd, const dom_ctx *ctx,
                                 dom_decision *dec)
 {
@@ -318,17 +335,7 @@ static dom_rej decide_set_phone(const dom_user *st, const dom_cmd *cmd, const do
 
     dom_evt *changed = push(dec, DOM_EVT_PHONE_CHANGED);
     COPY(changed->phone, phone);
-    dom_evt *code = push(dec, DOM_EVT_PHONE_CODE_ADDED);
-    COPY(code->code_enc, ctx->new_code_enc);
-    /* A lifetime of 0 never expires (ZITADEL's crypto.IsCodeExpired);
-     * otherwise saturate at the last instant the log can write. */
-    if (ctx->code_ttl_us <= 0)
-        code->code_expires_at_us = 0;
-    else if (ctx->now_us > DOM_TIME_MAX_US - ctx->code_ttl_us)
-        code->code_expires_at_us = DOM_TIME_MAX_US;
-    else
-        code->code_expires_at_us = ctx->now_us + ctx->code_ttl_us;
-    code->code_returned = cmd->return_code;
+    push_code(dec, ctx, cmd->return_code);
     if (cmd->return_code)
         COPY(dec->code, ctx->new_code);
     return DOM_REJ_NONE;
@@ -422,14 +429,7 @@ static dom_rej decide_import(const dom_user *st, const dom_cmd *cmd, const dom_c
             /* As ZITADEL's createHuman: an unverified phone gets a code, so
              * that the user can verify it (SetMyPhone with the same number
              * is "not changed"). Only when the caller supplied one. */
-            dom_evt *code = push(dec, DOM_EVT_PHONE_CODE_ADDED);
-            COPY(code->code_enc, ctx->new_code_enc);
-            if (ctx->code_ttl_us <= 0)
-                code->code_expires_at_us = 0;
-            else if (ctx->now_us > DOM_TIME_MAX_US - ctx->code_ttl_us)
-                code->code_expires_at_us = DOM_TIME_MAX_US;
-            else
-                code->code_expires_at_us = ctx->now_us + ctx->code_ttl_us;
+            push_code(dec, ctx, false);
         }
     }
     return DOM_REJ_NONE;

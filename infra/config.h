@@ -27,6 +27,7 @@ typedef struct {
     char *replies_topic;
     char *dlq_topic;
     char *processor_group;
+    char *projector_group;
     int64_t topic_partitions;
     int64_t batch_max;
     int64_t batch_linger_ms;
@@ -39,6 +40,21 @@ typedef struct {
     int64_t code_ttl_s;
     int64_t code_length;
     char *log_level;
+    /* The HTTP gateway (docs/gateway.md) */
+    char *jwks_file;        /* unset: the development key in state_dir */
+    char *token_issuer;
+    char *token_audience;
+    int64_t token_leeway_s;
+    char *host_map;         /* "host=instance,..." or NULL */
+    char *gateway_replies_topic;
+    int64_t gateway_timeout_ms;
+    int64_t http_threads;
+    int64_t http_max_connections;
+    int64_t http_max_body_bytes;
+    int64_t http_idle_timeout_s;
+    /* Not from the environment: set by `factord run` for its embedded
+     * broker, which has no CreateTopics (topics are made up front). */
+    bool skip_topic_creation;
 } es_config;
 
 typedef enum { ES_CFG_STRING, ES_CFG_INT } es_cfg_type;

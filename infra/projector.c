@@ -1,3 +1,608 @@
-/* placeholder: being written */
+/*
+ * infra/projector.c - apply a batch of events to the read models in one
+ * transaction (see projector.h).
+ *
+ * One attempt:
+ *   1. order the batch by (instance, user), keeping offset order within a
+ *      user (the topic keeps each user's events in sequence order);
+ *   2. lock the users' applied sequences (FOR UPDATE, in key order);
+ *   3. walk each user's events: an event at or below the applied sequence
+ *      is skipped, one above it is applied (a gap is applied and warned
+ *      about: the log lost nothing, so a gap means this projector missed
+ *      events, e.g. a group that started after the topic's retention);
+ *   4. write: first rows of new users (plain INSERT: a racing projector on
+ *      the same new user fails one of the two with 23505, decided again),
+ *      then the sequences of known users, the deleted factor rows, the put
+ *      ones;
+ *   5. look up the reply topics of the commands whose last event is in the
+ *      batch (applied or skipped), in one query, and COMMIT.
+ * Every statement names the instance of each row it touches, and carries
+ * its rows as one JSON parameter (jsonb_to_recordset): one round trip per
+ * table, never one per row, and no SQL text built from data.
+ */
 #include "infra/projector.h"
-int es_projector_placeholder(void) { return 0; }
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "domain/user.h"
+#include "infra/clock.h"
+#include "infra/log.h"
+
+static const char SQL_LOAD_SEQUENCES[] =
+    "SELECT s.instance_id, s.user_id, s.sequence"
+    "  FROM factord.projected_sequences s"
+    "  JOIN jsonb_to_recordset($2::jsonb) AS r(i text, u text)"
+    "    ON s.instance_id = r.i AND s.user_id = r.u"
+    " WHERE s.projection = $1"
+    " ORDER BY s.instance_id, s.user_id"
+    "   FOR UPDATE OF s";
+
+static const char SQL_INSERT_SEQUENCES[] =
+    "INSERT INTO factord.projected_sequences (projection, instance_id, user_id, sequence)"
+    " SELECT $1, r.i, r.u, r.s"
+    "   FROM jsonb_to_recordset($2::jsonb) AS r(i text, u text, s bigint)"
+    "  ORDER BY r.i, r.u";
+
+/* "sequence < r.s": a sequence never goes back, whatever a caller passes. */
+static const char SQL_UPDATE_SEQUENCES[] =
+    "UPDATE factord.projected_sequences s SET sequence = r.s, updated_at = now()"
+    "  FROM jsonb_to_recordset($2::jsonb) AS r(i text, u text, s bigint)"
+    " WHERE s.projection = $1 AND s.instance_id = r.i AND s.user_id = r.u"
+    "   AND s.sequence < r.s";
+
+static const char SQL_DELETE_FACTORS[] =
+    "DELETE FROM factord.auth_factors f"
+    " USING jsonb_to_recordset($1::jsonb) AS r(i text, u text, t text)"
+    " WHERE f.instance_id = r.i AND f.user_id = r.u AND f.type = r.t";
+
+/* An existing row keeps its created_at: the factor was added then. */
+static const char SQL_PUT_FACTORS[] =
+    "INSERT INTO factord.auth_factors AS f (instance_id, user_id, type, state, sequence,"
+    "    created_at, changed_at, resource_owner)"
+    " SELECT r.i, r.u, r.t, r.state, r.s, r.created, r.changed, r.owner"
+    "   FROM jsonb_to_recordset($1::jsonb) AS r(i text, u text, t text, state text, s bigint,"
+    "    created timestamptz, changed timestamptz, owner text)"
+    "  ORDER BY r.i, r.u, r.t"
+    " ON CONFLICT (instance_id, user_id, type) DO UPDATE SET state = EXCLUDED.state,"
+    "    sequence = EXCLUDED.sequence, changed_at = EXCLUDED.changed_at,"
+    "    resource_owner = EXCLUDED.resource_owner";
+
+/* Command ids are global keys; the instance is matched too, so an event of
+ * one instance can never reply on another's command. */
+static const char SQL_REPLY_TOPICS[] =
+    "SELECT c.id::text, c.reply_to, c.http_status"
+    "  FROM factord.commands c"
+    "  JOIN jsonb_to_recordset($1::jsonb) AS r(id uuid, i text)"
+    "    ON c.id = r.id AND c.instance_id = r.i";
+
+static const char SQL_LIST_FACTORS[] =
+    "SELECT instance_id, user_id, type, state, sequence,"
+    "       (extract(epoch FROM created_at) * 1000000)::bigint,"
+    "       (extract(epoch FROM changed_at) * 1000000)::bigint, resource_owner"
+    "  FROM factord.auth_factors"
+    " WHERE instance_id = $1 AND user_id = $2"
+    " ORDER BY type";
+
+typedef struct {
+    const char *instance_id, *user_id; /* borrowed from the batch's events */
+    int64_t applied;                   /* sequence applied before the batch */
+    bool found;                        /* has a projected_sequences row */
+    int64_t last;                      /* after the batch */
+} user_seq;
+
+typedef struct {
+    char id[DOM_UUID_LEN + 1];
+    char *topic;
+    int http_status;
+    bool replied;      /* a reply of this batch is already queued */
+} reply_topic;
+
+struct es_projector {
+    es_store *st;
+    es_projector_opts o;
+    /* buffers grown on demand and kept between batches */
+    size_t *order; size_t order_cap;
+    user_seq *users; size_t users_cap;
+    proj_af_change *changes; size_t changes_cap;
+    proj_af_net *nets; size_t nets_cap;
+    reply_topic *topics; size_t topics_cap;
+    size_t n_topics;
+    es_reply *replies; size_t replies_cap;
+    size_t n_replies;
+};
+
+static void *grow(void *p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return p;
+    size_t c = *cap ? *cap : 16;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(p, c * elem);
+    if (!q)
+        abort();
+    *cap = c;
+    return q;
+}
+#define GROW(p, field, need) ((p)->field = grow((p)->field, &(p)->field##_cap, (need), sizeof *(p)->field))
+
+static void clear_replies(es_projector *p)
+{
+    for (size_t i = 0; i < p->n_replies; i++) {
+        /* a returnCode reply holds a phone code */
+        explicit_bzero((char *)p->replies[i].value, p->replies[i].value_len);
+        free((char *)p->replies[i].value);
+    }
+    p->n_replies = 0;
+    for (size_t i = 0; i < p->n_topics; i++)
+        free(p->topics[i].topic);
+    p->n_topics = 0;
+}
+
+es_projector *es_projector_new(es_store *st, const es_projector_opts *opts)
+{
+    es_projector *p = calloc(1, sizeof *p);
+    if (!p)
+        abort();
+    p->st = st;
+    p->o = *opts;
+    if (p->o.max_conflict_retries <= 0)
+        p->o.max_conflict_retries = 20;
+    return p;
+}
+
+void es_projector_free(es_projector *p)
+{
+    if (!p)
+        return;
+    clear_replies(p);
+    free(p->order);
+    free(p->users);
+    free(p->changes);
+    free(p->nets);
+    free(p->topics);
+    free(p->replies);
+    free(p);
+}
+
+/* --- helpers --------------------------------------------------------------- */
+
+/* qsort has no context argument; the projector is used by one thread. */
+static _Thread_local const dom_evt *sort_evts;
+
+static int order_cmp(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    const dom_evt *ex = &sort_evts[x], *ey = &sort_evts[y];
+    int c = strcmp(ex->instance_id, ey->instance_id);
+    if (!c)
+        c = strcmp(ex->aggregate_id, ey->aggregate_id);
+    return c ? c : (x > y) - (x < y);
+}
+
+static int user_cmp(const void *a, const void *b)
+{
+    const user_seq *x = a, *y = b;
+    int c = strcmp(x->instance_id, y->instance_id);
+    return c ? c : strcmp(x->user_id, y->user_id);
+}
+
+static int topic_cmp(const void *a, const void *b)
+{
+    return strcmp(((const reply_topic *)a)->id, ((const reply_topic *)b)->id);
+}
+
+static bool is_uuid(const char *s)
+{
+    for (int i = 0; i < DOM_UUID_LEN; i++) {
+        char c = s[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return false;
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            return false; /* the store writes ids lowercase */
+        }
+    }
+    return s[DOM_UUID_LEN] == '\0';
+}
+
+static void jset(json_t *o, const char *key, json_t *v)
+{
+    /* Ids come from decoded events (valid UTF-8); only OOM fails here. */
+    if (!v || json_object_set_new(o, key, v) != 0)
+        abort();
+}
+
+static json_t *jtime(int64_t us)
+{
+    char buf[40];
+    dom_time_format(us, buf, sizeof buf);
+    return json_string(buf);
+}
+
+static char *dump(json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+    if (!s)
+        abort();
+    return s;
+}
+
+/* Run sql with a JSON rows parameter (and the projection name when named);
+ * rows is consumed. */
+static es_result exec_rows(es_projector *p, const char *what, const char *sql, bool named, json_t *rows,
+                           ExecStatusType want, PGresult **res, es_error *err)
+{
+    char *text = dump(rows);
+    json_decref(rows);
+    const char *params[2] = {PROJ_AUTH_FACTORS, text};
+    es_result rc = named ? es_store_exec(p->st, what, sql, 2, params, want, res, err)
+                         : es_store_exec(p->st, what, sql, 1, params + 1, want, res, err);
+    free(text);
+    return rc;
+}
+
+/* --- replies ----------------------------------------------------------------- */
+
+char *es_success_reply(const dom_evt *last, const char *code)
+{
+    /* As the processor's queue_reply: the body goes through its stored
+     * text, so the reply is the stored outcome byte for byte. */
+    json_t *b = dom_success_body(last, code);
+    char *body_text = dump(b);
+    json_decref(b);
+    json_t *body = json_loads(body_text, 0, NULL);
+    if (!body)
+        abort();
+    if (code)
+        explicit_bzero(body_text, strlen(body_text));
+    free(body_text);
+    json_t *r = json_pack("{s:s, s:i, s:o}", "commandId", last->command_id, "httpStatus", 200, "body", body);
+    if (!r)
+        abort();
+    char *value = dump(r);
+    json_decref(r);
+    return value;
+}
+
+static reply_topic *find_topic(es_projector *p, const char *id)
+{
+    reply_topic key;
+    snprintf(key.id, sizeof key.id, "%s", id);
+    return bsearch(&key, p->topics, p->n_topics, sizeof *p->topics, topic_cmp);
+}
+
+/* Look up the reply topics of the batch's completed commands, then build
+ * their replies in event order. */
+static es_result prepare_replies(es_projector *p, const dom_evt *evts, size_t n, es_error *err)
+{
+    es_result rc = ES_OK;
+    PGresult *res = NULL;
+    json_t *rows = json_array();
+    if (!rows)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        const dom_evt *e = &evts[i];
+        if (!e->last_of_command)
+            continue;
+        if (!is_uuid(e->command_id)) {
+            es_warn("last event of a command without a usable command id; no reply", "instance",
+                    e->instance_id, "user", e->aggregate_id, "sequence", es_log_i64(e->sequence));
+            continue;
+        }
+        json_t *r = json_object();
+        jset(r, "id", json_string(e->command_id));
+        jset(r, "i", json_string(e->instance_id));
+        json_array_append_new(rows, r);
+    }
+    if (json_array_size(rows) == 0) {
+        json_decref(rows);
+        return ES_OK;
+    }
+    rc = exec_rows(p, "reply topics", SQL_REPLY_TOPICS, false, rows, PGRES_TUPLES_OK, &res, err);
+    if (rc != ES_OK)
+        goto out;
+    size_t rows_n = (size_t)PQntuples(res);
+    GROW(p, topics, rows_n);
+    for (size_t r = 0; r < rows_n; r++) {
+        reply_topic *t = &p->topics[p->n_topics];
+        snprintf(t->id, sizeof t->id, "%s", PQgetvalue(res, (int)r, 0));
+        t->topic = strdup(PQgetvalue(res, (int)r, 1));
+        if (!t->topic)
+            abort();
+        t->http_status = atoi(PQgetvalue(res, (int)r, 2));
+        t->replied = false;
+        p->n_topics++;
+    }
+    qsort(p->topics, p->n_topics, sizeof *p->topics, topic_cmp);
+
+    GROW(p, replies, n);
+    for (size_t i = 0; i < n; i++) {
+        const dom_evt *e = &evts[i];
+        if (!e->last_of_command || !is_uuid(e->command_id))
+            continue;
+        reply_topic *t = find_topic(p, e->command_id);
+        if (!t || t->http_status != 200) {
+            es_warn("no accepted command for the last event of a command; no reply", "command_id",
+                    e->command_id, "instance", e->instance_id, "user", e->aggregate_id);
+            continue;
+        }
+        /* One reply per command and batch, even when the event came twice. */
+        if (t->replied)
+            continue;
+        t->replied = true;
+        char code[DOM_CODE_MAX * 2] = "";
+        if (e->type == DOM_EVT_PHONE_CODE_ADDED && e->code_returned) {
+            es_error derr = {0};
+            if (!p->o.code_key || es_code_decrypt(p->o.code_key, e->instance_id, e->aggregate_id, e->code_enc,
+                                                  code, sizeof code, &derr) != ES_OK) {
+                /* The caller can ask for a new code; the projector must not
+                 * stall every read model over one. */
+                es_err("cannot decrypt the code of a returnCode reply; replying without it", "command_id",
+                       e->command_id, "instance", e->instance_id, "user", e->aggregate_id, "reason",
+                       p->o.code_key ? derr.text : "no code key");
+                code[0] = '\0';
+            }
+        }
+        char *value = es_success_reply(e, code[0] ? code : NULL);
+        explicit_bzero(code, sizeof code);
+        es_reply *rp = &p->replies[p->n_replies++];
+        rp->topic = t->topic;
+        rp->key = e->command_id; /* borrowed from the caller's batch */
+        rp->key_len = strlen(e->command_id);
+        rp->value = value;
+        rp->value_len = strlen(value);
+    }
+out:
+    PQclear(res);
+    return rc;
+}
+
+/* --- one attempt ------------------------------------------------------------- */
+
+static es_result attempt(es_projector *p, const dom_evt *evts, size_t n, es_project_stats *stats, es_error *err)
+{
+    es_result rc;
+    PGresult *res = NULL;
+    size_t n_users = 0, n_changes = 0;
+    memset(stats, 0, sizeof *stats);
+    clear_replies(p);
+
+    /* 1. Users in key order, each user's events in offset order. */
+    GROW(p, order, n);
+    for (size_t i = 0; i < n; i++)
+        p->order[i] = i;
+    sort_evts = evts;
+    qsort(p->order, n, sizeof *p->order, order_cmp);
+    GROW(p, users, n);
+    for (size_t k = 0; k < n; k++) {
+        const dom_evt *e = &evts[p->order[k]];
+        if (n_users && strcmp(p->users[n_users - 1].instance_id, e->instance_id) == 0 &&
+            strcmp(p->users[n_users - 1].user_id, e->aggregate_id) == 0)
+            continue;
+        p->users[n_users++] = (user_seq){.instance_id = e->instance_id, .user_id = e->aggregate_id};
+    }
+
+    rc = es_store_begin(p->st, err);
+    if (rc != ES_OK)
+        return rc;
+
+    /* 2. The applied sequences, locked. */
+    json_t *rows = json_array();
+    if (!rows)
+        abort();
+    for (size_t u = 0; u < n_users; u++) {
+        json_t *r = json_object();
+        jset(r, "i", json_string(p->users[u].instance_id));
+        jset(r, "u", json_string(p->users[u].user_id));
+        json_array_append_new(rows, r);
+    }
+    rc = exec_rows(p, "load sequences", SQL_LOAD_SEQUENCES, true, rows, PGRES_TUPLES_OK, &res, err);
+    if (rc != ES_OK)
+        goto fail;
+    for (int r = 0; r < PQntuples(res); r++) {
+        user_seq key = {.instance_id = PQgetvalue(res, r, 0), .user_id = PQgetvalue(res, r, 1)};
+        user_seq *u = bsearch(&key, p->users, n_users, sizeof *p->users, user_cmp);
+        if (!u) {
+            rc = es_error_set(err, ES_EFATAL, "load sequences: a row the batch did not ask for");
+            goto fail;
+        }
+        u->found = true;
+        u->applied = strtoll(PQgetvalue(res, r, 2), NULL, 10);
+    }
+    PQclear(res);
+    res = NULL;
+
+    /* 3. Apply or skip, user by user. */
+    GROW(p, changes, n * PROJ_AF_MAX_CHANGES);
+    size_t k = 0;
+    for (size_t u = 0; u < n_users; u++) {
+        user_seq *us = &p->users[u];
+        us->last = us->applied;
+        for (; k < n; k++) {
+            const dom_evt *e = &evts[p->order[k]];
+            if (strcmp(e->instance_id, us->instance_id) != 0 || strcmp(e->aggregate_id, us->user_id) != 0)
+                break;
+            if (e->sequence <= us->last) {
+                stats->skipped++;
+                continue;
+            }
+            if (e->sequence != us->last + 1) {
+                stats->gaps++;
+                es_warn("gap in a user's events: applying after missing sequences", "instance", e->instance_id,
+                        "user", e->aggregate_id, "applied", es_log_i64(us->last), "sequence",
+                        es_log_i64(e->sequence));
+            }
+            n_changes += proj_auth_factors_reduce(e, &p->changes[n_changes]);
+            us->last = e->sequence;
+            stats->applied++;
+        }
+    }
+
+    /* 4. Write: new users' sequences first (a racing projector fails here),
+     * then the others, then the read-model rows. */
+    json_t *ins = json_array(), *upd = json_array();
+    if (!ins || !upd)
+        abort();
+    for (size_t u = 0; u < n_users; u++) {
+        const user_seq *us = &p->users[u];
+        if (us->last == us->applied)
+            continue;
+        json_t *r = json_object();
+        jset(r, "i", json_string(us->instance_id));
+        jset(r, "u", json_string(us->user_id));
+        jset(r, "s", json_integer(us->last));
+        json_array_append_new(us->found ? upd : ins, r);
+    }
+    bool any_ins = json_array_size(ins) > 0, any_upd = json_array_size(upd) > 0;
+    if (any_ins) {
+        rc = exec_rows(p, "insert sequences", SQL_INSERT_SEQUENCES, true, ins, PGRES_COMMAND_OK, &res, err);
+        PQclear(res);
+        res = NULL;
+    } else {
+        json_decref(ins);
+    }
+    if (rc == ES_OK && any_upd) {
+        rc = exec_rows(p, "update sequences", SQL_UPDATE_SEQUENCES, true, upd, PGRES_COMMAND_OK, &res, err);
+        PQclear(res);
+        res = NULL;
+    } else {
+        json_decref(upd);
+    }
+    if (rc != ES_OK)
+        goto fail;
+
+    GROW(p, nets, n_changes);
+    size_t n_nets = proj_af_fold(p->changes, n_changes, p->nets);
+    json_t *dels = json_array(), *puts = json_array();
+    if (!dels || !puts)
+        abort();
+    for (size_t i = 0; i < n_nets; i++) {
+        const proj_af_net *net = &p->nets[i];
+        const proj_auth_factor *f = &net->row;
+        json_t *r = json_object();
+        jset(r, "i", json_string(f->instance_id));
+        jset(r, "u", json_string(f->user_id));
+        jset(r, "t", json_string(proj_af_type_name(f->type)));
+        if (net->del)
+            json_array_append(dels, r);
+        if (net->put) {
+            jset(r, "state", json_string(proj_af_state_name(f->state)));
+            jset(r, "s", json_integer(f->sequence));
+            jset(r, "created", jtime(f->created_at_us));
+            jset(r, "changed", jtime(f->changed_at_us));
+            jset(r, "owner", json_string(f->resource_owner));
+            json_array_append(puts, r);
+        }
+        json_decref(r);
+    }
+    if (json_array_size(dels) > 0) {
+        rc = exec_rows(p, "delete auth factors", SQL_DELETE_FACTORS, false, dels, PGRES_COMMAND_OK, &res, err);
+        PQclear(res);
+        res = NULL;
+    } else {
+        json_decref(dels);
+    }
+    if (rc == ES_OK && json_array_size(puts) > 0) {
+        rc = exec_rows(p, "put auth factors", SQL_PUT_FACTORS, false, puts, PGRES_COMMAND_OK, &res, err);
+        PQclear(res);
+        res = NULL;
+    } else {
+        json_decref(puts);
+    }
+    if (rc != ES_OK)
+        goto fail;
+
+    /* 5. Replies due (applied or skipped), then COMMIT. */
+    rc = prepare_replies(p, evts, n, err);
+    if (rc != ES_OK)
+        goto fail;
+    rc = es_store_commit(p->st, err);
+    if (rc != ES_OK) {
+        clear_replies(p);
+        return rc;
+    }
+    stats->replies = p->n_replies;
+    return ES_OK;
+fail:
+    PQclear(res);
+    es_store_rollback(p->st);
+    clear_replies(p);
+    return rc;
+}
+
+es_result es_projector_run_batch(es_projector *p, const dom_evt *evts, size_t n, const es_reply **replies,
+                                 size_t *n_replies, es_project_stats *stats, es_error *err)
+{
+    *replies = NULL;
+    *n_replies = 0;
+    if (n == 0) {
+        memset(stats, 0, sizeof *stats);
+        clear_replies(p);
+        return ES_OK;
+    }
+    for (int tries = 1;; tries++) {
+        es_result rc = attempt(p, evts, n, stats, err);
+        stats->attempts = (size_t)tries;
+        if (rc == ES_OK) {
+            *replies = p->replies;
+            *n_replies = p->n_replies;
+            return ES_OK;
+        }
+        if (rc != ES_ECONFLICT)
+            return rc;
+        if (tries >= p->o.max_conflict_retries)
+            return es_error_set(err, ES_ETRANSIENT, "batch still conflicting after %d attempts: %s", tries,
+                                err ? err->text : "");
+        es_debug("concurrency conflict, applying the batch again", "attempt", es_log_i64(tries), "sqlstate",
+                 err ? err->sqlstate : "");
+        es_sleep_ms(tries < 5 ? tries : 5 * tries);
+    }
+}
+
+/* --- reading ------------------------------------------------------------------ */
+
+static bool copy_col(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap)
+        return false;
+    memcpy(dst, src, n + 1);
+    return true;
+}
+
+es_result es_auth_factors_list(es_store *st, const char *instance_id, const char *user_id, proj_auth_factor *out,
+                               size_t max, size_t *n, es_error *err)
+{
+    PGresult *res = NULL;
+    const char *params[] = {instance_id, user_id};
+    *n = 0;
+    es_result rc = es_store_exec(st, "list auth factors", SQL_LIST_FACTORS, 2, params, PGRES_TUPLES_OK, &res, err);
+    if (rc != ES_OK)
+        goto out;
+    for (int r = 0; r < PQntuples(res) && *n < max; r++) {
+        proj_auth_factor *f = &out[*n];
+        memset(f, 0, sizeof *f);
+        int type = proj_af_type_parse(PQgetvalue(res, r, 2));
+        int state = proj_af_state_parse(PQgetvalue(res, r, 3));
+        if (type < 0 || state < 0 || !copy_col(f->instance_id, sizeof f->instance_id, PQgetvalue(res, r, 0)) ||
+            !copy_col(f->user_id, sizeof f->user_id, PQgetvalue(res, r, 1)) ||
+            !copy_col(f->resource_owner, sizeof f->resource_owner, PQgetvalue(res, r, 7))) {
+            rc = es_error_set(err, ES_EFATAL, "list auth factors: malformed row");
+            goto out;
+        }
+        f->type = (proj_af_type)type;
+        f->state = (proj_af_state)state;
+        f->sequence = strtoll(PQgetvalue(res, r, 4), NULL, 10);
+        f->created_at_us = strtoll(PQgetvalue(res, r, 5), NULL, 10);
+        f->changed_at_us = strtoll(PQgetvalue(res, r, 6), NULL, 10);
+        (*n)++;
+    }
+out:
+    PQclear(res);
+    return rc;
+}

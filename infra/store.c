@@ -539,6 +539,18 @@ static es_result store_simple(es_store *st, const char *sql, const char *what, e
     return rc;
 }
 
+es_result es_store_exec(es_store *st, const char *what, const char *sql, int nparams,
+                        const char *const *params, ExecStatusType want, PGresult **res,
+                        es_error *err)
+{
+    *res = PQexecParams(st->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    if (!*res)
+        *res = PQmakeEmptyPGresult(st->conn, PGRES_FATAL_ERROR);
+    if (PQresultStatus(*res) != want)
+        return store_fail(st, *res, err, what);
+    return ES_OK;
+}
+
 /* --- transactions ------------------------------------------------------------ */
 
 es_result es_store_begin(es_store *st, es_error *err)

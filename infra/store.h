@@ -52,6 +52,16 @@ es_result es_store_begin(es_store *st, es_error *err) ES_WUR;
 es_result es_store_commit(es_store *st, es_error *err) ES_WUR;
 void es_store_rollback(es_store *st);      /* best effort, never fails */
 
+/* One parameterised statement of a module with SQL of its own (the
+ * read-model projector, infra/projector.c): text parameters and results,
+ * unnamed (parsed per call; batch statements, so that is cheap). ES_OK when
+ * the result status is want; otherwise err is filled and classified like
+ * the store's own statements (above). *res is set either way: the caller
+ * PQclears it. what names the statement in err->text. */
+es_result es_store_exec(es_store *st, const char *what, const char *sql, int nparams,
+                        const char *const *params, ExecStatusType want, PGresult **res,
+                        es_error *err) ES_WUR;
+
 /* --- deciding a batch (inside one transaction) --------------------------- */
 
 typedef struct {

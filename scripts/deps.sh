@@ -25,6 +25,7 @@ fi
 packages=(
     build-essential cmake pkg-config clang
     librdkafka-dev libpq-dev libjansson-dev uuid-dev libcriterion-dev libssl-dev
+    libmicrohttpd-dev libcurl4-openssl-dev
     kcat
     postgresql-15 postgresql-client-15
     ca-certificates curl

@@ -39,7 +39,12 @@ PG_BIN=${FACTORD_PG_BIN:-/usr/lib/postgresql/15/bin}
 
 [[ "$PORT" =~ ^[0-9]+$ && "$PORT" -ge 1024 && "$PORT" -le 65535 ]] || die "FACTORD_PG_PORT='$PORT' must be a number in 1024..65535"
 [[ "$PG_ROOT" != *"'"* ]] || die "FACTORD_PG_DIR must not contain a single quote"
-case "$PG_ROOT/" in "$REPO_DIR"/*) die "$PG_ROOT is inside the repository; set FACTORD_PG_DIR elsewhere" ;; esac
+# Inside the repository only under the git-ignored state folder .factord/
+# (the quick start keeps its throwaway cluster there).
+case "$PG_ROOT/" in
+    "$REPO_DIR"/.factord/*) ;;
+    "$REPO_DIR"/*) die "$PG_ROOT is inside the repository; set FACTORD_PG_DIR elsewhere (or under .factord/)" ;;
+esac
 
 PGDATA_DIR=$PG_ROOT/data
 SOCK_DIR=$PG_ROOT/sock

@@ -36,8 +36,12 @@ static const fd_subcommand subcommands[] = {
     {"run", "every component in one process (embedded Kafka when no brokers are configured)", fd_run_main,
      ""},
     {"submit", "send one command and print its reply", fd_submit_main,
-     "[--type T --user U --org O --instance I --payload JSON --id UUID --reply-to TOPIC --timeout-ms N] "
-     "[-  (a whole command as JSON on stdin)]"},
+     "--type T --user U [--org O] [--instance I] [--payload JSON] [--id UUID] [--reply-to TOPIC] "
+     "[--timeout-ms N]\n       factord submit - [--timeout-ms N]  (a whole command as JSON on stdin)"},
+    {"gateway", "the HTTP face of the Auth API (bearer tokens, commands, ListMyAuthFactors)", fd_gateway_main,
+     ""},
+    {"token", "print a DEVELOPMENT access token for the gateway", fd_token_main,
+     "--user U [--org O] [--ttl-s N] [--scope S]"},
 };
 
 static const fd_subcommand *lookup(const char *name)

@@ -114,7 +114,8 @@ int fd_process_loop(const es_config *cfgp)
     if (!st)
         goto out;
     const char *topics[] = {cfg.commands_topic, cfg.events_topic, cfg.replies_topic, cfg.dlq_topic};
-    while (es_kafka_ensure_topics(brokers, topics, 4, (int)cfg.topic_partitions, 10000, &err) != ES_OK) {
+    while (!cfg.skip_topic_creation &&
+           es_kafka_ensure_topics(brokers, topics, 4, (int)cfg.topic_partitions, 10000, &err) != ES_OK) {
         es_warn("cannot ensure topics, retrying", "error", err.text);
         es_sleep_ms(2000);
         if (fd_stop)

@@ -125,7 +125,8 @@ int fd_relay_loop(const es_config *cfgp)
     if (!r.rows)
         abort();
     const char *topics[] = {cfg.events_topic, cfg.replies_topic, cfg.dlq_topic};
-    while (es_kafka_ensure_topics(brokers, topics, 3, (int)cfg.topic_partitions, 10000, &err) != ES_OK) {
+    while (!cfg.skip_topic_creation &&
+           es_kafka_ensure_topics(brokers, topics, 3, (int)cfg.topic_partitions, 10000, &err) != ES_OK) {
         es_warn("cannot ensure topics, retrying", "error", err.text);
         es_sleep_ms(2000);
         if (fd_stop) {

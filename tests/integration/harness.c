@@ -142,6 +142,9 @@ pid_t h_spawn(const h_env *e, const char *sub, const char *const *extra_env)
         setenv("FACTORD_REPLIES_TOPIC", e->replies, 1);
         setenv("FACTORD_DLQ_TOPIC", e->dlq, 1);
         setenv("FACTORD_PROCESSOR_GROUP", e->group, 1);
+        char proj_group[sizeof e->group + 16];
+        snprintf(proj_group, sizeof proj_group, "%s.projector", e->group);
+        setenv("FACTORD_PROJECTOR_GROUP", proj_group, 1);
         setenv("FACTORD_CODE_KEY", H_CODE_KEY, 1);
         setenv("FACTORD_SESSION_TIMEOUT_MS", "6000", 1);
         setenv("FACTORD_LOG_LEVEL", "info", 1);

@@ -1,0 +1,127 @@
+/*
+ * cmd/factord/token.c - `factord token`: a DEVELOPMENT access token for the
+ * gateway, signed (ES256) with the development key in FACTORD_STATE_DIR
+ * that `factord run` and `factord gateway` use when FACTORD_JWKS_FILE is
+ * unset (created here on first use, as there).
+ *
+ * Prints the token alone on stdout, so that
+ *   TOKEN=$(build/factord token --user U --org O)
+ * works; says on stderr that it is for development. Exit codes: 0 printed,
+ * 2 usage or configuration error, 1 anything else.
+ */
+#include <jansson.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/factord/cmd.h"
+#include "infra/clock.h"
+#include "infra/jwt.h"
+#include "infra/log.h"
+
+#define DEFAULT_TTL_S 3600
+#define MAX_TTL_S (30LL * 86400)
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: factord token --user U [--org O] [--ttl-s N] [--scope \"openid ...\"]\n\n"
+               "Prints a DEVELOPMENT access token (ES256 JWT) for the HTTP gateway, signed with the\n"
+               "development key $FACTORD_STATE_DIR/dev-signing-key.pem (created on first use; its\n"
+               "public JWKS is dev-jwks.json beside it). Only a gateway without FACTORD_JWKS_FILE\n"
+               "accepts it.\n\n"
+               "  --user U     the user id (sub)\n"
+               "  --org O      the user's organisation (claim %s)\n"
+               "  --ttl-s N    lifetime in seconds (default %d, at most %lld)\n"
+               "  --scope S    space-separated scopes (default \"openid\")\n\n"
+               "Issuer and audience: FACTORD_TOKEN_ISSUER (default factord-dev) and\n"
+               "FACTORD_TOKEN_AUDIENCE (default factord), as the gateway checks them.\n",
+            ES_JWT_ORG_CLAIM, DEFAULT_TTL_S, MAX_TTL_S);
+}
+
+int fd_token_main(int argc, char **argv)
+{
+    const char *user = NULL, *org = NULL, *scope = "openid";
+    long long ttl = DEFAULT_TTL_S;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (i + 1 >= argc || strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "factord token: unexpected argument '%s' (try --help)\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (strcmp(a, "--user") == 0)
+            user = v;
+        else if (strcmp(a, "--org") == 0)
+            org = v;
+        else if (strcmp(a, "--scope") == 0)
+            scope = v;
+        else if (strcmp(a, "--ttl-s") == 0) {
+            char *end = NULL;
+            ttl = strtoll(v, &end, 10);
+            if (!*v || *end || ttl < 1 || ttl > MAX_TTL_S) {
+                fprintf(stderr, "factord token: --ttl-s must be 1..%lld\n", MAX_TTL_S);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "factord token: unknown option '%s' (try --help)\n", a);
+            return 2;
+        }
+    }
+    if (!user || !*user || strlen(user) >= DOM_ID_MAX || (org && (!*org || strlen(org) >= DOM_ID_MAX))) {
+        fprintf(stderr, "factord token: --user is required (and --org, when given, must not be empty)\n\n");
+        usage(stderr);
+        return 2;
+    }
+    es_config cfg;
+    if (!fd_load_config(&cfg, "token"))
+        return 2;
+    int rc = 1;
+    EVP_PKEY *key = NULL;
+    char path[1100], kid[44], *token = NULL;
+    bool created = false;
+    es_error err = {0};
+    if (es_jwt_dev_key_ensure(cfg.state_dir, &key, path, sizeof path, &created, &err) != ES_OK ||
+        es_jwk_thumbprint(key, kid, &err) != ES_OK) {
+        fprintf(stderr, "factord token: %s\n", err.text);
+        rc = 2;
+        goto out;
+    }
+    unsigned char rnd[16];
+    char jti[32];
+    if (RAND_bytes(rnd, sizeof rnd) != 1)
+        goto out;
+    es_b64url_encode(rnd, sizeof rnd, jti, sizeof jti);
+    int64_t now = es_clock_now_us() / 1000000;
+    json_t *claims = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s}", "iss",
+                               cfg.token_issuer ? cfg.token_issuer : ES_JWT_DEV_ISSUER, "aud",
+                               cfg.token_audience ? cfg.token_audience : ES_JWT_DEV_AUDIENCE, "sub", user, "iat",
+                               (json_int_t)now, "nbf", (json_int_t)now, "exp", (json_int_t)(now + ttl), "scope",
+                               scope, "jti", jti);
+    if (!claims)
+        goto out;
+    if (org)
+        json_object_set_new(claims, ES_JWT_ORG_CLAIM, json_string(org));
+    es_result sr = es_jwt_sign(key, kid, claims, &token, &err);
+    json_decref(claims);
+    if (sr != ES_OK) {
+        fprintf(stderr, "factord token: %s\n", err.text);
+        goto out;
+    }
+    fprintf(stderr,
+            "factord token: DEVELOPMENT token for user %s, valid %lld s, signed with %s%s.\n"
+            "factord token: only a gateway without FACTORD_JWKS_FILE accepts it%s.\n",
+            user, ttl, path, created ? " (created now)" : "",
+            cfg.jwks_file ? " (FACTORD_JWKS_FILE is set here: this gateway would refuse it)" : "");
+    printf("%s\n", token);
+    rc = fflush(stdout) == 0 ? 0 : 1;
+out:
+    free(token);
+    EVP_PKEY_free(key);
+    es_config_free(&cfg);
+    return rc;
+}

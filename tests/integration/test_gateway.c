@@ -1,0 +1,1177 @@
+/*
+ * tests/integration/test_gateway.c - `factord gateway` end to end on the
+ * real servers: process, relay, project and the gateway as child processes,
+ * requests over HTTP (libcurl, and the curl tool for the README's command).
+ *
+ * Covers: brief §1's table through HTTP with exact bodies; the phone calls
+ * and ListMyAuthFactors; every bad token answered 401 with nothing sent;
+ * routing, body and header refusals; Idempotency-Key retries; 504 and 503
+ * (Kafka down, on a mock cluster) with the command still answerable later;
+ * `factord token` with the development key; and 1,000 requests from 50
+ * keep-alive connections, each with exactly one outcome behind it.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <criterion/criterion.h>
+#include <curl/curl.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <netinet/in.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include "infra/clock.h"
+#include "infra/codecrypt.h"
+#include "infra/jwt.h"
+#include "tests/integration/harness.h"
+
+#define ISS "https://issuer.test"
+#define AUD "factord-test-api"
+#define OWNER "org-1"
+
+static const char BODY_TOKEN[] =
+    "{\"code\":16,\"message\":\"Errors.Token.Invalid (AUTH-7fs1e)\",\"details\":[{\"@type\":"
+    "\"type.googleapis.com/zitadel.v1.ErrorDetail\",\"id\":\"AUTH-7fs1e\",\"message\":\"Errors.Token.Invalid\"}]}";
+static const char BODY_Q54J2[] =
+    "{\"code\":9,\"message\":\"Multifactor OTP (OneTimePassword) isn't ready (COMMAND-Q54j2)\","
+    "\"details\":[{\"@type\":\"type.googleapis.com/zitadel.v1.ErrorDetail\",\"id\":\"COMMAND-Q54j2\","
+    "\"message\":\"Multifactor OTP (OneTimePassword) isn't ready\"}]}";
+static const char BODY_AD3G2[] =
+    "{\"code\":6,\"message\":\"Multifactor OTP (OneTimePassword) is already set up (COMMAND-Ad3g2)\","
+    "\"details\":[{\"@type\":\"type.googleapis.com/zitadel.v1.ErrorDetail\",\"id\":\"COMMAND-Ad3g2\","
+    "\"message\":\"Multifactor OTP (OneTimePassword) is already set up\"}]}";
+static const char BODY_SR3H3[] =
+    "{\"code\":5,\"message\":\"Multifactor OTP (OneTimePassword) doesn't exist (COMMAND-Sr3h3)\","
+    "\"details\":[{\"@type\":\"type.googleapis.com/zitadel.v1.ErrorDetail\",\"id\":\"COMMAND-Sr3h3\","
+    "\"message\":\"Multifactor OTP (OneTimePassword) doesn't exist\"}]}";
+static const char BODY_SM0CS[] =
+    "{\"code\":3,\"message\":\"Code is invalid (COMMAND-sM0cs)\",\"details\":[{\"@type\":"
+    "\"type.googleapis.com/zitadel.v1.ErrorDetail\",\"id\":\"COMMAND-sM0cs\",\"message\":\"Code is invalid\"}]}";
+
+/* --- keys and tokens ------------------------------------------------------ */
+
+typedef struct {
+    EVP_PKEY *ec, *rsa, *stranger;
+    char ec_kid[44], rsa_kid[44];
+    char jwks_path[300];
+} keyring;
+
+static void keyring_init(keyring *k, const h_env *e)
+{
+    es_error err = {0};
+    k->ec = EVP_EC_gen("P-256");
+    k->rsa = EVP_RSA_gen(2048);
+    k->stranger = EVP_EC_gen("P-256");
+    cr_assert(k->ec && k->rsa && k->stranger);
+    cr_assert_eq(es_jwk_thumbprint(k->ec, k->ec_kid, &err), ES_OK);
+    cr_assert_eq(es_jwk_thumbprint(k->rsa, k->rsa_kid, &err), ES_OK);
+    json_t *a = NULL, *b = NULL;
+    cr_assert_eq(es_jwk_public(k->ec, &a, &err), ES_OK);
+    cr_assert_eq(es_jwk_public(k->rsa, &b, &err), ES_OK);
+    json_t *doc = json_pack("{s:[o,o]}", "keys", a, b);
+    snprintf(k->jwks_path, sizeof k->jwks_path, "%s.jwks.json", e->log_path);
+    cr_assert_eq(json_dump_file(doc, k->jwks_path, 0), 0);
+    json_decref(doc);
+}
+
+static void keyring_done(keyring *k)
+{
+    unlink(k->jwks_path);
+    EVP_PKEY_free(k->ec);
+    EVP_PKEY_free(k->rsa);
+    EVP_PKEY_free(k->stranger);
+}
+
+static json_t *claims_for(const char *user, const char *org)
+{
+    int64_t now = es_clock_now_us() / 1000000;
+    json_t *c = json_pack("{s:s, s:[s,s], s:s, s:I, s:I, s:s}", "iss", ISS, "aud", "some-client", AUD, "sub", user,
+                          "iat", (json_int_t)now, "exp", (json_int_t)(now + 600), "scope", "openid profile");
+    if (org)
+        json_object_set_new(c, ES_JWT_ORG_CLAIM, json_string(org));
+    return c;
+}
+
+static char *sign_with(EVP_PKEY *key, const char *kid, json_t *claims)
+{
+    char *tok = NULL;
+    es_error err = {0};
+    cr_assert_eq(es_jwt_sign(key, kid, claims, &tok, &err), ES_OK, "%s", err.text);
+    json_decref(claims);
+    return tok;
+}
+
+static char *token_for(const keyring *k, const char *user, const char *org)
+{
+    return sign_with(k->ec, k->ec_kid, claims_for(user, org));
+}
+
+/* --- HTTP ------------------------------------------------------------------ */
+
+typedef struct {
+    long status;
+    char *body;
+    size_t len;
+    char www_auth[128], cmd_id[64], allow[64];
+} resp;
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud)
+{
+    resp *r = ud;
+    char *nb = realloc(r->body, r->len + sz * n + 1);
+    cr_assert_not_null(nb);
+    memcpy(nb + r->len, p, sz * n);
+    r->len += sz * n;
+    nb[r->len] = '\0';
+    r->body = nb;
+    return sz * n;
+}
+
+static void header_value(const char *line, size_t n, const char *name, char *out, size_t out_len)
+{
+    size_t nl = strlen(name);
+    if (n <= nl || strncasecmp(line, name, nl) != 0)
+        return;
+    const char *v = line + nl;
+    size_t vl = n - nl;
+    while (vl && (*v == ' '))
+        v++, vl--;
+    while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n'))
+        vl--;
+    snprintf(out, out_len, "%.*s", (int)vl, v);
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud)
+{
+    resp *r = ud;
+    header_value(p, sz * n, "WWW-Authenticate:", r->www_auth, sizeof r->www_auth);
+    header_value(p, sz * n, "Factord-Command-Id:", r->cmd_id, sizeof r->cmd_id);
+    header_value(p, sz * n, "Allow:", r->allow, sizeof r->allow);
+    return sz * n;
+}
+
+static void resp_free(resp *r)
+{
+    free(r->body);
+    memset(r, 0, sizeof *r);
+}
+
+/* One request on c (keep-alive across calls). token NULL: no
+ * Authorization; body NULL: none; extra: more header lines, NULL-ended. */
+static void http(CURL *c, int port, const char *method, const char *path, const char *token, const char *body,
+                 const char *const *extra, resp *out)
+{
+    memset(out, 0, sizeof *out);
+    char url[512], auth[ES_JWT_MAX_LEN + 64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, out);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    struct curl_slist *h = NULL;
+    if (token) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+        h = curl_slist_append(h, auth);
+    }
+    bool own_type = false;
+    for (const char *const *x = extra; x && *x; x++)
+        own_type = own_type || strncasecmp(*x, "Content-Type:", 13) == 0;
+    if (body) {
+        if (!own_type)
+            h = curl_slist_append(h, "Content-Type: application/json");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    }
+    h = curl_slist_append(h, "Expect:");
+    for (const char *const *x = extra; x && *x; x++)
+        h = curl_slist_append(h, *x);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    CURLcode rc = curl_easy_perform(c);
+    curl_slist_free_all(h);
+    cr_assert_eq(rc, CURLE_OK, "%s %s: %s", method, path, curl_easy_strerror(rc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+    if (!out->body)
+        out->body = strdup("");
+}
+
+static void expect(const resp *r, long status, const char *body, const char *what)
+{
+    cr_assert_eq(r->status, status, "%s: status %ld, body %s", what, r->status, r->body);
+    if (body)
+        cr_assert_str_eq(r->body, body, "%s", what);
+}
+
+/* --- the gateway as a child ------------------------------------------------- */
+
+typedef struct {
+    int port;
+    char env[12][400];
+    const char *envp[16];
+    pid_t pid;
+    char gw_replies[128];
+} gateway;
+
+static int free_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t l = sizeof a;
+    getsockname(s, (struct sockaddr *)&a, &l);
+    close(s);
+    return ntohs(a.sin_port);
+}
+
+static void wait_healthy(const gateway *g)
+{
+    CURL *c = curl_easy_init();
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", g->port);
+    int64_t end = es_clock_mono_ms() + 60000;
+    long status = 0;
+    while (es_clock_mono_ms() < end) {
+        curl_easy_reset(c);
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 1000L);
+        if (curl_easy_perform(c) == CURLE_OK) {
+            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+            if (status == 200)
+                break;
+        }
+        es_sleep_ms(100);
+    }
+    curl_easy_cleanup(c);
+    cr_assert_eq(status, 200, "the gateway did not come up");
+}
+
+/* Start `factord gateway` for e with the test keys (k NULL: the development
+ * key in state_dir) and extra "NAME=value" settings, on g->port (0: a free
+ * one). */
+static void gateway_start(gateway *g, const h_env *e, const keyring *k, const char *state_dir,
+                          const char *const *more)
+{
+    if (!g->port)
+        g->port = free_port();
+    snprintf(g->gw_replies, sizeof g->gw_replies, "%s.gw", e->replies);
+    int n = 0;
+    snprintf(g->env[n++], sizeof g->env[0], "FACTORD_HTTP_ADDR=127.0.0.1:%d", g->port);
+    snprintf(g->env[n++], sizeof g->env[0], "FACTORD_GATEWAY_REPLIES_TOPIC=%s", g->gw_replies);
+    snprintf(g->env[n++], sizeof g->env[0], "FACTORD_INSTANCE_ID=%s", e->instance);
+    if (k) {
+        snprintf(g->env[n++], sizeof g->env[0], "FACTORD_JWKS_FILE=%s", k->jwks_path);
+        snprintf(g->env[n++], sizeof g->env[0], "FACTORD_TOKEN_ISSUER=%s", ISS);
+        snprintf(g->env[n++], sizeof g->env[0], "FACTORD_TOKEN_AUDIENCE=%s", AUD);
+    } else {
+        snprintf(g->env[n++], sizeof g->env[0], "FACTORD_STATE_DIR=%s", state_dir);
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        g->envp[m++] = g->env[i];
+    for (const char *const *x = more; x && *x; x++)
+        g->envp[m++] = *x;
+    g->envp[m] = NULL;
+    g->pid = h_spawn(e, "gateway", g->envp);
+    wait_healthy(g);
+}
+
+/* --- servers' side ----------------------------------------------------------- */
+
+static json_t *import_payload(const char *name, const char *phone, bool verified)
+{
+    json_t *p = json_pack("{s:s, s:{s:s, s:s}, s:{s:s}}", "userName", name, "profile", "firstName", "Ada",
+                          "lastName", "Lovelace", "email", "email", "ada@example.com");
+    if (phone)
+        json_object_set_new(p, "phone", json_pack("{s:s, s:b}", "phone", phone, "isPhoneVerified", verified));
+    return p;
+}
+
+static void send_cmd(const h_env *e, const char *type, const char *user, json_t *payload)
+{
+    char *c = h_command(e, type, user, OWNER, payload, NULL);
+    h_produce(e, e->commands, user, c, strlen(c));
+    free(c);
+}
+
+/* Wait until n commands of the instance are decided. */
+static void wait_decided(const h_env *e, long n)
+{
+    const char *p[] = {e->instance};
+    int64_t end = es_clock_mono_ms() + 60000;
+    long got = 0;
+    while ((got = h_sql_long(e, "SELECT count(*) FROM factord.commands WHERE instance_id = $1", 1, p)) < n &&
+           es_clock_mono_ms() < end)
+        es_sleep_ms(100);
+    cr_assert_geq(got, n, "only %ld of %ld commands decided", got, n);
+}
+
+static char *sql_text(const h_env *e, const char *sql, int nparams, const char *const *params)
+{
+    PGconn *c = PQconnectdb(e->db_url);
+    cr_assert_eq(PQstatus(c), CONNECTION_OK);
+    PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
+    char *v = PQntuples(r) && !PQgetisnull(r, 0, 0) ? strdup(PQgetvalue(r, 0, 0)) : NULL;
+    PQclear(r);
+    PQfinish(c);
+    return v;
+}
+
+/* The phone code last issued to user, decrypted as an SMS notifier would. */
+static void phone_code(const h_env *e, const char *user, char *out, size_t len)
+{
+    const char *p[] = {e->instance, user};
+    char *enc = sql_text(e,
+                         "SELECT payload->>'code' FROM factord.events WHERE instance_id = $1 AND aggregate_id = $2 "
+                         "AND type = 'user.human.phone.code.added' ORDER BY sequence DESC LIMIT 1",
+                         2, p);
+    cr_assert_not_null(enc, "no code issued to %s", user);
+    unsigned char key[32];
+    for (int i = 0; i < 32; i++)
+        sscanf(H_CODE_KEY + 2 * i, "%2hhx", &key[i]);
+    es_codekey ck;
+    es_codekey_init(&ck, key);
+    es_error err = {0};
+    cr_assert_eq(es_code_decrypt(&ck, e->instance, user, enc, out, len, &err), ES_OK, "%s", err.text);
+    free(enc);
+}
+
+static long commands_of(const h_env *e, const char *user)
+{
+    const char *p[] = {e->instance, user};
+    return h_sql_long(e, "SELECT count(*) FROM factord.commands WHERE instance_id = $1 AND user_id = $2", 2, p);
+}
+
+#define OTP "/auth/v1/users/me/auth_factors/otp_sms"
+#define LIST "/auth/v1/users/me/auth_factors/_search"
+#define PHONE "/auth/v1/users/me/phone"
+
+/* --- tests -------------------------------------------------------------------- */
+
+Test(gateway, otp_sms_table_and_phone_calls_over_http, .timeout = 300)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    h_env e;
+    h_env_init(&e, "gwtable");
+    keyring k;
+    keyring_init(&k, &e);
+    pid_t proc = h_spawn(&e, "process", NULL), relay = h_spawn(&e, "relay", NULL), proj = h_spawn(&e, "project", NULL);
+    send_cmd(&e, "ImportHumanUser", "u-ready", import_payload("ready", "+41 79 123 45 67", true));
+    send_cmd(&e, "ImportHumanUser", "u-nophone", import_payload("nophone", NULL, false));
+    send_cmd(&e, "ImportHumanUser", "u-unverified", import_payload("unverified", "+41 79 765 43 21", false));
+    send_cmd(&e, "ImportHumanUser", "u-locked", import_payload("locked", "+41 79 111 22 33", true));
+    send_cmd(&e, "LockUser", "u-locked", NULL);
+    wait_decided(&e, 5);
+
+    /* The instance comes from Host: this address maps to the test's
+     * instance, other.example to another one. */
+    gateway g = {0};
+    char hostmap[256];
+    g.port = free_port();
+    snprintf(hostmap, sizeof hostmap, "FACTORD_HOST_MAP=127.0.0.1:%d=%s, other.example=inst-other", g.port,
+             e.instance);
+    const char *more[] = {hostmap, NULL};
+    gateway_start(&g, &e, &k, NULL, more);
+
+    char *ready = token_for(&k, "u-ready", OWNER);
+    /* The README's command, as written, with the curl tool. */
+    char cmd[ES_JWT_MAX_LEN + 512];
+    snprintf(cmd, sizeof cmd,
+             "curl -sS -L -X POST 'http://127.0.0.1:%d/auth/v1/users/me/auth_factors/otp_sms' "
+             "-H 'Content-Type: application/json' -H 'Accept: application/json' "
+             "-H 'Authorization: Bearer %s' --data-raw '{}' -w '\\n%%{http_code}'",
+             g.port, ready);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    char out[2048] = {0}, code[16] = {0};
+    cr_assert_not_null(fgets(out, sizeof out, f));
+    cr_assert_not_null(fgets(code, sizeof code, f));
+    cr_assert_eq(pclose(f), 0);
+    cr_assert_str_eq(code, "200", "curl: %s", out);
+    out[strcspn(out, "\n")] = '\0';
+    json_t *ok = json_loads(out, 0, NULL);
+    cr_assert_not_null(ok, "%s", out);
+    json_t *d = json_object_get(ok, "details");
+    cr_assert_str_eq(json_string_value(json_object_get(d, "sequence")), "3");
+    cr_assert_str_eq(json_string_value(json_object_get(d, "resourceOwner")), OWNER);
+    const char *cd = json_string_value(json_object_get(d, "creationDate"));
+    cr_assert_not_null(cd);
+    cr_assert_str_eq(cd, json_string_value(json_object_get(d, "changeDate")));
+    cr_assert_eq(cd[strlen(cd) - 1], 'Z');
+    /* Byte for byte the stored outcome of the appended event's command. */
+    const char *pp[] = {e.instance};
+    char *stored = sql_text(&e,
+                            "SELECT c.body::text FROM factord.commands c JOIN factord.events ev ON ev.command_id = c.id "
+                            "WHERE ev.instance_id = $1 AND ev.aggregate_id = 'u-ready' "
+                            "AND ev.type = 'user.human.otp.sms.added' AND ev.sequence = 3",
+                            1, pp);
+    cr_assert_not_null(stored);
+    cr_assert_str_eq(out, stored);
+    free(stored);
+    json_decref(ok);
+
+    CURL *c = curl_easy_init();
+    resp r;
+    /* Row 3: already added. */
+    http(c, g.port, "POST", OTP, ready, "{}", NULL, &r);
+    expect(&r, 409, BODY_AD3G2, "already added");
+    cr_assert_eq(strlen(r.cmd_id), 36, "the command id is returned");
+    resp_free(&r);
+    /* Row 4: no phone; a phone that is not verified. */
+    char *nophone = token_for(&k, "u-nophone", OWNER), *unverified = token_for(&k, "u-unverified", OWNER);
+    http(c, g.port, "POST", OTP, nophone, "{}", NULL, &r);
+    expect(&r, 400, BODY_Q54J2, "no phone");
+    resp_free(&r);
+    http(c, g.port, "POST", OTP, unverified, "{}", NULL, &r);
+    expect(&r, 400, BODY_Q54J2, "unverified phone");
+    resp_free(&r);
+    /* Row 2: unknown user, locked user, another organisation, another
+     * instance (by Host). */
+    char *unknown = token_for(&k, "u-never-imported", OWNER), *locked = token_for(&k, "u-locked", OWNER);
+    char *other_org = token_for(&k, "u-ready", "org-2");
+    http(c, g.port, "POST", OTP, unknown, "{}", NULL, &r);
+    expect(&r, 401, BODY_TOKEN, "unknown user");
+    resp_free(&r);
+    http(c, g.port, "POST", OTP, locked, "{}", NULL, &r);
+    expect(&r, 401, BODY_TOKEN, "locked user");
+    resp_free(&r);
+    http(c, g.port, "DELETE", OTP, other_org, NULL, NULL, &r);
+    expect(&r, 401, BODY_TOKEN, "user of another organisation");
+    resp_free(&r);
+    const char *other_host[] = {"Host: other.example", NULL};
+    http(c, g.port, "POST", LIST, ready, NULL, other_host, &r);
+    expect(&r, 401, BODY_TOKEN, "the user in another instance");
+    resp_free(&r);
+    const char *no_host[] = {"Host: nobody.example", NULL};
+    http(c, g.port, "POST", OTP, ready, "{}", no_host, &r);
+    cr_assert_eq(r.status, 404, "an unmapped host: %s", r.body);
+    cr_assert(strstr(r.body, "FACTORD-GwHst"));
+    resp_free(&r);
+    /* Row 1 (user id missing) cannot come through the gateway: a token
+     * without a subject is refused before any command. */
+    json_t *nosub = claims_for("x", OWNER);
+    json_object_set_new(nosub, "sub", json_string(""));
+    char *empty_sub = sign_with(k.ec, k.ec_kid, nosub);
+    http(c, g.port, "POST", OTP, empty_sub, "{}", NULL, &r);
+    expect(&r, 401, BODY_TOKEN, "empty sub");
+    resp_free(&r);
+
+    /* ListMyAuthFactors, RS256 this time. */
+    char *ready_rs = sign_with(k.rsa, k.rsa_kid, claims_for("u-ready", OWNER));
+    http(c, g.port, "POST", LIST, ready_rs, NULL, NULL, &r);
+    expect(&r, 200, "{\"result\":[{\"state\":\"AUTH_FACTOR_STATE_READY\",\"otpSms\":{}}]}", "list");
+    resp_free(&r);
+    http(c, g.port, "POST", LIST, nophone, "{\"ignored\":true}", NULL, &r);
+    expect(&r, 200, "{}", "empty list");
+    resp_free(&r);
+    http(c, g.port, "POST", LIST, locked, NULL, NULL, &r);
+    expect(&r, 401, BODY_TOKEN, "list for a locked user");
+    resp_free(&r);
+    /* RemoveMyAuthFactorOTPSMS, twice. */
+    http(c, g.port, "DELETE", OTP, ready, NULL, NULL, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    cr_assert(strstr(r.body, "\"sequence\":\"4\""), "%s", r.body);
+    resp_free(&r);
+    http(c, g.port, "DELETE", OTP, ready, NULL, NULL, &r);
+    expect(&r, 404, BODY_SR3H3, "remove again");
+    resp_free(&r);
+    http(c, g.port, "POST", LIST, ready, NULL, NULL, &r);
+    expect(&r, 200, "{}", "list after remove");
+    resp_free(&r);
+
+    /* The phone: request validation first (no command sent). */
+    long before = commands_of(&e, "u-nophone");
+    http(c, g.port, "PUT", PHONE, nophone, "{\"phone\":\"\"}", NULL, &r);
+    expect(&r, 400,
+           "{\"code\":3,\"message\":\"invalid SetMyPhoneRequest.Phone: value length must be between 1 and 50 "
+           "runes, inclusive\"}",
+           "empty phone");
+    resp_free(&r);
+    http(c, g.port, "PUT", PHONE, nophone, "{\"phone\":\"079 123 45 67\"}", NULL, &r);
+    expect(&r, 400, "{\"code\":3,\"message\":\"invalid SetMyPhoneRequest.Phone: value does not have prefix \\\"+\\\"\"}",
+           "phone without +");
+    resp_free(&r);
+    http(c, g.port, "POST", PHONE "/_verify", nophone, "{}", NULL, &r);
+    expect(&r, 400,
+           "{\"code\":3,\"message\":\"invalid VerifyMyPhoneRequest.Code: value length must be between 1 and 200 "
+           "runes, inclusive\"}",
+           "no code");
+    resp_free(&r);
+    http(c, g.port, "PUT", PHONE, nophone, "{\"phone\":42}", NULL, &r);
+    cr_assert_eq(r.status, 400, "%s", r.body);
+    resp_free(&r);
+    cr_assert_eq(commands_of(&e, "u-nophone"), before, "refused requests send no command");
+    /* SetMyPhone (returnCode from a caller is ignored), VerifyMyPhone with a
+     * wrong code, then the right one, then the factor, then RemoveMyPhone. */
+    http(c, g.port, "PUT", PHONE, nophone, "{\"phone\":\"+41 79 000 00 01\",\"returnCode\":true}", NULL, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    cr_assert_null(strstr(r.body, "code\""), "no code in the reply: %s", r.body);
+    resp_free(&r);
+    http(c, g.port, "POST", PHONE "/_verify", nophone, "{\"code\":\"not-the-code\"}", NULL, &r);
+    expect(&r, 400, BODY_SM0CS, "wrong code");
+    resp_free(&r);
+    char pcode[32];
+    phone_code(&e, "u-nophone", pcode, sizeof pcode);
+    char vbody[96];
+    snprintf(vbody, sizeof vbody, "{\"code\":\"%s\"}", pcode);
+    http(c, g.port, "POST", PHONE "/_verify", nophone, vbody, NULL, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    resp_free(&r);
+    http(c, g.port, "POST", OTP, nophone, NULL, NULL, &r);
+    cr_assert_eq(r.status, 200, "an empty body is an empty request: %s", r.body);
+    resp_free(&r);
+    http(c, g.port, "POST", LIST, nophone, NULL, NULL, &r);
+    expect(&r, 200, "{\"result\":[{\"state\":\"AUTH_FACTOR_STATE_READY\",\"otpSms\":{}}]}", "list after verify");
+    resp_free(&r);
+    http(c, g.port, "DELETE", PHONE, nophone, NULL, NULL, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    resp_free(&r);
+    http(c, g.port, "POST", LIST, nophone, NULL, NULL, &r);
+    expect(&r, 200, "{}", "the factor goes with the phone");
+    resp_free(&r);
+
+    curl_easy_cleanup(c);
+    free(ready);
+    free(ready_rs);
+    free(nophone);
+    free(unverified);
+    free(unknown);
+    free(locked);
+    free(other_org);
+    free(empty_sub);
+    cr_assert_eq(h_stop(g.pid, false), 0, "gateway exits 0 on SIGTERM");
+    h_stop(proj, false);
+    h_stop(relay, false);
+    h_stop(proc, false);
+    keyring_done(&k);
+    h_env_done(&e);
+}
+
+Test(gateway, bad_tokens_get_401_and_send_nothing, .timeout = 180)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    h_env e;
+    h_env_init(&e, "gwtokens");
+    keyring k;
+    keyring_init(&k, &e);
+    gateway g = {0};
+    const char *more[] = {"FACTORD_GATEWAY_TIMEOUT_MS=2000", NULL};
+    gateway_start(&g, &e, &k, NULL, more);
+    int64_t now = es_clock_now_us() / 1000000;
+
+    json_t *expired = claims_for("u1", OWNER);
+    json_object_set_new(expired, "exp", json_integer(now - 120));
+    json_t *early = claims_for("u1", OWNER);
+    json_object_set_new(early, "nbf", json_integer(now + 600));
+    json_t *wrong_aud = claims_for("u1", OWNER);
+    json_object_set_new(wrong_aud, "aud", json_string("someone-else"));
+    json_t *wrong_iss = claims_for("u1", OWNER);
+    json_object_set_new(wrong_iss, "iss", json_string("https://evil.test"));
+    json_t *no_openid = claims_for("u1", OWNER);
+    json_object_set_new(no_openid, "scope", json_string("profile email"));
+
+    char *tok[] = {
+        sign_with(k.ec, k.ec_kid, expired),
+        sign_with(k.ec, k.ec_kid, early),
+        sign_with(k.stranger, k.ec_kid, claims_for("u1", OWNER)), /* wrongly signed */
+        sign_with(k.rsa, k.rsa_kid, wrong_aud),
+        sign_with(k.ec, k.ec_kid, wrong_iss),
+        sign_with(k.ec, k.ec_kid, no_openid),
+    };
+    const char *names[] = {"expired", "not yet valid", "wrongly signed", "wrong audience", "wrong issuer",
+                           "missing openid scope"};
+    /* alg none: the valid token's claims under {"alg":"none"}. */
+    char *good = token_for(&k, "u1", OWNER);
+    const char *claims_part = strchr(good, '.') + 1;
+    char none[ES_JWT_MAX_LEN];
+    snprintf(none, sizeof none, "eyJhbGciOiJub25lIn0.%.*s.", (int)(strrchr(good, '.') - claims_part), claims_part);
+
+    CURL *c = curl_easy_init();
+    resp r;
+    for (size_t i = 0; i < sizeof tok / sizeof tok[0]; i++) {
+        http(c, g.port, "POST", OTP, tok[i], "{}", NULL, &r);
+        expect(&r, 401, BODY_TOKEN, names[i]);
+        cr_assert_str_eq(r.www_auth, "Bearer error=\"invalid_token\"", "%s", names[i]);
+        resp_free(&r);
+    }
+    const char *raw[][2] = {
+        {"missing", NULL},
+        {"malformed", "Authorization: Bearer not.a.token"},
+        {"alg none", NULL},
+        {"not bearer", "Authorization: Basic dXNlcjpwYXNz"},
+        {"empty bearer", "Authorization: Bearer "},
+        {"lowercase scheme, bad token", "Authorization: bearer a.b"},
+    };
+    char none_hdr[ES_JWT_MAX_LEN + 64];
+    snprintf(none_hdr, sizeof none_hdr, "Authorization: Bearer %s", none);
+    raw[2][1] = none_hdr;
+    for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) {
+        const char *hdrs[] = {raw[i][1], NULL};
+        http(c, g.port, "POST", OTP, NULL, "{}", raw[i][1] ? hdrs : NULL, &r);
+        expect(&r, 401, BODY_TOKEN, raw[i][0]);
+        cr_assert_str_eq(r.www_auth, "Bearer error=\"invalid_token\"", "%s", raw[i][0]);
+        resp_free(&r);
+    }
+    /* Two Authorization headers, one of them good. */
+    char good_hdr[ES_JWT_MAX_LEN + 64];
+    snprintf(good_hdr, sizeof good_hdr, "Authorization: Bearer %s", good);
+    const char *two[] = {good_hdr, "Authorization: Bearer x.y.z", NULL};
+    http(c, g.port, "POST", OTP, NULL, "{}", two, &r);
+    expect(&r, 401, BODY_TOKEN, "two Authorization headers");
+    resp_free(&r);
+    /* Every endpoint checks: the phone calls and the list too. */
+    http(c, g.port, "PUT", PHONE, tok[0], "{\"phone\":\"+41790000001\"}", NULL, &r);
+    expect(&r, 401, BODY_TOKEN, "SetMyPhone");
+    resp_free(&r);
+    http(c, g.port, "POST", LIST, NULL, NULL, NULL, &r);
+    expect(&r, 401, BODY_TOKEN, "ListMyAuthFactors");
+    resp_free(&r);
+
+    /* Nothing reached the commands topic. */
+    json_t *cmds = h_read_topic(&e, e.commands, 1, 5000);
+    cr_assert_eq(json_array_size(cmds), 0, "a refused request sent a command");
+    json_decref(cmds);
+    /* While a good token does send one (no processor runs: it waits). */
+    http(c, g.port, "POST", OTP, good, "{}", NULL, &r);
+    cr_assert_eq(r.status, 504, "%s", r.body);
+    resp_free(&r);
+    cmds = h_read_topic(&e, e.commands, 1, 10000);
+    cr_assert_eq(json_array_size(cmds), 1);
+    json_decref(cmds);
+
+    curl_easy_cleanup(c);
+    for (size_t i = 0; i < sizeof tok / sizeof tok[0]; i++)
+        free(tok[i]);
+    free(good);
+    h_stop(g.pid, false);
+    keyring_done(&k);
+    h_env_done(&e);
+}
+
+Test(gateway, bad_requests, .timeout = 120)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    h_env e;
+    h_env_init(&e, "gwbad");
+    keyring k;
+    keyring_init(&k, &e);
+    gateway g = {0};
+    const char *more[] = {"FACTORD_HTTP_MAX_BODY_BYTES=1024", NULL};
+    gateway_start(&g, &e, &k, NULL, more);
+    char *tok = token_for(&k, "u1", OWNER);
+    CURL *c = curl_easy_init();
+    resp r;
+
+    http(c, g.port, "GET", "/healthz", NULL, NULL, NULL, &r);
+    expect(&r, 200, "{\"status\":\"ok\"}", "healthz");
+    resp_free(&r);
+    http(c, g.port, "GET", "/readyz", NULL, NULL, NULL, &r);
+    expect(&r, 200, "{\"status\":\"ok\",\"postgres\":\"ok\",\"kafka\":\"ok\"}", "readyz");
+    resp_free(&r);
+    http(c, g.port, "GET", "/auth/v1/users/me/nothing", tok, NULL, NULL, &r);
+    expect(&r, 404, "{\"code\":5,\"message\":\"Not Found\"}", "unknown path");
+    resp_free(&r);
+    http(c, g.port, "POST", OTP "/", tok, "{}", NULL, &r);
+    expect(&r, 404, "{\"code\":5,\"message\":\"Not Found\"}", "trailing slash");
+    resp_free(&r);
+    http(c, g.port, "GET", OTP, tok, NULL, NULL, &r);
+    expect(&r, 405, "{\"code\":12,\"message\":\"Method Not Allowed\"}", "wrong method");
+    cr_assert_str_eq(r.allow, "POST, DELETE");
+    resp_free(&r);
+    /* Bodies: too large (Content-Length and chunked), not JSON, not an
+     * object, wrong content type. */
+    char big[3000];
+    memset(big, ' ', sizeof big - 3);
+    big[0] = '{';
+    big[sizeof big - 3] = '}';
+    big[sizeof big - 2] = '\0';
+    http(c, g.port, "POST", OTP, tok, big, NULL, &r);
+    cr_assert_eq(r.status, 413, "%s", r.body);
+    cr_assert(strstr(r.body, "\"code\":8") && strstr(r.body, "FACTORD-GwBig"), "%s", r.body);
+    resp_free(&r);
+    const char *chunked[] = {"Transfer-Encoding: chunked", NULL};
+    http(c, g.port, "POST", OTP, tok, big, chunked, &r);
+    cr_assert_eq(r.status, 413, "chunked: %s", r.body);
+    resp_free(&r);
+    http(c, g.port, "POST", OTP, tok, "{\"a\":", NULL, &r);
+    cr_assert_eq(r.status, 400, "%s", r.body);
+    cr_assert(strstr(r.body, "\"code\":3") && strstr(r.body, "FACTORD-GwJsn"), "%s", r.body);
+    resp_free(&r);
+    http(c, g.port, "POST", OTP, tok, "[]", NULL, &r);
+    cr_assert_eq(r.status, 400, "%s", r.body);
+    resp_free(&r);
+    http(c, g.port, "POST", OTP, tok, "{\"a\":1,\"a\":2}", NULL, &r);
+    cr_assert_eq(r.status, 400, "duplicate keys: %s", r.body);
+    resp_free(&r);
+    const char *text_plain[] = {"Content-Type: text/plain", NULL};
+    http(c, g.port, "POST", OTP, tok, "{}", text_plain, &r);
+    cr_assert_eq(r.status, 415, "%s", r.body);
+    cr_assert(strstr(r.body, "FACTORD-GwTyp"), "%s", r.body);
+    resp_free(&r);
+    const char *charset[] = {"Content-Type: application/json; charset=utf-8", NULL};
+    /* Idempotency-Key must be a UUID. */
+    const char *bad_key[] = {"Idempotency-Key: 1234", NULL};
+    http(c, g.port, "POST", OTP, tok, "{}", bad_key, &r);
+    cr_assert_eq(r.status, 400, "%s", r.body);
+    cr_assert(strstr(r.body, "FACTORD-GwIdk"), "%s", r.body);
+    resp_free(&r);
+    /* None of these sent a command. */
+    json_t *cmds = h_read_topic(&e, e.commands, 1, 3000);
+    cr_assert_eq(json_array_size(cmds), 0);
+    json_decref(cmds);
+    /* A JSON content type with parameters is fine (no processor: 504). */
+    http(c, g.port, "POST", OTP, tok, "{}", charset, &r);
+    cr_assert_eq(r.status, 504, "%s", r.body);
+    cr_assert(strstr(r.body, "\"code\":4") && strstr(r.body, "FACTORD-GwTmo"), "%s", r.body);
+    resp_free(&r);
+
+    curl_easy_cleanup(c);
+    free(tok);
+    h_stop(g.pid, false);
+    keyring_done(&k);
+    h_env_done(&e);
+}
+
+Test(gateway, idempotency_key_and_late_answers, .timeout = 180)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    h_env e;
+    h_env_init(&e, "gwidem");
+    keyring k;
+    keyring_init(&k, &e);
+    gateway g = {0};
+    const char *more[] = {"FACTORD_GATEWAY_TIMEOUT_MS=1500", NULL};
+    gateway_start(&g, &e, &k, NULL, more);
+    char *tok = token_for(&k, "u1", OWNER);
+    CURL *c = curl_easy_init();
+    resp r;
+    uuid_t u;
+    char key[37], hdr[80];
+    uuid_generate_random(u);
+    uuid_unparse_upper(u, key); /* any case; the command id is lowercase */
+    snprintf(hdr, sizeof hdr, "Idempotency-Key: %s", key);
+    const char *idem[] = {hdr, NULL};
+
+    /* No processor yet: the command is in Kafka, the answer is 504. */
+    http(c, g.port, "POST", OTP, tok, "{}", idem, &r);
+    expect(&r, 504, NULL, "no processor");
+    char lower[37];
+    for (int i = 0; i < 37; i++)
+        lower[i] = (char)tolower((unsigned char)key[i]);
+    cr_assert_str_eq(r.cmd_id, lower);
+    resp_free(&r);
+
+    /* The components start; the retry with the same key learns the
+     * outcome of the command sent before, and nothing is decided twice. */
+    pid_t proc = h_spawn(&e, "process", NULL), relay = h_spawn(&e, "relay", NULL), proj = h_spawn(&e, "project", NULL);
+    send_cmd(&e, "ImportHumanUser", "u1", import_payload("u1", "+41 79 123 45 67", true));
+    const char *p[] = {lower};
+    int64_t end = es_clock_mono_ms() + 60000;
+    while (h_sql_long(&e, "SELECT count(*) FROM factord.commands WHERE id = $1::uuid", 1, p) < 1 &&
+           es_clock_mono_ms() < end)
+        es_sleep_ms(100);
+    /* Decided before the import (the same partition, earlier offset):
+     * the user was unknown then. */
+    char *first = NULL;
+    for (int i = 0; i < 20; i++) {
+        http(c, g.port, "POST", OTP, tok, "{}", idem, &r);
+        if (r.status != 504) {
+            first = strdup(r.body);
+            break;
+        }
+        resp_free(&r);
+    }
+    cr_assert_not_null(first, "no answer for the retried command");
+    expect(&r, 401, BODY_TOKEN, "retry of the early command");
+    resp_free(&r);
+    wait_decided(&e, 2);
+    http(c, g.port, "POST", OTP, tok, "{}", idem, &r);
+    cr_assert_str_eq(r.body, first, "the same answer again");
+    resp_free(&r);
+    cr_assert_eq(h_sql_long(&e, "SELECT count(*) FROM factord.commands WHERE id = $1::uuid", 1, p), 1);
+    /* The same key on another call: the processor's reused-id refusal. */
+    http(c, g.port, "DELETE", OTP, tok, NULL, idem, &r);
+    cr_assert_eq(r.status, 400, "%s", r.body);
+    cr_assert(strstr(r.body, "FACTORD-Idem1"), "%s", r.body);
+    resp_free(&r);
+    /* Without a key, a fresh command each time (the projector replies to
+     * successes; its first group join may outlast the short timeout). */
+    char fresh[64] = {0};
+    for (int i = 0; i < 20; i++) {
+        http(c, g.port, "POST", OTP, tok, "{}", NULL, &r);
+        cr_assert_str_neq(r.cmd_id, lower);
+        cr_assert_str_neq(r.cmd_id, fresh, "a new command id each time");
+        snprintf(fresh, sizeof fresh, "%s", r.cmd_id);
+        if (r.status != 504)
+            break;
+        resp_free(&r);
+    }
+    /* The first of them took effect; the later ones found it done. */
+    cr_assert(r.status == 200 || r.status == 409, "%ld %s", r.status, r.body);
+    resp_free(&r);
+    cr_assert_eq(h_sql_long(&e, "SELECT count(*) FROM factord.auth_factors WHERE instance_id = $1", 1,
+                            (const char *[]){e.instance}),
+                 1);
+
+    free(first);
+    curl_easy_cleanup(c);
+    free(tok);
+    h_stop(g.pid, false);
+    h_stop(proj, false);
+    h_stop(relay, false);
+    h_stop(proc, false);
+    keyring_done(&k);
+    h_env_done(&e);
+}
+
+Test(gateway, kafka_down_gives_503, .timeout = 120)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    h_env e;
+    h_env_init(&e, "gwdown");
+    keyring k;
+    keyring_init(&k, &e);
+    /* A mock cluster in this process that the gateway child connects to,
+     * so that its broker can be taken down. */
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof errstr);
+    rd_kafka_t *mrk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    cr_assert_not_null(mrk, "%s", errstr);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mrk, 1);
+    cr_assert_not_null(mc);
+    char gw_replies[128], brokers[300];
+    snprintf(gw_replies, sizeof gw_replies, "%s.gw", e.replies);
+    rd_kafka_mock_topic_create(mc, e.commands, 2, 1);
+    rd_kafka_mock_topic_create(mc, gw_replies, 2, 1);
+    snprintf(brokers, sizeof brokers, "FACTORD_KAFKA_BROKERS=%s", rd_kafka_mock_cluster_bootstraps(mc));
+    const char *more[] = {brokers, "FACTORD_GATEWAY_TIMEOUT_MS=2000", NULL};
+    gateway g = {0};
+    gateway_start(&g, &e, &k, NULL, more);
+    char *tok = token_for(&k, "u1", OWNER);
+    CURL *c = curl_easy_init();
+    resp r;
+    /* Up: delivered, nobody answers: 504. */
+    http(c, g.port, "POST", OTP, tok, "{}", NULL, &r);
+    expect(&r, 504, NULL, "broker up, no processor");
+    resp_free(&r);
+    /* Down: not delivered: 503, in about the timeout, never a hang. */
+    rd_kafka_mock_broker_set_down(mc, 1);
+    int64_t t0 = es_clock_mono_ms();
+    http(c, g.port, "POST", OTP, tok, "{}", NULL, &r);
+    int64_t took = es_clock_mono_ms() - t0;
+    cr_assert_eq(r.status, 503, "%s", r.body);
+    cr_assert(strstr(r.body, "\"code\":14") && strstr(r.body, "FACTORD-GwUna"), "%s", r.body);
+    cr_assert_lt(took, 6000, "answered after %lld ms", (long long)took);
+    resp_free(&r);
+    /* Readiness says which server is away. */
+    int64_t end = es_clock_mono_ms() + 15000;
+    do {
+        http(c, g.port, "GET", "/readyz", NULL, NULL, NULL, &r);
+        if (r.status == 503)
+            break;
+        resp_free(&r);
+        es_sleep_ms(200);
+    } while (es_clock_mono_ms() < end);
+    expect(&r, 503, "{\"status\":\"unavailable\",\"postgres\":\"ok\",\"kafka\":\"unreachable\"}", "readyz");
+    resp_free(&r);
+    /* Back up: commands flow again. */
+    rd_kafka_mock_broker_set_up(mc, 1);
+    end = es_clock_mono_ms() + 30000;
+    do {
+        http(c, g.port, "POST", OTP, tok, "{}", NULL, &r);
+        if (r.status == 504)
+            break;
+        resp_free(&r);
+    } while (es_clock_mono_ms() < end);
+    expect(&r, 504, NULL, "broker back");
+    resp_free(&r);
+
+    curl_easy_cleanup(c);
+    free(tok);
+    cr_assert_eq(h_stop(g.pid, false), 0);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(mrk);
+    keyring_done(&k);
+    h_env_done(&e);
+}
+
+Test(gateway, development_token, .timeout = 120)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    h_env e;
+    h_env_init(&e, "gwdev");
+    pid_t proc = h_spawn(&e, "process", NULL);
+    send_cmd(&e, "ImportHumanUser", "u-dev", import_payload("dev", NULL, false));
+    wait_decided(&e, 1);
+    char state[300];
+    snprintf(state, sizeof state, "%s.state", e.log_path);
+    gateway g = {0};
+    gateway_start(&g, &e, NULL, state, NULL);
+
+    char cmd[800], tok[ES_JWT_MAX_LEN] = {0};
+    snprintf(cmd, sizeof cmd,
+             "FACTORD_STATE_DIR='%s' FACTORD_LOG_LEVEL=warn '%s' token --user u-dev --org %s 2>>'%s'", state,
+             FACTORD_BINARY, OWNER, e.log_path);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(fgets(tok, sizeof tok, f));
+    cr_assert_eq(pclose(f), 0);
+    tok[strcspn(tok, "\n")] = '\0';
+    CURL *c = curl_easy_init();
+    resp r;
+    http(c, g.port, "POST", LIST, tok, NULL, NULL, &r);
+    expect(&r, 200, "{}", "the development token is accepted");
+    resp_free(&r);
+    snprintf(cmd, sizeof cmd,
+             "FACTORD_STATE_DIR='%s' '%s' token --user u-dev --org %s --scope profile 2>>'%s'", state,
+             FACTORD_BINARY, OWNER, e.log_path);
+    f = popen(cmd, "r");
+    cr_assert_not_null(fgets(tok, sizeof tok, f));
+    cr_assert_eq(pclose(f), 0);
+    tok[strcspn(tok, "\n")] = '\0';
+    http(c, g.port, "POST", LIST, tok, NULL, NULL, &r);
+    expect(&r, 401, BODY_TOKEN, "without openid");
+    resp_free(&r);
+    /* Usage errors exit 2. */
+    snprintf(cmd, sizeof cmd, "'%s' token --org x >/dev/null 2>&1", FACTORD_BINARY);
+    int st = system(cmd);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+
+    curl_easy_cleanup(c);
+    h_stop(g.pid, false);
+    h_stop(proc, false);
+    char path[400];
+    snprintf(path, sizeof path, "%s/dev-signing-key.pem", state);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/dev-jwks.json", state);
+    unlink(path);
+    rmdir(state);
+    h_env_done(&e);
+}
+
+typedef struct {
+    int port;
+    const char *token;
+    const char *key_header;
+    resp r;
+    int64_t done_ms;
+} pending_call;
+
+static void *call_and_wait(void *arg)
+{
+    pending_call *p = arg;
+    CURL *c = curl_easy_init();
+    const char *h[] = {p->key_header, NULL};
+    http(c, p->port, "POST", OTP, p->token, "{}", h, &p->r);
+    p->done_ms = es_clock_mono_ms();
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+/* A second request with the key of one in progress is refused at once; a
+ * stopping gateway answers what it holds (503) instead of dropping it. */
+Test(gateway, busy_key_and_shutdown_answer_waiting_requests, .timeout = 120)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    h_env e;
+    h_env_init(&e, "gwstop");
+    keyring k;
+    keyring_init(&k, &e);
+    gateway g = {0};
+    const char *more[] = {"FACTORD_GATEWAY_TIMEOUT_MS=20000", NULL};
+    gateway_start(&g, &e, &k, NULL, more);
+    char *tok = token_for(&k, "u1", OWNER);
+    uuid_t u;
+    char key[37], hdr[80];
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, key);
+    snprintf(hdr, sizeof hdr, "Idempotency-Key: %s", key);
+    pending_call pc = {.port = g.port, .token = tok, .key_header = hdr};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, call_and_wait, &pc), 0);
+    es_sleep_ms(1000); /* no processor: it waits */
+    CURL *c = curl_easy_init();
+    resp r;
+    const char *h[] = {hdr, NULL};
+    http(c, g.port, "POST", OTP, tok, "{}", h, &r);
+    cr_assert_eq(r.status, 409, "%s", r.body);
+    cr_assert(strstr(r.body, "\"code\":10") && strstr(r.body, "FACTORD-GwBsy"), "%s", r.body);
+    resp_free(&r);
+    curl_easy_cleanup(c);
+    int64_t t0 = es_clock_mono_ms();
+    kill(g.pid, SIGTERM);
+    pthread_join(th, NULL);
+    cr_assert_eq(pc.r.status, 503, "%s", pc.r.body);
+    cr_assert(strstr(pc.r.body, "\"code\":14"), "%s", pc.r.body);
+    cr_assert_lt(pc.done_ms - t0, 5000, "answered %lld ms after SIGTERM", (long long)(pc.done_ms - t0));
+    resp_free(&pc.r);
+    cr_assert_eq(h_wait(g.pid, 15000), 0, "gateway exits 0");
+    free(tok);
+    keyring_done(&k);
+    h_env_done(&e);
+}
+
+/* --- 1,000 requests from 50 keep-alive connections --------------------------- */
+
+#define CONNS 50
+#define PER_CONN 20
+
+typedef struct {
+    const h_env *e;
+    int port;
+    int idx;
+    char user[32];
+    char *token;
+    char ids[PER_CONN][37];
+    int failures;
+    char failure[512];
+    long connects;
+} worker;
+
+static void *work(void *arg)
+{
+    worker *w = arg;
+    CURL *c = curl_easy_init();
+    /* Add 200, Add 409, Remove 200, Remove 404, five times: each answer is
+     * known in advance, sequences included (the import made 1 and 2). */
+    for (int i = 0; i < PER_CONN; i++) {
+        int step = i % 4, round = i / 4;
+        uuid_t u;
+        uuid_generate_random(u);
+        uuid_unparse_lower(u, w->ids[i]);
+        char hdr[80];
+        snprintf(hdr, sizeof hdr, "Idempotency-Key: %s", w->ids[i]);
+        const char *h[] = {hdr, NULL};
+        resp r;
+        http(c, w->port, step < 2 ? "POST" : "DELETE", OTP, w->token, step < 2 ? "{}" : NULL, h, &r);
+        long made = 0;
+        curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &made);
+        w->connects += made;
+        bool ok;
+        char want[64];
+        if (step == 0 || step == 2) {
+            snprintf(want, sizeof want, "\"sequence\":\"%d\"", 3 + 2 * round + (step == 2));
+            ok = r.status == 200 && strstr(r.body, want) && strstr(r.body, "\"resourceOwner\":\"" OWNER "\"");
+        } else if (step == 1)
+            ok = r.status == 409 && strcmp(r.body, BODY_AD3G2) == 0;
+        else
+            ok = r.status == 404 && strcmp(r.body, BODY_SR3H3) == 0;
+        ok = ok && strcmp(r.cmd_id, w->ids[i]) == 0;
+        if (!ok && w->failures++ == 0)
+            snprintf(w->failure, sizeof w->failure, "%s request %d: %ld %s", w->user, i, r.status, r.body);
+        resp_free(&r);
+    }
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+static long rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+Test(gateway, thousand_requests_from_fifty_connections, .timeout = 400)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    h_env e;
+    h_env_init(&e, "gwload");
+    keyring k;
+    keyring_init(&k, &e);
+    pid_t proc = h_spawn(&e, "process", NULL), relay = h_spawn(&e, "relay", NULL), proj = h_spawn(&e, "project", NULL);
+    static worker ws[CONNS];
+    for (int i = 0; i < CONNS; i++) {
+        ws[i] = (worker){.e = &e, .idx = i};
+        snprintf(ws[i].user, sizeof ws[i].user, "load-%02d", i);
+        send_cmd(&e, "ImportHumanUser", ws[i].user, import_payload(ws[i].user, "+41 79 123 45 67", true));
+        ws[i].token = token_for(&k, ws[i].user, OWNER);
+    }
+    wait_decided(&e, CONNS);
+    gateway g = {0};
+    gateway_start(&g, &e, &k, NULL, NULL);
+    pthread_t th[CONNS];
+    int64_t t0 = es_clock_mono_ms();
+    for (int i = 0; i < CONNS; i++) {
+        ws[i].port = g.port;
+        cr_assert_eq(pthread_create(&th[i], NULL, work, &ws[i]), 0);
+    }
+    for (int i = 0; i < CONNS; i++)
+        pthread_join(th[i], NULL);
+    int64_t took = es_clock_mono_ms() - t0;
+    long rss = rss_kb(g.pid);
+    cr_log_info("1000 requests in %lld ms; gateway RSS %ld kB", (long long)took, rss);
+    int failures = 0;
+    for (int i = 0; i < CONNS; i++) {
+        cr_expect_eq(ws[i].failures, 0, "%d failures; first: %s", ws[i].failures, ws[i].failure);
+        cr_expect_leq(ws[i].connects, 2, "%s used %ld connections (keep-alive)", ws[i].user, ws[i].connects);
+        failures += ws[i].failures;
+    }
+    cr_assert_eq(failures, 0);
+#if !defined(__SANITIZE_ADDRESS__)
+    cr_assert_lt(rss, 64 * 1024, "gateway RSS %ld kB", rss); /* ASan's shadow memory would not fit */
+#endif
+
+    /* Exactly one decided command per request, and behind each either one
+     * event (200) or none (a rejection). */
+    json_t *ids = json_array();
+    for (int i = 0; i < CONNS; i++)
+        for (int j = 0; j < PER_CONN; j++)
+            json_array_append_new(ids, json_string(ws[i].ids[j]));
+    char *idtext = json_dumps(ids, JSON_COMPACT);
+    json_decref(ids);
+    const char *p[] = {e.instance, idtext};
+    cr_assert_eq(h_sql_long(&e,
+                            "SELECT count(*) FROM factord.commands WHERE instance_id = $1 AND id IN "
+                            "(SELECT value::uuid FROM json_array_elements_text($2::json))",
+                            2, p),
+                 CONNS * PER_CONN);
+    cr_assert_eq(h_sql_long(&e,
+                            "SELECT count(*) FROM factord.commands WHERE instance_id = $1 AND type IN "
+                            "('AddMyAuthFactorOTPSMS', 'RemoveMyAuthFactorOTPSMS')",
+                            1, p),
+                 CONNS * PER_CONN);
+    cr_assert_eq(h_sql_long(&e,
+                            "SELECT count(*) FROM factord.commands c WHERE c.instance_id = $1 AND c.type IN "
+                            "('AddMyAuthFactorOTPSMS', 'RemoveMyAuthFactorOTPSMS') AND "
+                            "(SELECT count(*) FROM factord.events ev WHERE ev.command_id = c.id) <> "
+                            "CASE WHEN c.http_status = 200 THEN 1 ELSE 0 END",
+                            1, p),
+                 0, "a command without exactly its outcome behind it");
+    cr_assert_eq(h_sql_long(&e,
+                            "SELECT count(*) FROM factord.events WHERE instance_id = $1 AND type IN "
+                            "('user.human.otp.sms.added', 'user.human.otp.sms.removed')",
+                            1, p),
+                 CONNS * PER_CONN / 2);
+    free(idtext);
+    for (int i = 0; i < CONNS; i++)
+        free(ws[i].token);
+    cr_assert_eq(h_stop(g.pid, false), 0);
+    h_stop(proj, false);
+    h_stop(relay, false);
+    h_stop(proc, false);
+    keyring_done(&k);
+    h_env_done(&e);
+}
