@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -129,6 +130,9 @@ pid_t h_spawn(const h_env *e, const char *sub, const char *const *extra_env)
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
+        /* A failed assertion ends the test process at once: take the
+         * components down with it instead of leaving them running. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         int fd = open(e->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 1);
