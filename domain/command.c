@@ -131,10 +131,23 @@ static es_result only_known(const json_t *obj, const char *prefix, const char *c
         if (!ok) {
             (void)v;
             /* Keys are valid UTF-8 (jansson checks) but may hold a NUL; %s
-             * then prints up to it, which is still a fair reason. */
+             * then prints up to it, which is still a fair reason. At most
+             * 64 bytes, never cut inside a character: the reason travels
+             * in JSON (the dead letter's header, the reply), and a cut
+             * character would make it invalid UTF-8 (caught by fuzz_command,
+             * corpus/fuzz_command/regress-unknown-field-utf8-cut). */
+            char name[65];
+            size_t n = strlen(key);
+            if (n > 64) {
+                n = 64;
+                while (n && ((unsigned char)key[n] & 0xC0) == 0x80)
+                    n--;
+            }
+            memcpy(name, key, n);
+            name[n] = '\0';
             if (prefix[0])
-                return es_error_set(err, ES_EINVAL, "unknown field \"%s.%.64s\"", prefix, key);
-            return es_error_set(err, ES_EINVAL, "unknown field \"%.64s\"", key);
+                return es_error_set(err, ES_EINVAL, "unknown field \"%s.%s\"", prefix, name);
+            return es_error_set(err, ES_EINVAL, "unknown field \"%s\"", name);
         }
     }
     return ES_OK;

@@ -37,6 +37,8 @@ typedef struct {
     int64_t session_timeout_ms;
     char *code_key;         /* secret: 64 hex digits (AES-256) */
     char *code_key_file;    /* or a file holding them */
+    char *chain_key;        /* secret: 64 hex digits (HMAC-SHA256 of the event hash chain) */
+    char *chain_key_file;   /* or a file holding them (infra/chain.h) */
     int64_t code_ttl_s;
     int64_t code_length;
     char *log_level;

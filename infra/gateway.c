@@ -103,6 +103,7 @@ struct es_gateway {
     PGconn *health_pg;
     pthread_t health_thread;
     bool health_started;
+    bool offline; /* es_gateway_offline_new: no Kafka, no PostgreSQL, no sockets */
 };
 
 typedef struct {
@@ -709,6 +710,10 @@ static void on_request(es_http_req *req, void *ctx)
     if (!value)
         abort();
     es_http_req_add_header(req, "Factord-Command-Id", g->cmd_id);
+    if (gw->offline) { /* es_gateway_offline_new: what would be sent */
+        es_http_respond(req, 202, value, strlen(value));
+        return;
+    }
 
     es_error err = {0};
     pthread_rwlock_rdlock(&gw->send_lock);
@@ -799,6 +804,66 @@ es_result es_gateway_start(const es_gateway_opts *o, es_gateway **out, es_error 
 fail:
     es_gateway_stop(gw);
     return rc;
+}
+
+/* --- offline -------------------------------------------------------------- */
+
+es_result es_gateway_offline_new(const es_gateway_opts *o, es_gateway **out, es_error *err)
+{
+    es_gateway *gw = calloc(1, sizeof *gw);
+    if (!gw)
+        abort();
+    gw->offline = true;
+    gw->cfg = o->cfg;
+    gw->keys = o->keys;
+    gw->issuer = strdup(o->issuer);
+    gw->audience = strdup(o->audience);
+    if (!gw->issuer || !gw->audience)
+        abort();
+    pthread_rwlock_init(&gw->send_lock, NULL);
+    pthread_mutex_init(&gw->pg_mu, NULL);
+    /* One PostgreSQL slot that never connects (pg_ok stays false). */
+    gw->n_pg = 1;
+    gw->pg = calloc(1, sizeof *gw->pg);
+    gw->pg_busy = calloc(1, sizeof *gw->pg_busy);
+    if (!gw->pg || !gw->pg_busy)
+        abort();
+    es_result rc = parse_host_map(o->cfg->host_map, gw->hosts, &gw->n_hosts, err);
+    if (rc != ES_OK) {
+        es_gateway_stop(gw);
+        return rc;
+    }
+    *out = gw;
+    return ES_OK;
+}
+
+unsigned es_gateway_offline_handle(es_gateway *gw, const char *method, const char *path,
+                                   const char *const *headers, size_t n, const char *body, size_t len,
+                                   char **resp, size_t *resp_len)
+{
+    es_http_req *req = es_http_req_detached(method, path, headers, n, body, len);
+    /* As infra/http.c: headers first, then the size, then the body. */
+    on_headers(req, gw);
+    unsigned status = 0;
+    const char *text = NULL;
+    size_t tlen = 0;
+    if (!es_http_req_detached_answer(req, &status, &text, &tlen)) {
+        if (len > (size_t)gw->cfg->http_max_body_bytes) {
+            json_t *tl = dom_status_body(8 /* ResourceExhausted */, "FACTORD-GwBig", "The request body is too large");
+            respond_json(req, 413, tl);
+        } else
+            on_request(req, gw);
+    }
+    if (!es_http_req_detached_answer(req, &status, &text, &tlen))
+        abort(); /* every request is answered (http.h) */
+    *resp = malloc(tlen + 1);
+    if (!*resp)
+        abort();
+    memcpy(*resp, text, tlen);
+    (*resp)[tlen] = '\0';
+    *resp_len = tlen;
+    es_http_req_detached_free(req);
+    return status;
 }
 
 void es_gateway_stop(es_gateway *gw)

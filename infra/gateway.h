@@ -45,4 +45,18 @@ void es_gateway_stop(es_gateway *gw);
  * configuration check and tests. ES_EINVAL says what is wrong. */
 es_result es_gateway_check_host_map(const char *text, es_error *err) ES_WUR;
 
+/* --- offline (fuzzing and tests) -------------------------------------------
+ * A gateway without sockets, Kafka or PostgreSQL: the same routing, Host,
+ * token, Idempotency-Key, content-type, body-size and body checks as a live
+ * one, in the same order. A request that passes them all is answered 202
+ * with the command it would have sent (wire JSON); ListMyAuthFactors and
+ * /readyz answer 503, as a live gateway does with PostgreSQL away. Stop it
+ * with es_gateway_stop. */
+es_result es_gateway_offline_new(const es_gateway_opts *o, es_gateway **out, es_error *err) ES_WUR;
+/* Handle one request; headers are n name/value pairs. Returns the HTTP
+ * status; *resp (malloc'd, the caller's) gets the body. Not thread-safe. */
+unsigned es_gateway_offline_handle(es_gateway *gw, const char *method, const char *path,
+                                   const char *const *headers, size_t n, const char *body, size_t len,
+                                   char **resp, size_t *resp_len);
+
 #endif

@@ -60,7 +60,13 @@ struct es_http_req {
     int nlog, nhdr;
     char log_k[MAX_LOG_FIELDS][24], log_v[MAX_LOG_FIELDS][96];
     char hdr_n[MAX_HEADERS][40], hdr_v[MAX_HEADERS][128];
+    /* detached requests only (conn == NULL): request headers, name/value */
+    char **in_hdr;
+    size_t n_in_hdr;
 };
+
+/* The server of every detached request: only its mutex is used. */
+static es_http detached_srv = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* --- request accessors --------------------------------------------------- */
 
@@ -84,6 +90,19 @@ static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const ch
 
 const char *es_http_req_header(es_http_req *r, const char *name, unsigned *count)
 {
+    if (!r->conn) { /* detached: the first of its name, as MHD does */
+        const char *first = NULL;
+        unsigned c = 0;
+        for (size_t i = 0; i < r->n_in_hdr; i++)
+            if (strcasecmp(r->in_hdr[2 * i], name) == 0) {
+                if (!first)
+                    first = r->in_hdr[2 * i + 1];
+                c++;
+            }
+        if (count)
+            *count = c;
+        return first;
+    }
     if (count) {
         header_count hc = {name, 0};
         MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_header, &hc);
@@ -141,13 +160,73 @@ void es_http_respond(es_http_req *r, unsigned status, char *body, size_t len)
     r->resp = body;
     r->resp_len = body ? len : 0;
     r->resp_ready = true;
-    if (r->suspended) {
+    if (r->suspended && r->conn) {
         r->suspended = false;
         h->pending--;
         /* Safe from any thread; the handler runs again and queues it. */
         MHD_resume_connection(r->conn);
     }
     pthread_mutex_unlock(&h->mu);
+}
+
+/* --- detached requests ------------------------------------------------- */
+
+static char *dup_or_abort(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (!d)
+        abort();
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+es_http_req *es_http_req_detached(const char *method, const char *path, const char *const *headers, size_t n,
+                                  const char *body, size_t body_len)
+{
+    es_http_req *r = calloc(1, sizeof *r);
+    if (!r)
+        abort();
+    r->srv = &detached_srv;
+    r->method = dup_or_abort(method, strlen(method));
+    r->path = dup_or_abort(path, strlen(path));
+    r->in_hdr = calloc(2 * n + 1, sizeof *r->in_hdr);
+    if (!r->in_hdr)
+        abort();
+    for (size_t i = 0; i < 2 * n; i++)
+        r->in_hdr[i] = dup_or_abort(headers[i], strlen(headers[i]));
+    r->n_in_hdr = n;
+    if (body_len) {
+        r->body = dup_or_abort(body, body_len);
+        r->body_len = r->body_cap = body_len;
+    }
+    return r;
+}
+
+bool es_http_req_detached_answer(es_http_req *r, unsigned *status, const char **body, size_t *len)
+{
+    if (!r->resp_ready)
+        return false;
+    *status = r->status;
+    *body = r->resp ? r->resp : "";
+    *len = r->resp_len;
+    return true;
+}
+
+void es_http_req_detached_free(es_http_req *r)
+{
+    if (!r)
+        return;
+    if (r->user_free)
+        r->user_free(r->user);
+    for (size_t i = 0; i < 2 * r->n_in_hdr; i++)
+        free(r->in_hdr[i]);
+    free(r->in_hdr);
+    free(r->resp);
+    free(r->body);
+    free(r->method);
+    free(r->path);
+    free(r);
 }
 
 /* --- MHD callbacks ------------------------------------------------------- */
@@ -322,7 +401,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     free(r);
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+/* MHD's format strings: the attribute tells clang's -Wformat-nonliteral. */
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char buf[512];

@@ -79,4 +79,16 @@ void es_http_req_add_header(es_http_req *r, const char *name, const char *value)
  * a second call, which is ignored). Callable from any thread. */
 void es_http_respond(es_http_req *r, unsigned status, char *body, size_t len);
 
+/* --- detached requests (fuzzing and tests: no socket, no MHD) ----------- */
+
+/* A request that belongs to no server: headers are n name/value pairs
+ * (copied, as is the body). The accessors above work on it; an answer is
+ * kept for es_http_req_detached_answer instead of being sent. */
+es_http_req *es_http_req_detached(const char *method, const char *path, const char *const *headers, size_t n,
+                                  const char *body, size_t body_len);
+/* true when answered: *status, and the body (borrowed until the free). */
+bool es_http_req_detached_answer(es_http_req *r, unsigned *status, const char **body, size_t *len);
+/* Runs the user free function too. NULL-safe. */
+void es_http_req_detached_free(es_http_req *r);
+
 #endif

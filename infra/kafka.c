@@ -315,6 +315,17 @@ es_result es_consumer_new(const char *brokers, const char *group, int session_ti
         rd_kafka_conf_destroy(conf);
         return ES_EINVAL;
     }
+    /* A bounded pre-fetch queue. librdkafka's defaults (100,000 messages per
+     * partition, 64 MB) make a consumer with a backlog hold much of it in
+     * memory: 186 MB for a processor after a 100,000-command burst, 170 MB
+     * for a projector catching up (docs/performance.md). A batch needs only
+     * FACTORD_BATCH_MAX records ahead. FACTORD_RDKAFKA_QUEUED_* still win. */
+    if ((!getenv("FACTORD_RDKAFKA_QUEUED_MIN_MESSAGES") && !set(conf, "queued.min.messages", "10000", err)) ||
+        (!getenv("FACTORD_RDKAFKA_QUEUED_MAX_MESSAGES_KBYTES") &&
+         !set(conf, "queued.max.messages.kbytes", "8192", err))) {
+        rd_kafka_conf_destroy(conf);
+        return ES_EINVAL;
+    }
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     if (!rk) {
         rd_kafka_conf_destroy(conf);

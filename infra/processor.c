@@ -168,10 +168,22 @@ static void queue_reply(es_processor *p, size_t *n_outbox, const char *instance_
     m->headers_json = NULL;
 }
 
+/* The decoder's reason, or a fixed text when it is not valid UTF-8: it goes
+ * into JSON (headers, replies), and one odd reason must not abort the
+ * processor on every redelivery of the record (a poison pill). */
+static const char *reason_text(const item *it)
+{
+    json_t *probe = json_string(it->derr.text);
+    if (!probe)
+        return "undecodable record (the reason is not printable)";
+    json_decref(probe);
+    return it->derr.text;
+}
+
 static void queue_dead_letter(es_processor *p, size_t *n_outbox, const es_record *r, const item *it)
 {
     size_t len = r->value_len;
-    json_t *h = json_pack("{s:s, s:s, s:s, s:s}", "factord-reason", it->derr.text, "factord-source-topic",
+    json_t *h = json_pack("{s:s, s:s, s:s, s:s}", "factord-reason", reason_text(it), "factord-source-topic",
                           r->topic ? r->topic : "", "factord-source-partition", es_log_i64(r->partition),
                           "factord-source-offset", es_log_i64(r->offset));
     if (!h) /* the reason text is ours and UTF-8; a pack failure means no memory */
@@ -264,7 +276,7 @@ static es_result attempt(es_processor *p, const es_record *recs, size_t n, es_ba
             stats->dead++;
             queue_dead_letter(p, &n_outbox, r, it);
             if (it->cmd.id[0] && (!it->cmd.reply_to[0] || topic_name_ok(it->cmd.reply_to))) {
-                json_t *b = dom_rej_body(DOM_REJ_COMMAND_MALFORMED, it->derr.text);
+                json_t *b = dom_rej_body(DOM_REJ_COMMAND_MALFORMED, reason_text(it));
                 char *body = own(p, json_dumps(b, JSON_COMPACT));
                 json_decref(b);
                 queue_reply(p, &n_outbox, it->cmd.instance_id, it->cmd.id, it->cmd.reply_to,

@@ -12,7 +12,10 @@
  * only then is the counter taken (UPDATE ... RETURNING); the events and the
  * outbox rows that need its positions follow, and the caller's COMMIT
  * releases it. Holding the counter to COMMIT makes positions visible in
- * commit order (brief §4.2).
+ * commit order (brief §4.2). The events' hash chain (infra/chain.h) rides
+ * on the same lock: the counter's UPDATE returns the chain head, the
+ * hashes are computed here (the canonical bytes were built before the
+ * lock), and the events' INSERT moves the head in the same statement.
  *
  * Timestamps are written as RFC 3339 text (dom_time_format) and read back as
  * exact integer microseconds (extract(epoch ...) is numeric in PostgreSQL 15).
@@ -30,6 +33,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "infra/chain.h"
 #include "infra/log.h"
 #include "infra/migrations.h"
 
@@ -39,25 +43,19 @@
 #define STORE_LOCK_CLASS_NAMED "1717658484"    /* 0x66616374 'fact' */
 #define STORE_LOCK_CLASS_MIGRATE "1718446439"  /* 0x666d6967 'fmig' */
 
-/* The columns of an event row, in this order, in every event query. */
-#define STORE_EVENT_COLUMNS                                                   \
-    "e.instance_id, e.aggregate_id, e.sequence, e.position, e.type, "        \
-    "e.revision, (extract(epoch FROM e.created_at) * 1000000)::bigint, "     \
-    "e.creator, e.resource_owner, coalesce(e.command_id::text, ''), "        \
-    "e.last_of_command, e.payload::text"
+/* The columns of an event row, in this order, in every event query
+ * (ES_STORE_EVENT_COLUMNS, store.h). */
+#define STORE_EVENT_COLUMNS ES_STORE_EVENT_COLUMNS
 enum { EC_INSTANCE, EC_AGGREGATE, EC_SEQUENCE, EC_POSITION, EC_TYPE, EC_REVISION,
        EC_CREATED, EC_CREATOR, EC_OWNER, EC_COMMAND, EC_LAST, EC_PAYLOAD, EC__COUNT };
+_Static_assert(EC__COUNT == ES_STORE_EVENT_NCOLUMNS, "store.h's column count");
 
-/* The columns of a user row, in this order. */
-#define STORE_USER_COLUMNS                                                    \
-    "instance_id, user_id, resource_owner, user_name, status, sequence, "    \
-    "phone, phone_verified, verified_phone, otp_sms, code_enc, "             \
-    "(extract(epoch FROM code_expires_at) * 1000000)::bigint, "              \
-    "(extract(epoch FROM created_at) * 1000000)::bigint, "                   \
-    "(extract(epoch FROM changed_at) * 1000000)::bigint"
+/* The columns of a user row, in this order (ES_STORE_USER_COLUMNS, store.h). */
+#define STORE_USER_COLUMNS ES_STORE_USER_COLUMNS
 enum { UC_INSTANCE, UC_USER, UC_OWNER, UC_NAME, UC_STATUS, UC_SEQUENCE, UC_PHONE,
        UC_PHONE_VERIFIED, UC_VERIFIED_PHONE, UC_OTP_SMS, UC_CODE_ENC, UC_CODE_EXPIRES,
        UC_CREATED, UC_CHANGED, UC__COUNT };
+_Static_assert(UC__COUNT == ES_STORE_USER_NCOLUMNS, "store.h's column count");
 
 typedef enum {
     Q_FIND_COMMANDS,
@@ -139,21 +137,30 @@ static const store_stmt store_stmts[Q__COUNT] = {
         "    r.http_status, r.body::json, r.reply_to"
         "   FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, instance_id text, type text,"
         "    user_id text, content_hash text, http_status int, body text, reply_to text)"},
+    /* The chain's head comes with the positions: the hashes of the batch's
+     * events follow from it (infra/chain.h). */
     [Q_TAKE_POSITIONS] = {"factord_take_positions", 1,
         "UPDATE factord.position_counter SET value = value + $1::bigint WHERE id = 1"
-        " RETURNING value"},
-    [Q_INSERT_EVENTS] = {"factord_insert_events", 2,
-        "INSERT INTO factord.events (instance_id, aggregate_type, aggregate_id, sequence,"
+        " RETURNING value, encode(head_hash, 'hex')"},
+    /* The events with their hashes ($3, hex, in array order) and the new
+     * chain head ($4, $5) in one statement: no extra round trip while the
+     * counter is held. */
+    [Q_INSERT_EVENTS] = {"factord_insert_events", 5,
+        "WITH ins AS ("
+        " INSERT INTO factord.events (instance_id, aggregate_type, aggregate_id, sequence,"
         "    position, type, revision, created_at, creator, resource_owner, command_id,"
-        "    last_of_command, payload)"
+        "    last_of_command, payload, hash)"
         " SELECT r.instance_id, r.aggregate_type, r.aggregate_id, r.sequence,"
         "    $2::bigint + r.ord, r.type, r.revision, r.created_at, r.creator,"
-        "    r.resource_owner, r.command_id, r.last_of_command, r.payload"
+        "    r.resource_owner, r.command_id, r.last_of_command, r.payload,"
+        "    decode(($3::text[])[r.ord + 1], 'hex')"
         "   FROM jsonb_to_recordset($1::jsonb) AS r(ord bigint, instance_id text,"
         "    aggregate_type text, aggregate_id text, sequence bigint, type text,"
         "    revision smallint, created_at timestamptz, creator text,"
         "    resource_owner text, command_id uuid, last_of_command boolean, payload jsonb)"
-        "  ORDER BY r.ord"},
+        "  ORDER BY r.ord)"
+        " UPDATE factord.position_counter SET head_position = $4::bigint,"
+        "    head_hash = decode($5, 'hex') WHERE id = 1"},
     [Q_INSERT_OUTBOX] = {"factord_insert_outbox", 2,
         "INSERT INTO factord.outbox (position, instance_id, topic, key, value, headers)"
         " SELECT $2::bigint + r.ord, r.instance_id, r.topic, decode(r.key, 'hex'),"
@@ -204,6 +211,8 @@ static const store_stmt store_stmts[Q__COUNT] = {
 struct es_store {
     PGconn *conn;
     uint32_t prepared;   /* bit q: store_stmts[q] is prepared on conn */
+    es_chain_hasher *chain; /* the chain key's hasher; NULL until the first
+                               write or es_store_set_chain_key */
 };
 _Static_assert(Q__COUNT <= 32, "es_store.prepared has a bit per statement");
 
@@ -451,6 +460,7 @@ es_result es_store_open(const char *conninfo, es_store **out, es_error *err)
 
     st = store_xmalloc(sizeof *st);
     st->prepared = 0;
+    st->chain = NULL;
     /* dbname last: values in the caller's string override our defaults.
      * A bounded connect (10 s unless the string or PGCONNECT_TIMEOUT says
      * otherwise; an empty value leaves libpq's own lookup): libpq would
@@ -483,7 +493,14 @@ void es_store_free(es_store *st)
     if (!st)
         return;
     PQfinish(st->conn);
+    es_chain_hasher_free(st->chain);
     free(st);
+}
+
+void es_store_set_chain_key(es_store *st, const es_chain_key *key)
+{
+    es_chain_hasher_free(st->chain);
+    st->chain = es_chain_hasher_new(key);
 }
 
 PGconn *es_store_conn(es_store *st) { return st->conn; }
@@ -798,28 +815,33 @@ out:
 
 static es_result store_row_to_user(const PGresult *res, int r, dom_user *u, es_error *err)
 {
-    const char *status = PQgetvalue(res, r, UC_STATUS);
+    return es_store_row_user(res, r, 0, u, err);
+}
+
+es_result es_store_row_user(const PGresult *res, int r, int base, dom_user *u, es_error *err)
+{
+    const char *status = PQgetvalue(res, r, base + UC_STATUS);
     memset(u, 0, sizeof *u);
-    if (!store_copy(u->instance_id, sizeof u->instance_id, PQgetvalue(res, r, UC_INSTANCE)) ||
-        !store_copy(u->user_id, sizeof u->user_id, PQgetvalue(res, r, UC_USER)) ||
-        !store_copy(u->resource_owner, sizeof u->resource_owner, PQgetvalue(res, r, UC_OWNER)) ||
-        !store_copy(u->user_name, sizeof u->user_name, PQgetvalue(res, r, UC_NAME)) ||
-        !store_copy(u->phone, sizeof u->phone, PQgetvalue(res, r, UC_PHONE)) ||
+    if (!store_copy(u->instance_id, sizeof u->instance_id, PQgetvalue(res, r, base + UC_INSTANCE)) ||
+        !store_copy(u->user_id, sizeof u->user_id, PQgetvalue(res, r, base + UC_USER)) ||
+        !store_copy(u->resource_owner, sizeof u->resource_owner, PQgetvalue(res, r, base + UC_OWNER)) ||
+        !store_copy(u->user_name, sizeof u->user_name, PQgetvalue(res, r, base + UC_NAME)) ||
+        !store_copy(u->phone, sizeof u->phone, PQgetvalue(res, r, base + UC_PHONE)) ||
         !store_copy(u->verified_phone, sizeof u->verified_phone,
-                    PQgetvalue(res, r, UC_VERIFIED_PHONE)) ||
-        !store_copy(u->code_enc, sizeof u->code_enc, PQgetvalue(res, r, UC_CODE_ENC)))
+                    PQgetvalue(res, r, base + UC_VERIFIED_PHONE)) ||
+        !store_copy(u->code_enc, sizeof u->code_enc, PQgetvalue(res, r, base + UC_CODE_ENC)))
         return es_error_set(err, ES_EFATAL, "load users: a column of a users row is too long");
     u->status = dom_user_status_parse(status);
     if (u->status == DOM_USER_NONE && strcmp(status, dom_user_status_name(DOM_USER_NONE)) != 0)
         return es_error_set(err, ES_EFATAL, "load users: unknown status '%.32s'", status);
-    if (!store_parse_i64(PQgetvalue(res, r, UC_SEQUENCE), &u->sequence) ||
-        !store_parse_i64(PQgetvalue(res, r, UC_CREATED), &u->created_at_us) ||
-        !store_parse_i64(PQgetvalue(res, r, UC_CHANGED), &u->changed_at_us) ||
-        (!PQgetisnull(res, r, UC_CODE_EXPIRES) &&
-         !store_parse_i64(PQgetvalue(res, r, UC_CODE_EXPIRES), &u->code_expires_at_us)))
+    if (!store_parse_i64(PQgetvalue(res, r, base + UC_SEQUENCE), &u->sequence) ||
+        !store_parse_i64(PQgetvalue(res, r, base + UC_CREATED), &u->created_at_us) ||
+        !store_parse_i64(PQgetvalue(res, r, base + UC_CHANGED), &u->changed_at_us) ||
+        (!PQgetisnull(res, r, base + UC_CODE_EXPIRES) &&
+         !store_parse_i64(PQgetvalue(res, r, base + UC_CODE_EXPIRES), &u->code_expires_at_us)))
         return es_error_set(err, ES_EFATAL, "load users: malformed number in a users row");
-    u->phone_verified = PQgetvalue(res, r, UC_PHONE_VERIFIED)[0] == 't';
-    u->otp_sms = PQgetvalue(res, r, UC_OTP_SMS)[0] == 't';
+    u->phone_verified = PQgetvalue(res, r, base + UC_PHONE_VERIFIED)[0] == 't';
+    u->otp_sms = PQgetvalue(res, r, base + UC_OTP_SMS)[0] == 't';
     return ES_OK;
 }
 
@@ -1121,9 +1143,26 @@ es_result es_store_write(es_store *st, es_write *w, es_error *err)
     char *events = NULL, *users = NULL, *commands = NULL, *outbox = NULL;
     size_t total = w->n_events + w->n_outbox;
     int64_t first = 0;
-    char count_s[24], first_s[24];
+    char count_s[24], first_s[24], head_s[24];
+    char head_hex[2 * ES_CHAIN_HASH_LEN + 1];
+    unsigned char head[ES_CHAIN_HASH_LEN];
+    es_chain_canon *canon = NULL;
+    store_buf hashes = {0};
 
-    /* Encode everything before touching the counter. */
+    if (w->n_events && !st->chain) {
+        es_chain_key pub;
+        es_chain_key_public(&pub);
+        st->chain = es_chain_hasher_new(&pub);
+    }
+    /* Encode everything before touching the counter, the events' canonical
+     * bytes (without their positions) included. */
+    if (w->n_events) {
+        canon = store_xmalloc(w->n_events * sizeof *canon);
+        memset(canon, 0, w->n_events * sizeof *canon);
+        for (size_t i = 0; i < w->n_events; i++)
+            if ((rc = es_chain_canon_prepare(&w->events[i], &canon[i], err)) != ES_OK)
+                goto out;
+    }
     if ((w->n_events && (rc = store_encode_events(w, &events, err)) != ES_OK) ||
         (w->n_users && (rc = store_encode_users(w, &users, err)) != ES_OK) ||
         (w->n_outcomes && (rc = store_encode_commands(w, &commands, err)) != ES_OK) ||
@@ -1157,7 +1196,8 @@ es_result es_store_write(es_store *st, es_write *w, es_error *err)
         rc = store_query(st, Q_TAKE_POSITIONS, params, PGRES_TUPLES_OK, &res, err);
         if (rc != ES_OK)
             goto out;
-        if (PQntuples(res) != 1 || !store_parse_i64(PQgetvalue(res, 0, 0), &last)) {
+        if (PQntuples(res) != 1 || !store_parse_i64(PQgetvalue(res, 0, 0), &last) ||
+            !es_chain_unhex(PQgetvalue(res, 0, 1), head, sizeof head)) {
             rc = es_error_set(err, ES_EFATAL, "write: factord.position_counter has no row 1");
             goto out;
         }
@@ -1166,8 +1206,19 @@ es_result es_store_write(es_store *st, es_write *w, es_error *err)
         res = NULL;
     }
     if (events) {
+        /* The chain, in position order, from the head the counter held. */
+        buf_putc(&hashes, '{');
+        for (size_t i = 0; i < w->n_events; i++) {
+            es_chain_hash_canon(st->chain, head, &canon[i], first + (int64_t)i, head);
+            es_chain_hex(head, sizeof head, head_hex);
+            if (i)
+                buf_putc(&hashes, ',');
+            buf_putn(&hashes, head_hex, 2 * ES_CHAIN_HASH_LEN);
+        }
+        buf_putc(&hashes, '}');
         snprintf(first_s, sizeof first_s, "%" PRId64, first);
-        const char *params[] = {events, first_s};
+        snprintf(head_s, sizeof head_s, "%" PRId64, first + (int64_t)w->n_events - 1);
+        const char *params[] = {events, first_s, hashes.p, head_s, head_hex};
         rc = store_query(st, Q_INSERT_EVENTS, params, PGRES_COMMAND_OK, &res, err);
         if (rc != ES_OK)
             goto out;
@@ -1185,6 +1236,10 @@ es_result es_store_write(es_store *st, es_write *w, es_error *err)
         w->events[i].position = first + (int64_t)i;
 out:
     PQclear(res);
+    for (size_t i = 0; canon && i < w->n_events; i++)
+        es_chain_canon_clear(&canon[i]);
+    free(canon);
+    free(hashes.p);
     free(events);
     free(users);
     free(commands);
@@ -1197,6 +1252,11 @@ out:
 /* Columns base..base+EC__COUNT-1 of row r into evt. */
 static es_result store_row_to_event(const PGresult *res, int r, int base, dom_evt *evt,
                                     es_error *err)
+{
+    return es_store_row_event(res, r, base, evt, err);
+}
+
+es_result es_store_row_event(const PGresult *res, int r, int base, dom_evt *evt, es_error *err)
 {
     const char *type = PQgetvalue(res, r, base + EC_TYPE);
     const char *payload = PQgetvalue(res, r, base + EC_PAYLOAD);

@@ -28,6 +28,7 @@
 #include "domain/errors.h"
 #include "domain/event.h"
 #include "domain/user.h"
+#include "infra/chain.h"
 
 typedef struct es_store es_store;
 
@@ -37,6 +38,11 @@ void es_store_free(es_store *st);          /* NULL-safe */
 PGconn *es_store_conn(es_store *st);       /* borrowed; for tools and tests */
 /* Reconnect after a lost connection (PQreset); ES_ETRANSIENT while away. */
 es_result es_store_reset(es_store *st, es_error *err) ES_WUR;
+
+/* The key es_store_write chains events with (infra/chain.h; copied). Until
+ * it is set, the public key is used. Every writer of one database must use
+ * the same key, or `factord verify` fails at the first event of another. */
+void es_store_set_chain_key(es_store *st, const es_chain_key *key);
 
 /* Apply every migration not yet applied, each in its own transaction, under
  * an advisory lock so concurrent migrators wait. *applied = how many ran. */
@@ -120,12 +126,39 @@ typedef struct {
 /* Take n_events + n_outbox positions from the counter (held to commit),
  * append the events (in array order), upsert the users, insert the command
  * rows and the outbox rows. Positions: events first in array order, then
- * outbox rows. ES_ECONFLICT on a unique violation (a racing writer).
+ * outbox rows. Each event gets its hash in the chain (infra/chain.h) from
+ * the head the counter row holds, and the head moves to the batch's last
+ * event, in the same transaction. ES_ECONFLICT on a unique violation (a
+ * racing writer).
  * Users still in DOM_USER_NONE are skipped (nothing happened to them);
  * with no events and no outbox rows the counter is not taken. */
 es_result es_store_write(es_store *st, es_write *w, es_error *err) ES_WUR;
 
 /* --- reading the log ----------------------------------------------------- */
+
+/* The columns of an event row, for tools with SQL of their own
+ * (infra/audit.c): "SELECT " ES_STORE_EVENT_COLUMNS " FROM factord.events e",
+ * then es_store_row_event decodes row r from column base on, exactly as the
+ * relay reads events (so the chain's canonical bytes can be recomputed). */
+#define ES_STORE_EVENT_COLUMNS                                                \
+    "e.instance_id, e.aggregate_id, e.sequence, e.position, e.type, "        \
+    "e.revision, (extract(epoch FROM e.created_at) * 1000000)::bigint, "     \
+    "e.creator, e.resource_owner, coalesce(e.command_id::text, ''), "        \
+    "e.last_of_command, e.payload::text"
+#define ES_STORE_EVENT_NCOLUMNS 12
+es_result es_store_row_event(const PGresult *res, int r, int base, dom_evt *evt,
+                             es_error *err) ES_WUR;
+/* Likewise for factord.users: "SELECT " ES_STORE_USER_COLUMNS " FROM
+ * factord.users", decoded from column base on by es_store_row_user. */
+#define ES_STORE_USER_COLUMNS                                                 \
+    "instance_id, user_id, resource_owner, user_name, status, sequence, "    \
+    "phone, phone_verified, verified_phone, otp_sms, code_enc, "             \
+    "(extract(epoch FROM code_expires_at) * 1000000)::bigint, "              \
+    "(extract(epoch FROM created_at) * 1000000)::bigint, "                   \
+    "(extract(epoch FROM changed_at) * 1000000)::bigint"
+#define ES_STORE_USER_NCOLUMNS 14
+es_result es_store_row_user(const PGresult *res, int r, int base, dom_user *u,
+                            es_error *err) ES_WUR;
 
 /* Events of one user in sequence order (for tests, rebuild and tools).
  * *out is malloc'd (NULL when *n == 0): the caller free()s it. */

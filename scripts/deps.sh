@@ -29,6 +29,7 @@ packages=(
     kcat
     postgresql-15 postgresql-client-15
     ca-certificates curl
+    libclang-rt-14-dev # libFuzzer runtime for FACTORD_FUZZ builds (tests/fuzz, docs/fuzzing.md)
 )
 if command -v java >/dev/null 2>&1; then
     log "java found at $(command -v java); not requiring openjdk-17-jre-headless"

@@ -26,6 +26,10 @@ int fd_submit_main(int argc, char **argv);
 int fd_run_main(int argc, char **argv);
 int fd_gateway_main(int argc, char **argv);
 int fd_token_main(int argc, char **argv);
+int fd_verify_main(int argc, char **argv);
+int fd_replay_main(int argc, char **argv);
+int fd_status_main(int argc, char **argv);
+int fd_rebuild_main(int argc, char **argv);
 
 /* The long-running components, without argument parsing or signal set-up,
  * so that `factord run` can run them as threads of one process. Each runs

@@ -42,6 +42,14 @@ static const fd_subcommand subcommands[] = {
      ""},
     {"token", "print a DEVELOPMENT access token for the gateway", fd_token_main,
      "--user U [--org O] [--ttl-s N] [--scope S]"},
+    {"verify", "check that the event log is complete and unaltered (hash chain, sequences, users)",
+     fd_verify_main, "[--expect-head POS:HASH]"},
+    {"replay", "print the event log as JSON lines, filtered", fd_replay_main,
+     "[--instance I] [--user U] [--org O] [--type T]... [--since TIME] [--until TIME] "
+     "[--from-position N] [--to-position N]"},
+    {"status", "log head, relay lag, consumer-group lags, dead letters", fd_status_main, "[--json]"},
+    {"rebuild", "rebuild a projection from the log while factord serves, then swap it in", fd_rebuild_main,
+     "users|auth-factors [--page-size N]"},
 };
 
 static const fd_subcommand *lookup(const char *name)

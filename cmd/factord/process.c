@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cmd/factord/cmd.h"
+#include "infra/chain.h"
 #include "infra/clock.h"
 #include "infra/codecrypt.h"
 #include "infra/failpoint.h"
@@ -100,6 +101,7 @@ int fd_process_loop(const es_config *cfgp)
     es_record *recs = NULL;
     unsigned char keybytes[32];
     es_codekey ck;
+    es_chain_key chain = {0};
 
     const char *brokers = cfg.kafka_brokers;
     if (es_config_code_key(&cfg, keybytes, &err) != ES_OK) {
@@ -109,10 +111,19 @@ int fd_process_loop(const es_config *cfgp)
     }
     es_codekey_init(&ck, keybytes);
     explicit_bzero(keybytes, sizeof keybytes);
+    if (es_chain_key_load(&cfg, true, &chain, &err) != ES_OK) {
+        es_err("cannot start the processor", "error", err.text);
+        exit_code = 2;
+        goto out;
+    }
 
     st = connect_store(&cfg);
     if (!st)
         goto out;
+    es_store_set_chain_key(st, &chain);
+    if (chain.is_public)
+        es_warn("no FACTORD_CHAIN_KEY: the event log is chained with the public key, which catches "
+                "only accidental or naive edits (docs/audit.md)");
     const char *topics[] = {cfg.commands_topic, cfg.events_topic, cfg.replies_topic, cfg.dlq_topic};
     while (!cfg.skip_topic_creation &&
            es_kafka_ensure_topics(brokers, topics, 4, (int)cfg.topic_partitions, 10000, &err) != ES_OK) {
@@ -139,7 +150,7 @@ int fd_process_loop(const es_config *cfgp)
     if (!msgs || !recs)
         abort();
     es_info("processor started", "topic", cfg.commands_topic, "group", cfg.processor_group, "batch_max",
-            es_log_i64(cfg.batch_max), "code_key_id", ck.key_id);
+            es_log_i64(cfg.batch_max), "code_key_id", ck.key_id, "chain_key_id", chain.key_id);
 
     es_batch_stats total = {0};
     int64_t last_report = es_clock_mono_ms();
@@ -238,5 +249,6 @@ out:
     es_processor_free(proc);
     es_store_free(st);
     explicit_bzero(&ck, sizeof ck);
+    es_chain_key_wipe(&chain);
     return exit_code;
 }

@@ -45,8 +45,13 @@ static es_result acquire(relay *r, es_error *err)
         bool got = false;
         if (rc == ES_OK)
             rc = es_store_try_lock(r->st, "factord.relay", &got, err);
-        if (rc == ES_OK && got)
-            return es_store_checkpoint_get(r->st, CHECKPOINT, &r->checkpoint, err);
+        if (rc == ES_OK && got) {
+            rc = es_store_checkpoint_get(r->st, CHECKPOINT, &r->checkpoint, err);
+            /* PostgreSQL gone between the lock and the read: start over
+             * (the lock went with the connection) instead of stopping. */
+            if (rc != ES_ETRANSIENT)
+                return rc;
+        }
         if (rc == ES_OK) {
             if (!standby_logged)
                 es_info("another relay is active; waiting as a standby");
@@ -173,8 +178,12 @@ int fd_relay_loop(const es_config *cfgp)
                 /* The session lock went with the connection: take it again. */
                 es_store_free(r.st);
                 r.st = NULL;
-                if (acquire(&r, &err) != ES_OK)
-                    break;
+                if (acquire(&r, &err) != ES_OK) {
+                    if (fd_stop)
+                        break;
+                    es_err("relay stopping on an error", "error", err.text, "sqlstate", err.sqlstate);
+                    goto out; /* exit 1, not a clean stop */
+                }
             }
         } else {
             es_err("relay stopping on an error", "error", err.text, "sqlstate", err.sqlstate);

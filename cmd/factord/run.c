@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "cmd/factord/cmd.h"
+#include "infra/chain.h"
 #include "infra/clock.h"
 #include "infra/kafka.h"
 #include "infra/log.h"
@@ -144,6 +145,18 @@ int fd_run_main(int argc, char **argv)
     if (!cfg.code_key && !cfg.code_key_file && !ensure_dev_code_key(&cfg, path, sizeof path)) {
         fprintf(stderr, "factord run: cannot create a development key in %s\n", cfg.state_dir);
         goto out;
+    }
+    {
+        bool created = false;
+        es_error kerr = {0};
+        if (es_chain_key_ensure_dev(&cfg, &created, &kerr) != ES_OK) {
+            fprintf(stderr, "factord run: %s\n", kerr.text);
+            goto out;
+        }
+        if (created)
+            es_warn("created a DEVELOPMENT hash-chain key; set FACTORD_CHAIN_KEY or FACTORD_CHAIN_KEY_FILE "
+                    "for real use",
+                    "path", cfg.chain_key_file);
     }
 
     if (!cfg.kafka_brokers) {

@@ -150,6 +150,7 @@ pid_t h_spawn(const h_env *e, const char *sub, const char *const *extra_env)
         snprintf(proj_group, sizeof proj_group, "%s.projector", e->group);
         setenv("FACTORD_PROJECTOR_GROUP", proj_group, 1);
         setenv("FACTORD_CODE_KEY", H_CODE_KEY, 1);
+        setenv("FACTORD_CHAIN_KEY", H_CHAIN_KEY, 1);
         setenv("FACTORD_SESSION_TIMEOUT_MS", "6000", 1);
         setenv("FACTORD_LOG_LEVEL", "info", 1);
         unsetenv("FACTORD_FAILPOINT");

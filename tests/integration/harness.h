@@ -18,6 +18,8 @@
 #include "infra/store.h"
 
 #define H_CODE_KEY "3f1c2b4a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7a8"
+/* The event log's chain key of every spawned component (docs/audit.md). */
+#define H_CHAIN_KEY "9a8b7c6d5e4f30211203f4e5d6c7b8a99a8b7c6d5e4f30211203f4e5d6c7b8a9"
 
 typedef struct {
     char name[64];          /* test name, for logs */

@@ -1,0 +1,226 @@
+/*
+ * bench/append.c - the append path on its own: events/s through factord's
+ * event store (es_store_write, infra/store.c) from W concurrent writers.
+ *
+ * Each writer has its own connection and its own batch-size set of users,
+ * and commits one transaction per batch the way the processor does after
+ * deciding: BEGIN, es_store_write (user upserts, command rows, the position
+ * counter, the events), COMMIT. Every batch is one AddMyAuthFactorOTPSMS-like
+ * command per user: one event (the user's next sequence), one user row
+ * upserted, one command row with its stored reply. Nothing is read first
+ * (no command look-up, no FOR UPDATE load): this measures the write, the
+ * counter row held to COMMIT, and the WAL flush. Runs for --seconds, then
+ * prints one JSON object: writers, batch, events, seconds, events_per_s.
+ *
+ * Usage: factord_bench_append --writers W [--batch 500] [--seconds 10]
+ *        [--instance ID]   (FACTORD_DATABASE_URL names the database; the
+ *        schema must be migrated)
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "domain/user.h"
+#include "infra/clock.h"
+#include "infra/log.h"
+#include "infra/store.h"
+
+typedef struct {
+    int id, of; /* writer id, of how many (command ids differ between runs) */
+    const char *conninfo, *instance;
+    long batch;
+    int64_t end_ns;
+    pthread_barrier_t *start;
+    long events, batches, conflicts;
+    int failed;
+} writer;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void *run_writer(void *arg)
+{
+    writer *w = arg;
+    es_error err = {0};
+    es_store *st = NULL;
+    size_t n = (size_t)w->batch;
+    dom_evt *evts = calloc(n, sizeof *evts);
+    dom_user *users = calloc(n, sizeof *users);
+    dom_cmd *cmds = calloc(n, sizeof *cmds);
+    es_cmd_outcome *outs = calloc(n, sizeof *outs);
+    char **bodies = calloc(n, sizeof *bodies);
+    unsigned char hash[32];
+    if (!evts || !users || !cmds || !outs || !bodies)
+        abort();
+    memset(hash, 0xab, sizeof hash);
+    if (es_store_open(w->conninfo, &st, &err) != ES_OK) {
+        fprintf(stderr, "append: writer %d: %s\n", w->id, err.text);
+        w->failed = 1;
+        pthread_barrier_wait(w->start);
+        pthread_barrier_wait(w->start);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        dom_user *u = &users[i];
+        snprintf(u->instance_id, sizeof u->instance_id, "%s", w->instance);
+        snprintf(u->user_id, sizeof u->user_id, "w%d-u%zu", w->id, i);
+        snprintf(u->resource_owner, sizeof u->resource_owner, "org-bench");
+        snprintf(u->user_name, sizeof u->user_name, "w%d-u%zu", w->id, i);
+        snprintf(u->phone, sizeof u->phone, "+41791234567");
+        snprintf(u->verified_phone, sizeof u->verified_phone, "+41791234567");
+        u->status = DOM_USER_ACTIVE;
+        u->phone_verified = true;
+        u->otp_sms = true;
+    }
+    pthread_barrier_wait(w->start); /* ready */
+    pthread_barrier_wait(w->start); /* end_ns set: go */
+    for (int64_t seq = 1; now_ns() < w->end_ns; seq++) {
+        int64_t t = es_clock_now_us();
+        for (size_t i = 0; i < n; i++) {
+            dom_cmd *c = &cmds[i];
+            memset(c, 0, sizeof *c);
+            char id[64];
+            snprintf(id, sizeof id, "%08x-%04x-4000-8000-%012" PRIx64, (unsigned)(w->of << 16 | w->id), (unsigned)(i & 0xffff),
+                     (uint64_t)seq & UINT64_C(0xffffffffffff));
+            memcpy(c->id, id, DOM_UUID_LEN);
+            c->id[DOM_UUID_LEN] = '\0';
+            c->type = DOM_CMD_ADD_OTP_SMS;
+            snprintf(c->instance_id, sizeof c->instance_id, "%s", w->instance);
+            snprintf(c->user_id, sizeof c->user_id, "%s", users[i].user_id);
+            snprintf(c->resource_owner, sizeof c->resource_owner, "org-bench");
+            dom_evt *e = &evts[i];
+            memset(e, 0, sizeof *e);
+            e->type = DOM_EVT_OTP_SMS_ADDED;
+            snprintf(e->instance_id, sizeof e->instance_id, "%s", w->instance);
+            snprintf(e->aggregate_id, sizeof e->aggregate_id, "%s", users[i].user_id);
+            snprintf(e->resource_owner, sizeof e->resource_owner, "org-bench");
+            snprintf(e->creator, sizeof e->creator, "%s", users[i].user_id);
+            snprintf(e->command_id, sizeof e->command_id, "%s", c->id);
+            e->sequence = seq;
+            e->created_at_us = t;
+            e->revision = 1;
+            e->last_of_command = true;
+            users[i].sequence = seq;
+            users[i].changed_at_us = t;
+            if (seq == 1)
+                users[i].created_at_us = t;
+            json_t *b = dom_success_body(e, NULL);
+            free(bodies[i]);
+            bodies[i] = json_dumps(b, JSON_COMPACT);
+            json_decref(b);
+            outs[i] = (es_cmd_outcome){.cmd = c, .hash = hash, .http_status = 200, .body = bodies[i],
+                                       .reply_to = "factord.replies"};
+        }
+        es_write wr = {.events = evts, .n_events = n, .users = users, .n_users = n, .outcomes = outs,
+                       .n_outcomes = n};
+        es_result rc = es_store_begin(st, &err);
+        if (rc == ES_OK)
+            rc = es_store_write(st, &wr, &err);
+        if (rc == ES_OK)
+            rc = es_store_commit(st, &err);
+        if (rc == ES_ECONFLICT) {
+            es_store_rollback(st);
+            w->conflicts++;
+            seq--;
+            continue;
+        }
+        if (rc != ES_OK) {
+            es_store_rollback(st);
+            fprintf(stderr, "append: writer %d: %s (%s)\n", w->id, err.text, err.sqlstate);
+            w->failed = 1;
+            goto out;
+        }
+        w->events += (long)n;
+        w->batches++;
+    }
+out:
+    es_store_free(st);
+    for (size_t i = 0; i < n; i++)
+        free(bodies[i]);
+    free(bodies);
+    free(evts);
+    free(users);
+    free(cmds);
+    free(outs);
+    return NULL;
+}
+
+static long arg_long(const char *s)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v <= 0) {
+        fprintf(stderr, "usage: factord_bench_append --writers W [--batch N] [--seconds S] [--instance ID]\n");
+        exit(2);
+    }
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    long writers = 1, batch = 500, seconds = 10;
+    const char *instance = "bench-append";
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--writers"))
+            writers = arg_long(argv[i + 1]);
+        else if (!strcmp(argv[i], "--batch"))
+            batch = arg_long(argv[i + 1]);
+        else if (!strcmp(argv[i], "--seconds"))
+            seconds = arg_long(argv[i + 1]);
+        else if (!strcmp(argv[i], "--instance"))
+            instance = argv[i + 1];
+        else
+            arg_long("");
+    }
+    if (argc % 2 == 0 || writers > 256 || batch > 100000)
+        arg_long("");
+    es_log_init("bench", "warn");
+    const char *conninfo = getenv("FACTORD_DATABASE_URL");
+    writer *ws = calloc((size_t)writers, sizeof *ws);
+    pthread_t *th = calloc((size_t)writers, sizeof *th);
+    pthread_barrier_t start;
+    if (!ws || !th || pthread_barrier_init(&start, NULL, (unsigned)writers + 1) != 0)
+        abort();
+    for (long i = 0; i < writers; i++) {
+        ws[i] = (writer){.id = (int)i, .of = (int)writers, .conninfo = conninfo, .instance = instance, .batch = batch,
+                         .start = &start};
+    }
+    for (long i = 0; i < writers; i++)
+        if (pthread_create(&th[i], NULL, run_writer, &ws[i]) != 0)
+            abort();
+    /* Two waits: every writer connected and ready, then the end is set and
+     * all start together. */
+    pthread_barrier_wait(&start);
+    int64_t t0 = now_ns();
+    for (long i = 0; i < writers; i++)
+        ws[i].end_ns = t0 + seconds * 1000000000;
+    pthread_barrier_wait(&start);
+    long events = 0, batches = 0, conflicts = 0;
+    int failed = 0;
+    for (long i = 0; i < writers; i++) {
+        pthread_join(th[i], NULL);
+        events += ws[i].events;
+        batches += ws[i].batches;
+        conflicts += ws[i].conflicts;
+        failed |= ws[i].failed;
+    }
+    double secs = (double)(now_ns() - t0) / 1e9;
+    printf("{\"writers\":%ld,\"batch\":%ld,\"events\":%ld,\"batches\":%ld,\"conflicts\":%ld,"
+           "\"seconds\":%.3f,\"events_per_s\":%.0f}\n",
+           writers, batch, events, batches, conflicts, secs, (double)events / secs);
+    pthread_barrier_destroy(&start);
+    free(ws);
+    free(th);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,770 @@
+/*
+ * tests/integration/test_audit.c - the tamper-evident log, `factord verify`,
+ * `factord replay` and `factord status` (infra/audit.h, docs/audit.md).
+ *
+ * Each test gets a database of its own: the chain is global to a database,
+ * so another suite's writers must not be in it. A log is written through
+ * the store (events and the users rows their fold gives), verified, then
+ * tampered with as a superuser the way docs/audit.md's threat model says
+ * one can (disabling the append-only triggers), and each alteration must be
+ * caught at the right position. The pipeline test writes through the real
+ * processor and checks verify, replay and status against it.
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "infra/audit.h"
+#include "infra/chain.h"
+#include "infra/clock.h"
+#include "infra/log.h"
+#include "tests/integration/harness.h"
+#include "tests/integration/itest.h"
+
+static void assert_ok(es_result rc, const es_error *err, const char *what)
+{
+    cr_assert_eq(rc, ES_OK, "%s: %s: %s [%s]", what, es_result_name(rc), err->text, err->sqlstate);
+}
+
+typedef struct {
+    char db[64];
+    char conninfo[1024];
+    es_store *st;
+} scratch;
+
+static void scratch_open(scratch *s)
+{
+    es_log_init("test", "warn"); /* migrations and the store stay quiet */
+    itest_create_database(s->db, sizeof s->db, s->conninfo, sizeof s->conninfo);
+    s->st = itest_open_url(s->conninfo);
+    es_error err = {0};
+    int applied = 0;
+    assert_ok(es_store_migrate(s->st, &applied, &err), &err, "migrate");
+}
+
+static void scratch_close(scratch *s)
+{
+    es_store_free(s->st);
+    itest_drop_database(s->db);
+}
+
+/* n_users users of inst, five events each, written in batches of two users
+ * with their users rows (the fold of their events). Returns the events'
+ * positions in the order written (caller frees). */
+static const dom_evt_type life[] = {DOM_EVT_HUMAN_ADDED, DOM_EVT_PHONE_CHANGED, DOM_EVT_PHONE_CODE_ADDED,
+                                    DOM_EVT_PHONE_VERIFIED, DOM_EVT_OTP_SMS_ADDED};
+enum { LIFE = sizeof life / sizeof life[0] };
+
+static void seed(es_store *st, const char *inst, const char *org, int n_users, const char *prefix)
+{
+    es_error err = {0};
+    for (int u0 = 0; u0 < n_users; u0 += 2) {
+        dom_evt ev[2 * LIFE];
+        dom_user us[2];
+        size_t ne = 0, nu = 0;
+        for (int u = u0; u < u0 + 2 && u < n_users; u++) {
+            char uid[32];
+            snprintf(uid, sizeof uid, "%s%d", prefix, u);
+            memset(&us[nu], 0, sizeof us[nu]);
+            for (int k = 0; k < LIFE; k++) {
+                itest_event(&ev[ne], inst, uid, k + 1, life[k]);
+                if (org)
+                    snprintf(ev[ne].resource_owner, sizeof ev[ne].resource_owner, "%s", org);
+                ev[ne].last_of_command = k != 0;
+                dom_user_apply(&us[nu], &ev[ne]);
+                ne++;
+            }
+            nu++;
+        }
+        es_write w = {.events = ev, .n_events = ne, .users = us, .n_users = nu};
+        assert_ok(itest_write(st, &w, &err), &err, "seed write");
+    }
+}
+
+static es_verify_report verify_with(es_store *st, const es_chain_key *key, const char *expect)
+{
+    es_verify_report rep;
+    es_verify_opts o = {.page = 7}; /* small pages: the paging is exercised too */
+    if (expect)
+        cr_assert(es_audit_parse_head(expect, &o.expect_position, o.expect_hash), "%s", expect);
+    o.expect_head = expect != NULL;
+    es_error err = {0};
+    assert_ok(es_audit_verify(st, key, &o, &rep, &err), &err, "verify");
+    return rep;
+}
+
+static es_verify_report verify(es_store *st)
+{
+    es_chain_key pub;
+    es_chain_key_public(&pub);
+    return verify_with(st, &pub, NULL);
+}
+
+static void assert_verified(es_store *st, int64_t events, int64_t users)
+{
+    es_verify_report rep = verify(st);
+    cr_assert(rep.ok, "verify failed at %" PRId64 ": %s", rep.bad_position, rep.problem);
+    cr_assert_eq(rep.events, events, "events %" PRId64 ", want %" PRId64, rep.events, events);
+    cr_assert_eq(rep.users, users, "users %" PRId64 ", want %" PRId64, rep.users, users);
+}
+
+static void assert_caught(es_store *st, int64_t position, const char *words)
+{
+    es_verify_report rep = verify(st);
+    cr_assert_not(rep.ok, "the tampering was not caught");
+    cr_assert_eq(rep.bad_position, position, "caught at %" PRId64 ", want %" PRId64 ": %s", rep.bad_position,
+                 position, rep.problem);
+    cr_assert(strstr(rep.problem, words), "problem '%s' does not say '%s'", rep.problem, words);
+}
+
+static void exec1(es_store *st, const char *sql, const char *p1)
+{
+    const char *params[] = {p1};
+    itest_exec(st, sql, p1 ? 1 : 0, params);
+}
+
+static void exec_pos(es_store *st, const char *sql, int64_t pos)
+{
+    char s[24];
+    snprintf(s, sizeof s, "%" PRId64, pos);
+    exec1(st, sql, s);
+}
+
+static int64_t sql_i64(es_store *st, const char *sql)
+{
+    PGresult *res = itest_sql(st, sql, 0, NULL);
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s: %s", sql, PQresultErrorMessage(res));
+    int64_t v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return v;
+}
+
+/* The superuser's first step (docs/audit.md): the append-only triggers off. */
+static void disable_triggers(es_store *st)
+{
+    itest_exec(st, "ALTER TABLE factord.events DISABLE TRIGGER ALL", 0, NULL);
+}
+
+/* --- a clean log ------------------------------------------------------------------ */
+
+Test(audit, clean_log_verifies, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 9, "u");
+    assert_verified(s.st, 9 * LIFE, 9);
+    es_verify_report rep = verify(s.st);
+    cr_assert_eq(rep.unchained, 0);
+    cr_assert_eq(rep.head_position, 9 * LIFE);
+    cr_assert_eq(sql_i64(s.st, "SELECT head_position FROM factord.position_counter"), rep.head_position);
+    cr_assert_eq(sql_i64(s.st, "SELECT count(*) FROM factord.events WHERE hash IS NULL"), 0);
+    scratch_close(&s);
+}
+
+Test(audit, canonical_split_matches_the_whole)
+{
+    dom_evt e;
+    itest_event(&e, "i", "u", 3, DOM_EVT_HUMAN_ADDED);
+    snprintf(e.human.first_name, sizeof e.human.first_name, "\"position\":\"0\"");
+    snprintf(e.command_id, sizeof e.command_id, "ABCDEF00-0000-4000-8000-00000000000A");
+    e.position = 123456;
+    es_chain_key pub;
+    es_chain_key_public(&pub);
+    es_chain_hasher *h = es_chain_hasher_new(&pub);
+    unsigned char prev[32] = {0}, a[32], b[32];
+    char *text = es_chain_canonical(&e);
+    cr_assert(strstr(text, "\"commandId\":\"abcdef00-"), "%s", text);
+    es_chain_hash(h, prev, text, strlen(text), a);
+    es_chain_canon c;
+    es_error err = {0};
+    assert_ok(es_chain_canon_prepare(&e, &c, &err), &err, "prepare");
+    es_chain_hash_canon(h, prev, &c, 123456, b);
+    cr_assert(memcmp(a, b, 32) == 0, "split canonical bytes differ from %s", text);
+    /* A secret key gives another hash. */
+    unsigned char k[32] = {1}, d[32];
+    es_chain_key sec;
+    es_chain_key_init(&sec, k, "test");
+    es_chain_hasher *h2 = es_chain_hasher_new(&sec);
+    es_chain_hash(h2, prev, text, strlen(text), d);
+    cr_assert(memcmp(a, d, 32) != 0);
+    free(text);
+    es_chain_canon_clear(&c);
+    es_chain_hasher_free(h);
+    es_chain_hasher_free(h2);
+}
+
+/* `factord run`'s development key, and how the tools find it. */
+Test(audit, development_chain_key)
+{
+    char dir[] = "/tmp/factord-chain-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    es_config cfg = {0};
+    cfg.state_dir = dir;
+    es_error err = {0};
+    es_chain_key k;
+    assert_ok(es_chain_key_load(&cfg, true, &k, &err), &err, "load without a key");
+    cr_assert(k.is_public);
+    bool created = false;
+    assert_ok(es_chain_key_ensure_dev(&cfg, &created, &err), &err, "ensure");
+    cr_assert(created);
+    cr_assert_not_null(cfg.chain_key_file);
+    es_chain_key a, b;
+    assert_ok(es_chain_key_load(&cfg, false, &a, &err), &err, "load the file");
+    cr_assert_not(a.is_public);
+    free(cfg.chain_key_file);
+    cfg.chain_key_file = NULL;
+    assert_ok(es_chain_key_ensure_dev(&cfg, &created, &err), &err, "ensure again");
+    cr_assert_not(created, "the key was made twice");
+    free(cfg.chain_key_file);
+    cfg.chain_key_file = NULL;
+    assert_ok(es_chain_key_load(&cfg, true, &b, &err), &err, "load from the state folder");
+    cr_assert_str_eq(a.key_id, b.key_id);
+    cfg.chain_key = "0011";
+    cr_assert_eq(es_chain_key_load(&cfg, true, &b, &err), ES_EINVAL);
+    char path[128];
+    snprintf(path, sizeof path, "%s/chain.key", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* es_chain_canonical writes what jansson would, byte for byte. */
+Test(audit, canonical_bytes_are_jansson_sorted_compact)
+{
+    static const char *const texts[] = {"", "plain", "quote\" back\\ slash/", "tab\tnl\ncr\rbs\bff\f",
+                                        "ctl\x01\x1f\x7f", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+                                        "\xe2\x80\xa8 sep", "\"position\":\"0\""};
+    enum { NT = sizeof texts / sizeof texts[0] };
+    unsigned seed = 42;
+    for (int round = 0; round < 400; round++) {
+        dom_evt e;
+        dom_evt_type type = (dom_evt_type)(1 + rand_r(&seed) % (DOM_EVT__COUNT - 1));
+        itest_event(&e, texts[rand_r(&seed) % NT], texts[rand_r(&seed) % NT], 1 + rand_r(&seed) % 1000, type);
+        const char *t = texts[rand_r(&seed) % NT];
+        snprintf(e.creator, sizeof e.creator, "%s", t);
+        snprintf(e.resource_owner, sizeof e.resource_owner, "%s", texts[rand_r(&seed) % NT]);
+        snprintf(e.human.first_name, sizeof e.human.first_name, "%s", texts[rand_r(&seed) % NT]);
+        snprintf(e.human.display_name, sizeof e.human.display_name, "%s", texts[rand_r(&seed) % NT]);
+        snprintf(e.human.gender, sizeof e.human.gender, "%s", rand_r(&seed) % 2 ? "GENDER_FEMALE" : "");
+        snprintf(e.human.email, sizeof e.human.email, "%s", texts[rand_r(&seed) % NT]);
+        e.human.is_email_verified = rand_r(&seed) % 2;
+        snprintf(e.user_name, sizeof e.user_name, "%s", texts[rand_r(&seed) % NT]);
+        e.code_returned = rand_r(&seed) % 2;
+        if (rand_r(&seed) % 3 == 0)
+            e.code_expires_at_us = 0;
+        if (rand_r(&seed) % 4 == 0)
+            e.command_id[0] = '\0';
+        e.position = rand_r(&seed) % 3 ? (int64_t)rand_r(&seed) * 1000003 : 0;
+        e.last_of_command = rand_r(&seed) % 2;
+        json_t *j = dom_evt_to_json(&e);
+        char *want = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(j);
+        char *got = es_chain_canonical(&e);
+        cr_assert_not_null(got);
+        cr_assert_str_eq(got, want, "round %d", round);
+        es_chain_canon c;
+        es_error err = {0};
+        assert_ok(es_chain_canon_prepare(&e, &c, &err), &err, "prepare");
+        char rebuilt[4096];
+        snprintf(rebuilt, sizeof rebuilt, "%.*s%lld%s", (int)c.head_len, c.text, (long long)e.position,
+                 c.text + c.tail_off);
+        cr_assert_str_eq(rebuilt, want, "split, round %d", round);
+        es_chain_canon_clear(&c);
+        free(got);
+        free(want);
+    }
+    dom_evt bad;
+    itest_event(&bad, "i", "u", 1, DOM_EVT_LOCKED);
+    snprintf(bad.creator, sizeof bad.creator, "bad \xff utf-8");
+    cr_assert_null(es_chain_canonical(&bad));
+    snprintf(bad.creator, sizeof bad.creator, "surrogate \xed\xa0\x80");
+    cr_assert_null(es_chain_canonical(&bad));
+}
+
+/* --- tampering ----------------------------------------------------------------------- */
+
+Test(audit, updated_payload_is_caught, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 6, "u");
+    assert_verified(s.st, 6 * LIFE, 6);
+    disable_triggers(s.st);
+    /* position 12: user u2's phone.changed */
+    exec_pos(s.st, "UPDATE factord.events SET payload = '{\"phone\":\"+41790000000\"}' WHERE position = $1", 12);
+    assert_caught(s.st, 12, "hash mismatch");
+    scratch_close(&s);
+}
+
+Test(audit, deleted_middle_event_is_caught, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 6, "u");
+    disable_triggers(s.st);
+    exec_pos(s.st, "DELETE FROM factord.events WHERE position = $1", 14);
+    assert_caught(s.st, 15, "removed");
+    scratch_close(&s);
+}
+
+Test(audit, forged_event_is_caught, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u");
+    /* A new last event for u1, its sequence right, its hash made up, the
+     * counter and the user's row moved along: only the chain can tell. */
+    itest_exec(s.st,
+               "INSERT INTO factord.events (instance_id, aggregate_type, aggregate_id, sequence, position,"
+               "  type, revision, created_at, creator, resource_owner, last_of_command, payload, hash)"
+               " SELECT 'i1', 'user', 'u1', 6, 21, 'user.human.otp.sms.removed', 1, now(), 'u1',"
+               "  'org-i1', true, '{}', sha256('forged')",
+               0, NULL);
+    itest_exec(s.st, "UPDATE factord.position_counter SET value = 21", 0, NULL);
+    itest_exec(s.st, "UPDATE factord.users SET otp_sms = false, sequence = 6 WHERE user_id = 'u1'", 0, NULL);
+    assert_caught(s.st, 21, "hash mismatch");
+    scratch_close(&s);
+}
+
+Test(audit, reordered_events_are_caught, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u");
+    disable_triggers(s.st);
+    itest_exec(s.st, "UPDATE factord.events SET position = 1000000 WHERE position = 7", 0, NULL);
+    itest_exec(s.st, "UPDATE factord.events SET position = 7 WHERE position = 13", 0, NULL);
+    itest_exec(s.st, "UPDATE factord.events SET position = 13 WHERE position = 1000000", 0, NULL);
+    assert_caught(s.st, 7, "hash mismatch");
+    scratch_close(&s);
+}
+
+Test(audit, truncated_tail_is_caught, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u");
+    es_verify_report before = verify(s.st);
+    cr_assert(before.ok, "%s", before.problem);
+    char head[128], hex[65];
+    es_chain_hex(before.head_hash, 32, hex);
+    snprintf(head, sizeof head, "%" PRId64 ":%s", before.head_position, hex);
+
+    disable_triggers(s.st);
+    /* The last user's last two events gone, the counter rolled back. */
+    itest_exec(s.st, "DELETE FROM factord.events WHERE position > 18", 0, NULL);
+    itest_exec(s.st, "UPDATE factord.position_counter SET value = 18", 0, NULL);
+    assert_caught(s.st, 20, "removed from its end");
+
+    /* Head rolled back too: the users row no longer matches the fold. */
+    itest_exec(s.st,
+               "UPDATE factord.position_counter SET head_position = 18,"
+               " head_hash = (SELECT hash FROM factord.events WHERE position = 18)",
+               0, NULL);
+    assert_caught(s.st, 18, "differs from the fold");
+
+    /* And the users row rewritten as well: only a recorded head tells. */
+    itest_exec(s.st,
+               "UPDATE factord.users SET sequence = 3, phone_verified = false, verified_phone = '',"
+               " otp_sms = false, code_enc = e.payload->>'code',"
+               " code_expires_at = (e.payload->>'expiresAt')::timestamptz, changed_at = e.created_at"
+               " FROM factord.events e WHERE e.position = 18 AND users.user_id = 'u3'",
+               0, NULL);
+    es_verify_report rep = verify(s.st);
+    cr_assert(rep.ok, "a consistent truncation: %s at %" PRId64, rep.problem, rep.bad_position);
+    es_chain_key pub;
+    es_chain_key_public(&pub);
+    rep = verify_with(s.st, &pub, head);
+    cr_assert_not(rep.ok);
+    cr_assert_eq(rep.bad_position, 20, "%s", rep.problem);
+    cr_assert(strstr(rep.problem, "before the expected head"), "%s", rep.problem);
+    scratch_close(&s);
+}
+
+Test(audit, expect_head_catches_a_consistent_rewrite_with_the_public_key, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u");
+    es_verify_report before = verify(s.st);
+    cr_assert(before.ok, "%s", before.problem);
+    char head[128], hex[65];
+    es_chain_hex(before.head_hash, 32, hex);
+    snprintf(head, sizeof head, "%" PRId64 ":%s", before.head_position, hex);
+
+    /* Rewrite user u1's first name (the fold does not keep it), then
+     * recompute every hash from there with the public key. */
+    disable_triggers(s.st);
+    itest_exec(s.st,
+               "UPDATE factord.events SET payload = jsonb_set(payload, '{firstName}', '\"Eve\"')"
+               " WHERE position = 6",
+               0, NULL);
+    es_chain_key pub;
+    es_chain_key_public(&pub);
+    es_chain_hasher *h = es_chain_hasher_new(&pub);
+    dom_evt *evts = NULL;
+    size_t n = 0;
+    es_error err = {0};
+    unsigned char prev[32];
+    PGresult *res = itest_sql(s.st, "SELECT encode(hash, 'hex') FROM factord.events WHERE position = 5", 0, NULL);
+    cr_assert(es_chain_unhex(PQgetvalue(res, 0, 0), prev, 32));
+    PQclear(res);
+    for (int64_t pos = 6; pos <= before.head_position; pos++) {
+        char p[24];
+        snprintf(p, sizeof p, "%" PRId64, pos);
+        const char *params[] = {p};
+        res = itest_sql(s.st, "SELECT aggregate_id FROM factord.events WHERE position = $1::bigint", 1, params);
+        char user[64];
+        snprintf(user, sizeof user, "%s", PQgetvalue(res, 0, 0));
+        PQclear(res);
+        assert_ok(es_store_user_events(s.st, "i1", user, &evts, &n, &err), &err, "read");
+        const dom_evt *e = NULL;
+        for (size_t i = 0; i < n; i++)
+            if (evts[i].position == pos)
+                e = &evts[i];
+        cr_assert_not_null(e);
+        char *text = es_chain_canonical(e);
+        es_chain_hash(h, prev, text, strlen(text), prev);
+        free(text);
+        free(evts);
+        es_chain_hex(prev, 32, hex);
+        const char *up[] = {hex, p};
+        itest_exec(s.st, "UPDATE factord.events SET hash = decode($1, 'hex') WHERE position = $2::bigint", 2, up);
+    }
+    const char *hp[] = {hex};
+    itest_exec(s.st, "UPDATE factord.position_counter SET head_hash = decode($1, 'hex')", 1, hp);
+    es_chain_hasher_free(h);
+
+    es_verify_report rep = verify(s.st);
+    cr_assert(rep.ok, "the rewrite should pass without a recorded head: %s", rep.problem);
+    rep = verify_with(s.st, &pub, head);
+    cr_assert_not(rep.ok, "--expect-head missed the rewrite");
+    cr_assert_eq(rep.bad_position, before.head_position);
+    cr_assert(strstr(rep.problem, "rewritten"), "%s", rep.problem);
+
+    /* A secret key the rewriter lacked catches it without a head. */
+    unsigned char k[32] = {7};
+    es_chain_key sec;
+    es_chain_key_init(&sec, k, "test");
+    rep = verify_with(s.st, &sec, NULL);
+    cr_assert_not(rep.ok);
+    cr_assert_eq(rep.bad_position, 1, "%s", rep.problem);
+    cr_assert(strstr(rep.problem, "chain key"), "%s", rep.problem);
+    scratch_close(&s);
+}
+
+Test(audit, sequences_and_users_are_checked, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u");
+    itest_exec(s.st, "UPDATE factord.users SET phone = '+41000000000' WHERE user_id = 'u2'", 0, NULL);
+    assert_caught(s.st, 15, "column phone");
+    itest_exec(s.st, "UPDATE factord.users u SET phone = e.payload->>'phone' FROM factord.events e"
+                     " WHERE e.position = 12 AND u.user_id = 'u2'", 0, NULL);
+    assert_verified(s.st, 20, 4);
+    itest_exec(s.st,
+               "INSERT INTO factord.users (instance_id, user_id, resource_owner, user_name, status, sequence,"
+               "  created_at, changed_at) VALUES ('i1', 'ghost', 'o', 'ghost', 'active', 1, now(), now())",
+               0, NULL);
+    es_verify_report rep = verify(s.st);
+    cr_assert_not(rep.ok);
+    cr_assert_str_eq(rep.bad_user, "ghost", "%s", rep.problem);
+    itest_exec(s.st, "DELETE FROM factord.users WHERE user_id = 'ghost'", 0, NULL);
+    itest_exec(s.st, "DELETE FROM factord.users WHERE user_id = 'u3'", 0, NULL);
+    assert_caught(s.st, 20, "no row in factord.users");
+    scratch_close(&s);
+}
+
+Test(audit, unchained_prefix_is_accepted_and_counted, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 2, "old");
+    /* As if written before migration 0009. */
+    disable_triggers(s.st);
+    itest_exec(s.st, "UPDATE factord.events SET hash = NULL", 0, NULL);
+    itest_exec(s.st,
+               "UPDATE factord.position_counter SET head_position = 0, chain_start = value,"
+               " head_hash = '\\x0000000000000000000000000000000000000000000000000000000000000000'",
+               0, NULL);
+    seed(s.st, "i1", NULL, 2, "new");
+    es_verify_report rep = verify(s.st);
+    cr_assert(rep.ok, "%s at %" PRId64, rep.problem, rep.bad_position);
+    cr_assert_eq(rep.unchained, 2 * LIFE);
+    cr_assert_eq(rep.events, 4 * LIFE);
+    /* A hash removed above the chain's start is not "old". */
+    itest_exec(s.st, "UPDATE factord.events SET hash = NULL WHERE position = 13", 0, NULL);
+    assert_caught(s.st, 13, "without a hash");
+    scratch_close(&s);
+}
+
+/* --- the binaries ------------------------------------------------------------------------ */
+
+/* Run `factord args...` against conninfo; stdout into *out (malloc'd). */
+static int run_factord(const char *conninfo, const char *const *args, char **out, const char *const *extra_env)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        setenv("FACTORD_DATABASE_URL", conninfo, 1);
+        setenv("FACTORD_LOG_LEVEL", "warn", 1);
+        unsetenv("FACTORD_CHAIN_KEY");
+        unsetenv("FACTORD_CHAIN_KEY_FILE");
+        setenv("FACTORD_STATE_DIR", "/nonexistent-factord-state", 1);
+        for (const char *const *x = extra_env; x && *x; x++)
+            putenv((char *)*x);
+        const char *argv[32] = {"factord"};
+        int n = 1;
+        for (const char *const *a = args; *a && n < 31; a++)
+            argv[n++] = *a;
+        argv[n] = NULL;
+        execv(FACTORD_BINARY, (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    ssize_t r;
+    while ((r = read(fds[0], buf + len, cap - len - 1)) > 0) {
+        len += (size_t)r;
+        if (cap - len < 1024)
+            buf = realloc(buf, cap *= 2);
+    }
+    buf[len] = '\0';
+    close(fds[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    *out = buf;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Lines of replay output, each parsed back with dom_evt_from_json. */
+static size_t replay_count(const char *conninfo, const char *const *args, dom_evt *last)
+{
+    char *out = NULL;
+    const char *argv[32] = {"replay"};
+    int n = 1;
+    for (const char *const *a = args; a && *a; a++)
+        argv[n++] = *a;
+    argv[n] = NULL;
+    int rc = run_factord(conninfo, argv, &out, NULL);
+    cr_assert_eq(rc, 0, "replay exit %d", rc);
+    size_t lines = 0;
+    int64_t prev = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        json_error_t jerr;
+        json_t *j = json_loads(line, 0, &jerr);
+        cr_assert_not_null(j, "not JSON: %s", line);
+        dom_evt e;
+        es_error err = {0};
+        cr_assert_eq(dom_evt_from_json(j, &e, &err), ES_OK, "%s: %s", err.text, line);
+        cr_assert(json_is_string(json_object_get(j, "hash")), "no hash: %s", line);
+        cr_assert_gt(e.position, prev, "not in position order");
+        prev = e.position;
+        if (last)
+            *last = e;
+        json_decref(j);
+        lines++;
+    }
+    free(out);
+    return lines;
+}
+
+Test(audit, replay_filters_narrow, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", "orgA", 4, "u");  /* positions 1..20 */
+    seed(s.st, "i1", "orgB", 2, "v");  /* 21..30 */
+    seed(s.st, "i2", "orgA", 2, "u");  /* 31..40 */
+    const char *c = s.conninfo;
+    cr_assert_eq(replay_count(c, NULL, NULL), 40);
+    cr_assert_eq(replay_count(c, (const char *[]){"--instance", "i1", NULL}, NULL), 30);
+    cr_assert_eq(replay_count(c, (const char *[]){"--instance", "i2", NULL}, NULL), 10);
+    cr_assert_eq(replay_count(c, (const char *[]){"--user", "u1", NULL}, NULL), 10);
+    cr_assert_eq(replay_count(c, (const char *[]){"--instance", "i1", "--user", "u1", NULL}, NULL), 5);
+    cr_assert_eq(replay_count(c, (const char *[]){"--org", "orgB", NULL}, NULL), 10);
+    cr_assert_eq(replay_count(c, (const char *[]){"--org", "orgA", "--instance", "i1", NULL}, NULL), 20);
+    cr_assert_eq(replay_count(c, (const char *[]){"--type", "user.human.added", NULL}, NULL), 8);
+    cr_assert_eq(replay_count(c, (const char *[]){"--type", "user.human.added", "--type",
+                                                  "user.human.mfa.otp.sms.added", NULL}, NULL), 16);
+    cr_assert_eq(replay_count(c, (const char *[]){"--from-position", "5", "--to-position", "12", NULL}, NULL), 8);
+    dom_evt last;
+    cr_assert_eq(replay_count(c, (const char *[]){"--to-position", "25", NULL}, &last), 25);
+    cr_assert_eq(last.position, 25);
+
+    /* Time: move i2's events back a day, then cut at an hour ago. */
+    disable_triggers(s.st);
+    itest_exec(s.st, "UPDATE factord.events SET created_at = created_at - interval '1 day' WHERE instance_id = 'i2'",
+               0, NULL);
+    char cut[40];
+    dom_time_format(itest_now_us() - INT64_C(3600000000), cut, sizeof cut);
+    cr_assert_eq(replay_count(c, (const char *[]){"--since", cut, NULL}, NULL), 30);
+    cr_assert_eq(replay_count(c, (const char *[]){"--until", cut, NULL}, NULL), 10);
+    cr_assert_eq(replay_count(c, (const char *[]){"--until", cut, "--instance", "i1", NULL}, NULL), 0);
+
+    char *out = NULL;
+    cr_assert_eq(run_factord(c, (const char *[]){"replay", "--type", "user.nonsense", NULL}, &out, NULL), 2);
+    free(out);
+    cr_assert_eq(run_factord(c, (const char *[]){"replay", "--since", "yesterday", NULL}, &out, NULL), 2);
+    free(out);
+    scratch_close(&s);
+}
+
+Test(audit, verify_binary_reports_and_exits, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u");
+    char *out = NULL;
+    cr_assert_eq(run_factord(s.conninfo, (const char *[]){"verify", NULL}, &out, NULL), 0, "%s", out);
+    cr_assert(strstr(out, "events      20 "), "%s", out);
+    char *h = strstr(out, "head        ");
+    cr_assert_not_null(h, "%s", out);
+    char head[128];
+    cr_assert_eq(sscanf(h + 12, "%127s", head), 1);
+    free(out);
+    cr_assert_eq(run_factord(s.conninfo, (const char *[]){"verify", "--expect-head", head, NULL}, &out, NULL), 0,
+                 "%s", out);
+    free(out);
+    cr_assert_eq(run_factord(s.conninfo, (const char *[]){"verify", "--expect-head", "12", NULL}, &out, NULL), 2);
+    free(out);
+    /* Another key than the writers': the first event already fails. */
+    cr_assert_eq(run_factord(s.conninfo, (const char *[]){"verify", NULL}, &out,
+                             (const char *[]){"FACTORD_CHAIN_KEY=" H_CHAIN_KEY, NULL}),
+                 1, "%s", out);
+    cr_assert(strstr(out, "position    1\n"), "%s", out);
+    free(out);
+    disable_triggers(s.st);
+    itest_exec(s.st, "UPDATE factord.events SET creator = 'mallory' WHERE position = 9", 0, NULL);
+    cr_assert_eq(run_factord(s.conninfo, (const char *[]){"verify", NULL}, &out, NULL), 1, "%s", out);
+    cr_assert(strstr(out, "position    9\n"), "%s", out);
+    cr_assert(strstr(out, "instance    i1\n"), "%s", out);
+    cr_assert(strstr(out, "user        u1\n"), "%s", out);
+    free(out);
+    scratch_close(&s);
+}
+
+/* --- through the real pipeline ---------------------------------------------------------- */
+
+static json_t *import_payload(const char *name)
+{
+    return json_pack("{s:s, s:{s:s, s:s}, s:{s:s}}", "userName", name, "profile", "firstName", "Ada", "lastName",
+                     "Lovelace", "email", "email", "ada@example.com");
+}
+
+static void send_cmd(const h_env *e, const char *type, const char *user, json_t *payload)
+{
+    char *c = h_command(e, type, user, "org-audit", payload, NULL);
+    h_produce(e, e->commands, user, c, strlen(c));
+    free(c);
+}
+
+static json_t *status_json(const h_env *e)
+{
+    char env[8][300];
+    snprintf(env[0], sizeof env[0], "FACTORD_KAFKA_BROKERS=%s", e->brokers);
+    snprintf(env[1], sizeof env[1], "FACTORD_COMMANDS_TOPIC=%s", e->commands);
+    snprintf(env[2], sizeof env[2], "FACTORD_EVENTS_TOPIC=%s", e->events);
+    snprintf(env[3], sizeof env[3], "FACTORD_DLQ_TOPIC=%s", e->dlq);
+    snprintf(env[4], sizeof env[4], "FACTORD_PROCESSOR_GROUP=%s", e->group);
+    snprintf(env[5], sizeof env[5], "FACTORD_PROJECTOR_GROUP=%s.projector", e->group);
+    const char *extra[] = {env[0], env[1], env[2], env[3], env[4], env[5], NULL};
+    char *out = NULL;
+    int rc = run_factord(e->db_url, (const char *[]){"status", "--json", NULL}, &out, extra);
+    cr_assert_eq(rc, 0, "status exit %d: %s", rc, out);
+    json_error_t jerr;
+    json_t *j = json_loads(out, 0, &jerr);
+    cr_assert_not_null(j, "status output is not JSON: %s", out);
+    free(out);
+    return j;
+}
+
+static json_int_t jget(json_t *j, const char *a, const char *b)
+{
+    json_t *v = json_object_get(j, a);
+    if (b)
+        v = json_object_get(v, b);
+    cr_assert(json_is_integer(v), "%s.%s missing", a, b ? b : "");
+    return json_integer_value(v);
+}
+
+Test(audit, pipeline_verify_replay_and_status, .timeout = 300)
+{
+    h_env e;
+    h_env_init(&e, "audit");
+    pid_t proc = h_spawn(&e, "process", NULL);
+    for (int i = 0; i < 4; i++) {
+        char user[16];
+        snprintf(user, sizeof user, "p%d", i);
+        send_cmd(&e, "ImportHumanUser", user, import_payload(user));
+    }
+    send_cmd(&e, "SetMyPhone", "p0", json_pack("{s:s, s:b}", "phone", "+41791112233", "returnCode", 1));
+    send_cmd(&e, "LockUser", "p1", NULL);
+    h_produce(&e, e.commands, "junk", "not a command", 13); /* a dead letter */
+    int64_t end = es_clock_mono_ms() + 60000;
+    while (h_sql_long(&e, "SELECT count(*) FROM factord.commands", 0, NULL) < 6 ||
+           h_sql_long(&e, "SELECT count(*) FROM factord.outbox", 0, NULL) < 1) {
+        cr_assert_lt(es_clock_mono_ms(), end, "the processor did not decide the commands");
+        es_sleep_ms(100);
+    }
+    cr_assert_eq(h_stop(proc, false), 0);
+    long events = h_sql_long(&e, "SELECT count(*) FROM factord.events", 0, NULL);
+    long head = h_sql_long(&e, "SELECT max(position) FROM (SELECT position FROM factord.events UNION ALL"
+                               " SELECT position FROM factord.outbox) x", 0, NULL);
+    cr_assert_geq(events, 6);
+
+    /* The relay stopped: its lag is the whole log. */
+    json_t *s = status_json(&e);
+    cr_assert_eq(jget(s, "relay", "checkpoint"), 0);
+    cr_assert_eq(jget(s, "relay", "lagEvents"), events);
+    cr_assert_eq(jget(s, "relay", "lag"), head);
+    cr_assert_eq(jget(s, "headPosition", NULL), head);
+    cr_assert_eq(jget(s, "processor", "lag"), 0, "the processor's offsets were committed at its stop");
+    cr_assert_eq(jget(s, "projector", "lag"), 0);
+    cr_assert_eq(jget(s, "deadLetters", NULL), 0);
+    json_decref(s);
+
+    /* The processor chained with the harness's key. */
+    char *out = NULL;
+    cr_assert_eq(run_factord(e.db_url, (const char *[]){"verify", NULL}, &out,
+                             (const char *[]){"FACTORD_CHAIN_KEY=" H_CHAIN_KEY, NULL}),
+                 0, "%s", out);
+    char want[64];
+    snprintf(want, sizeof want, "events      %ld ", events);
+    cr_assert(strstr(out, want), "%s", out);
+    free(out);
+    cr_assert_eq(run_factord(e.db_url, (const char *[]){"verify", NULL}, &out, NULL), 1, "%s", out);
+    free(out);
+    cr_assert_eq(replay_count(e.db_url, (const char *[]){"--instance", e.instance, NULL}, NULL), (size_t)events);
+    cr_assert_eq(replay_count(e.db_url, (const char *[]){"--instance", e.instance, "--user", "p0", NULL}, NULL),
+                 (size_t)h_sql_long(&e, "SELECT count(*) FROM factord.events WHERE aggregate_id = 'p0'", 0, NULL));
+    cr_assert_eq(replay_count(e.db_url, (const char *[]){"--type", "user.locked", NULL}, NULL), 1);
+
+    /* The relay caught up: the events wait for the projector's group. */
+    pid_t relay = h_spawn(&e, "relay", NULL);
+    end = es_clock_mono_ms() + 60000;
+    while (h_sql_long(&e, "SELECT coalesce(max(position), 0) FROM factord.checkpoints", 0, NULL) < head) {
+        cr_assert_lt(es_clock_mono_ms(), end, "the relay did not catch up");
+        es_sleep_ms(100);
+    }
+    cr_assert_eq(h_stop(relay, false), 0);
+    s = status_json(&e);
+    cr_assert_eq(jget(s, "relay", "lag"), 0);
+    cr_assert_eq(jget(s, "projector", "lag"), events);
+    cr_assert_eq(jget(s, "deadLetters", NULL), 1);
+    json_decref(s);
+    h_env_done(&e);
+}
