@@ -8,6 +8,9 @@
 #   --quick   the normal build only (no sanitizer build)
 # Environment: FACTORD_BUILD_DIR (default ./build), FACTORD_JOBS (default nproc),
 #   FACTORD_KEEP_SERVERS=1 leaves the servers running afterwards.
+#   After the suites, the short chaos soak (scripts/chaos.sh --short, on its
+#   own servers; docs/chaos.md) runs on the normal build;
+#   FACTORD_SKIP_CHAOS=1 skips it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,5 +57,9 @@ run_build "$BUILD"
 if [[ $QUICK == 0 ]]; then
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
         run_build "$BUILD-sanitize" -DFACTORD_SANITIZE=ON
+fi
+if [[ ${FACTORD_SKIP_CHAOS:-0} != 1 ]]; then
+    echo "test.sh: the short chaos soak on $BUILD (FACTORD_SKIP_CHAOS=1 skips it)" >&2
+    FACTORD_CHAOS_BUILD="$BUILD" bash scripts/chaos.sh --short
 fi
 echo "test.sh: all suites passed" >&2

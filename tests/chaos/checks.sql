@@ -214,7 +214,11 @@ CREATE TEMP TABLE dec AS
 SELECT (extract(epoch FROM c.decided_at) * 1000)::bigint AS t, v.partition AS p
   FROM factord.commands c JOIN v USING (id);
 CREATE INDEX ON dec (p, t);
-CREATE TEMP TABLE ok_ts AS SELECT ts FROM r WHERE (j->>'httpStatus') = '200';
+-- Success replies of commands sent once: the relay also replies 200, to a
+-- repeated command, from its stored outcome; for these only the projector
+-- does (a processor's redelivery after a crash apart).
+CREATE TEMP TABLE ok_ts AS
+SELECT rv.ts FROM rv JOIN v USING (id) WHERE v.records = 1 AND rv.j->>'httpStatus' = '200';
 CREATE INDEX ON ok_ts (ts);
 CREATE INDEX ON chaos.t_events (ts);
 CREATE TEMP TABLE kills AS
@@ -232,11 +236,11 @@ SELECT k.t_ms, k.target, k.back_ms - k.t_ms AS down_ms,
           FROM (SELECT DISTINCT p FROM dec) ps) - k.t_ms AS proc_ms,
        (SELECT min(ts) FROM chaos.t_events e WHERE e.ts > coalesce(k.back_ms, k.t_ms)) - k.t_ms AS relay_ms,
        (SELECT min(ts) FROM ok_ts WHERE ok_ts.ts > coalesce(k.back_ms, k.t_ms)) - k.t_ms AS proj_ms,
-       -- a component killed while a server is away (or within 15 s of its
-       -- return) waits for the server: counted apart
+       -- a component killed while a server is away, in the 10 s before it
+       -- went or the 15 s after its return, waits for the server: apart
        k.target NOT IN ('broker', 'postgres') AND EXISTS (
            SELECT 1 FROM kills s
-            WHERE s.target IN ('broker', 'postgres') AND s.t_ms <= k.t_ms
+            WHERE s.target IN ('broker', 'postgres') AND s.t_ms - 10000 <= k.t_ms
               AND k.t_ms <= 15000 + coalesce(s.back_ms, k.t_ms)) AS in_outage
   FROM kills k;
 CREATE TEMP TABLE rec2 AS
