@@ -7,6 +7,7 @@
  * are decoded by the store's own decoder (es_store_row_event), so the
  * canonical bytes verify recomputes are those the writer hashed.
  */
+#include "infra/util.h"
 #include "infra/audit.h"
 
 #include <ctype.h>
@@ -108,16 +109,6 @@ static void audit_drain(PGconn *conn)
         PQclear(res);
 }
 
-static bool audit_i64(const char *s, int64_t *v)
-{
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (errno || end == s || *end)
-        return false;
-    *v = x;
-    return true;
-}
 
 static void audit_progress(const es_audit_progress_fn fn, void *arg, const char *phase, int64_t rows,
                            int64_t pos, double started, double *last_report)
@@ -210,7 +201,7 @@ static bool chain_row(chain_state *cs, const PGresult *res, int r)
     es_error derr = {0};
     int64_t pos = 0;
     memset(&evt, 0, sizeof evt);
-    if (!audit_i64(PQgetvalue(res, r, CC_POSITION), &pos)) {
+    if (!es_parse_i64(PQgetvalue(res, r, CC_POSITION), &pos)) {
         audit_bad(rep, NULL, 0, "an event after position %" PRId64 " has a malformed position",
                   cs->last_position);
         return false;
@@ -647,10 +638,10 @@ es_result es_audit_verify(es_store *st, const es_chain_key *key, const es_verify
         rc = audit_fail(conn, res, "verify: the chain head (is the schema migrated?)", err);
         goto out;
     }
-    if (PQntuples(res) != 1 || !audit_i64(PQgetvalue(res, 0, 0), &counter_value) ||
-        !audit_i64(PQgetvalue(res, 0, 1), &counter_head) ||
+    if (PQntuples(res) != 1 || !es_parse_i64(PQgetvalue(res, 0, 0), &counter_value) ||
+        !es_parse_i64(PQgetvalue(res, 0, 1), &counter_head) ||
         !es_chain_unhex(PQgetvalue(res, 0, 2), counter_hash, sizeof counter_hash) ||
-        !audit_i64(PQgetvalue(res, 0, 3), &rep->chain_start)) {
+        !es_parse_i64(PQgetvalue(res, 0, 3), &rep->chain_start)) {
         audit_bad(rep, NULL, 0, "factord.position_counter has no valid row 1");
         goto out;
     }
@@ -737,7 +728,7 @@ bool es_audit_parse_head(const char *s, int64_t *pos, unsigned char hash[ES_CHAI
     for (const char *c = num; *c; c++)
         if (!isdigit((unsigned char)*c))
             return false;
-    return audit_i64(num, pos) && *pos > 0 && es_chain_unhex(colon + 1, hash, ES_CHAIN_HASH_LEN);
+    return es_parse_i64(num, pos) && *pos > 0 && es_chain_unhex(colon + 1, hash, ES_CHAIN_HASH_LEN);
 }
 
 /* --- replay ------------------------------------------------------------------------ */
@@ -850,7 +841,7 @@ es_result es_audit_replay(es_store *st, const es_replay_filter *f, FILE *out, in
         int n = PQntuples(res);
         int64_t last = 0;
         if (n > 0)
-            (void)audit_i64(PQgetvalue(res, n - 1, CC_POSITION), &last);
+            (void)es_parse_i64(PQgetvalue(res, n - 1, CC_POSITION), &last);
         if ((size_t)n == page) {
             snprintf(after_s, sizeof after_s, "%" PRId64, last);
             if ((rc = audit_send(conn, AUDIT_REPLAY_SQL, 9, params, "replay: read events", err)) != ES_OK)
@@ -895,10 +886,10 @@ es_result es_audit_status_pg(es_store *st, es_status *s, es_error *err)
         rc = audit_fail(conn, res, "status: positions (is the schema migrated?)", err);
         goto out;
     }
-    if (!audit_i64(PQgetvalue(res, 0, 0), &s->head_position) ||
-        !audit_i64(PQgetvalue(res, 0, 1), &s->chain_position) ||
+    if (!es_parse_i64(PQgetvalue(res, 0, 0), &s->head_position) ||
+        !es_parse_i64(PQgetvalue(res, 0, 1), &s->chain_position) ||
         !es_chain_unhex(PQgetvalue(res, 0, 2), s->chain_hash, sizeof s->chain_hash) ||
-        !audit_i64(PQgetvalue(res, 0, 3), &s->relay_checkpoint)) {
+        !es_parse_i64(PQgetvalue(res, 0, 3), &s->relay_checkpoint)) {
         rc = es_error_set(err, ES_EFATAL, "status: malformed positions");
         goto out;
     }
@@ -909,7 +900,7 @@ es_result es_audit_status_pg(es_store *st, es_status *s, es_error *err)
     const char *params[] = {cp};
     res = PQexecParams(conn, "SELECT count(*) FROM factord.events WHERE position > $1::bigint", 1, NULL,
                        params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || !audit_i64(PQgetvalue(res, 0, 0), &s->relay_lag_events)) {
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || !es_parse_i64(PQgetvalue(res, 0, 0), &s->relay_lag_events)) {
         rc = audit_fail(conn, res, "status: relay lag", err);
         goto out;
     }

@@ -7,6 +7,7 @@
  * OpenSSL 3's one-shot HMAC(), which fetches the digest and schedules the
  * key on every call, and the verifier hashes every event of the log.
  */
+#include "infra/util.h"
 #include "infra/chain.h"
 
 #include <errno.h>
@@ -32,23 +33,13 @@ void es_chain_hex(const unsigned char *bytes, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int chain_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 bool es_chain_unhex(const char *hex, unsigned char *out, size_t n)
 {
     if (strlen(hex) != 2 * n)
         return false;
     for (size_t i = 0; i < n; i++) {
-        int hi = chain_hexval(hex[2 * i]), lo = chain_hexval(hex[2 * i + 1]);
+        int hi = es_hex_value(hex[2 * i]), lo = es_hex_value(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return false;
         out[i] = (unsigned char)(hi << 4 | lo);
@@ -104,7 +95,7 @@ static es_result chain_parse_hex_key(const char *text, const char *what, unsigne
     if (n != 64)
         return es_error_set(err, ES_EINVAL, "%s: expected 64 hex digits, got %zu characters", what, n);
     for (size_t i = 0; i < 32; i++) {
-        int hi = chain_hexval(text[2 * i]), lo = chain_hexval(text[2 * i + 1]);
+        int hi = es_hex_value(text[2 * i]), lo = es_hex_value(text[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return es_error_set(err, ES_EINVAL, "%s: not hexadecimal", what);
         key[i] = (unsigned char)(hi << 4 | lo);

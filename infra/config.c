@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infra/util.h"
+
 #define OFF(f) offsetof(es_config, f)
 #define I64MAX INT64_MAX
 
@@ -144,13 +146,6 @@ void es_config_free(es_config *cfg)
         }
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
 
 es_result es_config_code_key(const es_config *cfg, unsigned char key[32], es_error *err)
 {
@@ -176,7 +171,7 @@ es_result es_config_code_key(const es_config *cfg, unsigned char key[32], es_err
         return es_error_set(err, ES_EINVAL, "phone-code key: expected 64 hex digits, got %zu characters",
                             strlen(src));
     for (int i = 0; i < 32; i++) {
-        int hi = hexval((unsigned char)src[2 * i]), lo = hexval((unsigned char)src[2 * i + 1]);
+        int hi = es_hex_value((unsigned char)src[2 * i]), lo = es_hex_value((unsigned char)src[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return es_error_set(err, ES_EINVAL, "phone-code key: not hexadecimal");
         key[i] = (unsigned char)(hi << 4 | lo);

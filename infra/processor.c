@@ -12,6 +12,7 @@
  *                    outcome stored; rejections replied through the outbox
  *                    (successes are replied by the read-model projector).
  */
+#include "infra/util.h"
 #include "infra/processor.h"
 
 #include <ctype.h>
@@ -57,20 +58,7 @@ struct es_processor {
     dom_decision dec;
 };
 
-static void *grow(void *p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return p;
-    size_t c = *cap ? *cap : 16;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(p, c * elem);
-    if (!q)
-        abort();
-    *cap = c;
-    return q;
-}
-#define GROW(p, field, need) ((p)->field = grow((p)->field, &(p)->field##_cap, (need), sizeof *(p)->field))
+#define GROW ES_GROW
 
 static char *own(es_processor *p, char *s)
 {

@@ -20,6 +20,7 @@
  * its rows as one JSON parameter (jsonb_to_recordset): one round trip per
  * table, never one per row, and no SQL text built from data.
  */
+#include "infra/util.h"
 #include "infra/projector.h"
 
 #include <inttypes.h>
@@ -115,20 +116,7 @@ struct es_projector {
     size_t n_replies;
 };
 
-static void *grow(void *p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return p;
-    size_t c = *cap ? *cap : 16;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(p, c * elem);
-    if (!q)
-        abort();
-    *cap = c;
-    return q;
-}
-#define GROW(p, field, need) ((p)->field = grow((p)->field, &(p)->field##_cap, (need), sizeof *(p)->field))
+#define GROW ES_GROW
 
 static void clear_replies(es_projector *p)
 {

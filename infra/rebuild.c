@@ -19,6 +19,7 @@
  * The shadow is disposable until the swap: its writes run with
  * synchronous_commit off; the swapping transaction turns it back on.
  */
+#include "infra/util.h"
 #include "infra/rebuild.h"
 
 #include <errno.h>
@@ -247,16 +248,6 @@ static bool rb_copy(char *dst, size_t cap, const char *src)
     return true;
 }
 
-static bool rb_i64(const char *s, int64_t *v)
-{
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (errno || end == s || *end)
-        return false;
-    *v = x;
-    return true;
-}
 
 static es_result rb_row_to_event(const PGresult *res, int r, dom_evt *evt, es_error *err)
 {
@@ -268,10 +259,10 @@ static es_result rb_row_to_event(const PGresult *res, int r, dom_evt *evt, es_er
         !rb_copy(evt->creator, sizeof evt->creator, PQgetvalue(res, r, EC_CREATOR)) ||
         !rb_copy(evt->resource_owner, sizeof evt->resource_owner, PQgetvalue(res, r, EC_OWNER)) ||
         !rb_copy(evt->command_id, sizeof evt->command_id, PQgetvalue(res, r, EC_COMMAND)) ||
-        !rb_i64(PQgetvalue(res, r, EC_SEQUENCE), &evt->sequence) ||
-        !rb_i64(PQgetvalue(res, r, EC_POSITION), &evt->position) ||
-        !rb_i64(PQgetvalue(res, r, EC_CREATED), &evt->created_at_us) ||
-        !rb_i64(PQgetvalue(res, r, EC_REVISION), &revision))
+        !es_parse_i64(PQgetvalue(res, r, EC_SEQUENCE), &evt->sequence) ||
+        !es_parse_i64(PQgetvalue(res, r, EC_POSITION), &evt->position) ||
+        !es_parse_i64(PQgetvalue(res, r, EC_CREATED), &evt->created_at_us) ||
+        !es_parse_i64(PQgetvalue(res, r, EC_REVISION), &revision))
         return es_error_set(err, ES_EFATAL, "rebuild: malformed events row");
     evt->revision = (int)revision;
     evt->last_of_command = PQgetvalue(res, r, EC_LAST)[0] == 't';
@@ -357,11 +348,11 @@ static es_result rb_row_to_user(const PGresult *res, int r, dom_user *u, es_erro
         !rb_copy(u->phone, sizeof u->phone, PQgetvalue(res, r, UC_PHONE)) ||
         !rb_copy(u->verified_phone, sizeof u->verified_phone, PQgetvalue(res, r, UC_VERIFIED_PHONE)) ||
         !rb_copy(u->code_enc, sizeof u->code_enc, PQgetvalue(res, r, UC_CODE_ENC)) ||
-        !rb_i64(PQgetvalue(res, r, UC_SEQUENCE), &u->sequence) ||
-        !rb_i64(PQgetvalue(res, r, UC_CREATED), &u->created_at_us) ||
-        !rb_i64(PQgetvalue(res, r, UC_CHANGED), &u->changed_at_us) ||
+        !es_parse_i64(PQgetvalue(res, r, UC_SEQUENCE), &u->sequence) ||
+        !es_parse_i64(PQgetvalue(res, r, UC_CREATED), &u->created_at_us) ||
+        !es_parse_i64(PQgetvalue(res, r, UC_CHANGED), &u->changed_at_us) ||
         (!PQgetisnull(res, r, UC_CODE_EXPIRES) &&
-         !rb_i64(PQgetvalue(res, r, UC_CODE_EXPIRES), &u->code_expires_at_us)))
+         !es_parse_i64(PQgetvalue(res, r, UC_CODE_EXPIRES), &u->code_expires_at_us)))
         return es_error_set(err, ES_EFATAL, "rebuild: malformed row in the users shadow");
     u->status = dom_user_status_parse(status);
     u->phone_verified = PQgetvalue(res, r, UC_PHONE_VERIFIED)[0] == 't';

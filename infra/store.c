@@ -22,6 +22,7 @@
  * Error texts use only the server's primary message and the constraint name,
  * never DETAIL lines, which may quote row values.
  */
+#include "infra/util.h"
 #include "infra/store.h"
 
 #include <ctype.h>
@@ -300,16 +301,6 @@ static char *store_hex_encode(const void *data, size_t n)
     return out;
 }
 
-static int store_hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Decode n hex characters into out (n/2 bytes); false on a bad digit. */
 static bool store_hex_decode(const char *hex, size_t n, unsigned char *out)
@@ -317,7 +308,7 @@ static bool store_hex_decode(const char *hex, size_t n, unsigned char *out)
     if (n % 2)
         return false;
     for (size_t i = 0; i < n; i += 2) {
-        int hi = store_hex_value(hex[i]), lo = store_hex_value(hex[i + 1]);
+        int hi = es_hex_value(hex[i]), lo = es_hex_value(hex[i + 1]);
         if (hi < 0 || lo < 0)
             return false;
         out[i / 2] = (unsigned char)(hi << 4 | lo);
@@ -334,23 +325,13 @@ static bool store_is_uuid(const char *s)
         if (i == 8 || i == 13 || i == 18 || i == 23) {
             if (c != '-')
                 return false;
-        } else if (store_hex_value(c) < 0) {
+        } else if (es_hex_value(c) < 0) {
             return false;
         }
     }
     return s[DOM_UUID_LEN] == '\0';
 }
 
-static bool store_parse_i64(const char *s, int64_t *v)
-{
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (errno || end == s || *end)
-        return false;
-    *v = x;
-    return true;
-}
 
 /* Copy a column into a fixed field; false when it does not fit. */
 static bool store_copy(char *dst, size_t cap, const char *src)
@@ -834,11 +815,11 @@ es_result es_store_row_user(const PGresult *res, int r, int base, dom_user *u, e
     u->status = dom_user_status_parse(status);
     if (u->status == DOM_USER_NONE && strcmp(status, dom_user_status_name(DOM_USER_NONE)) != 0)
         return es_error_set(err, ES_EFATAL, "load users: unknown status '%.32s'", status);
-    if (!store_parse_i64(PQgetvalue(res, r, base + UC_SEQUENCE), &u->sequence) ||
-        !store_parse_i64(PQgetvalue(res, r, base + UC_CREATED), &u->created_at_us) ||
-        !store_parse_i64(PQgetvalue(res, r, base + UC_CHANGED), &u->changed_at_us) ||
+    if (!es_parse_i64(PQgetvalue(res, r, base + UC_SEQUENCE), &u->sequence) ||
+        !es_parse_i64(PQgetvalue(res, r, base + UC_CREATED), &u->created_at_us) ||
+        !es_parse_i64(PQgetvalue(res, r, base + UC_CHANGED), &u->changed_at_us) ||
         (!PQgetisnull(res, r, base + UC_CODE_EXPIRES) &&
-         !store_parse_i64(PQgetvalue(res, r, base + UC_CODE_EXPIRES), &u->code_expires_at_us)))
+         !es_parse_i64(PQgetvalue(res, r, base + UC_CODE_EXPIRES), &u->code_expires_at_us)))
         return es_error_set(err, ES_EFATAL, "load users: malformed number in a users row");
     u->phone_verified = PQgetvalue(res, r, base + UC_PHONE_VERIFIED)[0] == 't';
     u->otp_sms = PQgetvalue(res, r, base + UC_OTP_SMS)[0] == 't';
@@ -1196,7 +1177,7 @@ es_result es_store_write(es_store *st, es_write *w, es_error *err)
         rc = store_query(st, Q_TAKE_POSITIONS, params, PGRES_TUPLES_OK, &res, err);
         if (rc != ES_OK)
             goto out;
-        if (PQntuples(res) != 1 || !store_parse_i64(PQgetvalue(res, 0, 0), &last) ||
+        if (PQntuples(res) != 1 || !es_parse_i64(PQgetvalue(res, 0, 0), &last) ||
             !es_chain_unhex(PQgetvalue(res, 0, 1), head, sizeof head)) {
             rc = es_error_set(err, ES_EFATAL, "write: factord.position_counter has no row 1");
             goto out;
@@ -1271,10 +1252,10 @@ es_result es_store_row_event(const PGresult *res, int r, int base, dom_evt *evt,
         !store_copy(evt->creator, sizeof evt->creator, PQgetvalue(res, r, base + EC_CREATOR)) ||
         !store_copy(evt->resource_owner, sizeof evt->resource_owner, PQgetvalue(res, r, base + EC_OWNER)) ||
         !store_copy(evt->command_id, sizeof evt->command_id, PQgetvalue(res, r, base + EC_COMMAND)) ||
-        !store_parse_i64(PQgetvalue(res, r, base + EC_SEQUENCE), &evt->sequence) ||
-        !store_parse_i64(PQgetvalue(res, r, base + EC_POSITION), &evt->position) ||
-        !store_parse_i64(PQgetvalue(res, r, base + EC_CREATED), &evt->created_at_us) ||
-        !store_parse_i64(PQgetvalue(res, r, base + EC_REVISION), &revision)) {
+        !es_parse_i64(PQgetvalue(res, r, base + EC_SEQUENCE), &evt->sequence) ||
+        !es_parse_i64(PQgetvalue(res, r, base + EC_POSITION), &evt->position) ||
+        !es_parse_i64(PQgetvalue(res, r, base + EC_CREATED), &evt->created_at_us) ||
+        !es_parse_i64(PQgetvalue(res, r, base + EC_REVISION), &revision)) {
         rc = es_error_set(err, ES_EFATAL, "read events: malformed events row");
         goto out;
     }
@@ -1366,7 +1347,7 @@ static es_result store_row_to_outbound(const PGresult *res, int r, es_outbound *
                                        es_error *err)
 {
     memset(row, 0, sizeof *row);
-    if (!store_parse_i64(PQgetvalue(res, r, OC_POS), &row->position))
+    if (!es_parse_i64(PQgetvalue(res, r, OC_POS), &row->position))
         return es_error_set(err, ES_EFATAL, "read outbound: malformed position");
     row->is_event = PQgetvalue(res, r, OC_IS_EVENT)[0] == 't';
     if (row->is_event) {
@@ -1441,7 +1422,7 @@ es_result es_store_checkpoint_get(es_store *st, const char *name, int64_t *pos, 
     const char *params[] = {name};
     *pos = 0;
     es_result rc = store_query(st, Q_CHECKPOINT_GET, params, PGRES_TUPLES_OK, &res, err);
-    if (rc == ES_OK && PQntuples(res) == 1 && !store_parse_i64(PQgetvalue(res, 0, 0), pos))
+    if (rc == ES_OK && PQntuples(res) == 1 && !es_parse_i64(PQgetvalue(res, 0, 0), pos))
         rc = es_error_set(err, ES_EFATAL, "checkpoint get: malformed position");
     PQclear(res);
     return rc;
@@ -1475,7 +1456,7 @@ es_result es_store_head(es_store *st, int64_t *pos, es_error *err)
     PGresult *res = NULL;
     *pos = 0;
     es_result rc = store_query(st, Q_HEAD, NULL, PGRES_TUPLES_OK, &res, err);
-    if (rc == ES_OK && !store_parse_i64(PQgetvalue(res, 0, 0), pos))
+    if (rc == ES_OK && !es_parse_i64(PQgetvalue(res, 0, 0), pos))
         rc = es_error_set(err, ES_EFATAL, "head: malformed position");
     PQclear(res);
     return rc;

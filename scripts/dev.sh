@@ -70,7 +70,7 @@ build/factord submit --type ImportHumanUser --user "$web" --org demo-org --timeo
     "{\"userName\":\"$web\",\"profile\":{\"firstName\":\"Grace\",\"lastName\":\"Hopper\"},\"email\":{\"email\":\"grace@example.com\"},\"phone\":{\"phone\":\"+41 79 765 43 21\",\"isPhoneVerified\":true}}" >/dev/null
 addr=${FACTORD_HTTP_ADDR:-127.0.0.1:8080}
 for _ in $(seq 1 100); do
-    curl -fsS "http://$addr/healthz" >/dev/null 2>&1 && break
+    curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break
     sleep 0.1
 done
 TOKEN=$(build/factord token --user "$web" --org demo-org 2>/dev/null)

@@ -52,6 +52,10 @@ bool fd_load_config(es_config *cfg, const char *component);
  * Unknown options print usage and set *bad. */
 bool fd_wants_help(int argc, char **argv, const char *name, bool *bad);
 
+/* The `main` of a long-running component: --help, configuration, brokers
+ * required, signals, then loop(cfg); returns the exit code. */
+int fd_component_main(int argc, char **argv, const char *name, int (*loop)(const es_config *cfg));
+
 /* Brokers from the configuration or a clear message; NULL when unset. */
 const char *fd_require_brokers(const es_config *cfg, const char *component);
 

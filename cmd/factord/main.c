@@ -100,6 +100,23 @@ bool fd_load_config(es_config *cfg, const char *component)
     return true;
 }
 
+int fd_component_main(int argc, char **argv, const char *name, int (*loop)(const es_config *cfg))
+{
+    bool bad;
+    if (fd_wants_help(argc, argv, name, &bad))
+        return bad ? 2 : 0;
+    es_config cfg;
+    if (!fd_load_config(&cfg, name))
+        return 2;
+    int rc = 2;
+    if (fd_require_brokers(&cfg, name)) {
+        fd_install_signals();
+        rc = loop(&cfg);
+    }
+    es_config_free(&cfg);
+    return rc;
+}
+
 const char *fd_require_brokers(const es_config *cfg, const char *component)
 {
     if (!cfg->kafka_brokers) {

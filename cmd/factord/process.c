@@ -73,19 +73,7 @@ static void store_offsets(rd_kafka_t *rk, rd_kafka_message_t **msgs, size_t n)
 
 int fd_process_main(int argc, char **argv)
 {
-    bool bad;
-    if (fd_wants_help(argc, argv, "process", &bad))
-        return bad ? 2 : 0;
-    es_config cfg;
-    if (!fd_load_config(&cfg, "process"))
-        return 2;
-    int rc = 2;
-    if (fd_require_brokers(&cfg, "process")) {
-        fd_install_signals();
-        rc = fd_process_loop(&cfg);
-    }
-    es_config_free(&cfg);
-    return rc;
+    return fd_component_main(argc, argv, "process", fd_process_loop);
 }
 
 int fd_process_loop(const es_config *cfgp)

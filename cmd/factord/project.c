@@ -134,19 +134,7 @@ static bool deliver(es_producer *prod, const es_reply *replies, size_t n)
 
 int fd_project_main(int argc, char **argv)
 {
-    bool bad;
-    if (fd_wants_help(argc, argv, "project", &bad))
-        return bad ? 2 : 0;
-    es_config cfg;
-    if (!fd_load_config(&cfg, "project"))
-        return 2;
-    int rc = 2;
-    if (fd_require_brokers(&cfg, "project")) {
-        fd_install_signals();
-        rc = fd_project_loop(&cfg);
-    }
-    es_config_free(&cfg);
-    return rc;
+    return fd_component_main(argc, argv, "project", fd_project_loop);
 }
 
 int fd_project_loop(const es_config *cfgp)

@@ -103,19 +103,7 @@ static es_result publish_page(relay *r, size_t *n_out, es_error *err)
 
 int fd_relay_main(int argc, char **argv)
 {
-    bool bad;
-    if (fd_wants_help(argc, argv, "relay", &bad))
-        return bad ? 2 : 0;
-    es_config cfg;
-    if (!fd_load_config(&cfg, "relay"))
-        return 2;
-    int rc = 2;
-    if (fd_require_brokers(&cfg, "relay")) {
-        fd_install_signals();
-        rc = fd_relay_loop(&cfg);
-    }
-    es_config_free(&cfg);
-    return rc;
+    return fd_component_main(argc, argv, "relay", fd_relay_loop);
 }
 
 int fd_relay_loop(const es_config *cfgp)

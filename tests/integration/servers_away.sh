@@ -135,8 +135,10 @@ start_components
 sleep 5
 check_waiting 20 "both away at start"
 code=$(readyz)
-[[ "$code" != 200 ]] || fail "/readyz is ready with both servers away"
-say "both away at start: /readyz answers ${code/000/nothing (not listening yet)}"
+[[ "$code" == 503 ]] || fail "/readyz answered ${code/000/nothing} with both servers away at start, wanted 503"
+hz=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://$FACTORD_HTTP_ADDR/healthz")
+[[ "$hz" == 200 ]] || fail "/healthz answered ${hz/000/nothing} while the gateway waits for Kafka, wanted 200"
+say "both away at start: /readyz answers $code, /healthz $hz"
 
 # --- 2. both back: work resumes --------------------------------------------------
 pg start || fail "PostgreSQL did not start again"

@@ -241,7 +241,9 @@ static void wait_healthy(const gateway *g)
 {
     CURL *c = curl_easy_init();
     char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", g->port);
+    /* /readyz, not /healthz: while Kafka is not ready a stand-in answers
+     * /healthz already (alive) and every other path with 503. */
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", g->port);
     int64_t end = es_clock_mono_ms() + 60000;
     long status = 0;
     while (es_clock_mono_ms() < end) {
