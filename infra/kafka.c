@@ -299,6 +299,33 @@ es_result es_producer_flush(es_producer *p, int timeout_ms, size_t *failed, es_e
 
 /* --- consumer ------------------------------------------------------------ */
 
+rd_kafka_message_t *es_consumer_next(rd_kafka_t *rk, size_t got, int64_t linger_ms, int64_t *deadline)
+{
+    for (;;) {
+        int wait = 200;
+        if (got) {
+            int64_t left = *deadline - es_clock_mono_ms();
+            if (left <= 0)
+                return NULL;
+            wait = (int)left;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, wait);
+        if (!m)
+            return NULL;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                es_warn("consumer error", "error", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            if (!got)
+                return NULL;
+            continue;
+        }
+        if (!got)
+            *deadline = es_clock_mono_ms() + linger_ms;
+        return m;
+    }
+}
+
 es_result es_consumer_new(const char *brokers, const char *group, int session_timeout_ms,
                           const char *const *topics, size_t n, rd_kafka_t **out, es_error *err)
 {

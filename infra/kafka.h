@@ -57,4 +57,11 @@ es_result es_consumer_new(const char *brokers, const char *group, int session_ti
                           const char *const *topics, size_t n, rd_kafka_t **out,
                           es_error *err) ES_WUR;
 
+/* The next record of a batch being filled (processor, projector): waits
+ * up to 200 ms for the first one (got == 0), then until linger_ms after
+ * the first. NULL: nothing yet (got == 0; the caller checks its stop flag
+ * and asks again) or the batch is complete (got > 0). Consumer errors are
+ * logged and skipped. *deadline is the caller's, set on the first record. */
+rd_kafka_message_t *es_consumer_next(rd_kafka_t *rk, size_t got, int64_t linger_ms, int64_t *deadline);
+
 #endif

@@ -146,27 +146,12 @@ int fd_process_loop(const es_config *cfgp)
         size_t n = 0;
         int64_t deadline = 0;
         while (n < max && !fd_stop) {
-            int wait = 200;
-            if (n) {
-                int64_t left = deadline - es_clock_mono_ms();
-                if (left <= 0)
-                    break;
-                wait = (int)left;
-            }
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, wait);
+            rd_kafka_message_t *m = es_consumer_next(rk, n, cfg.batch_linger_ms, &deadline);
             if (!m) {
                 if (n)
                     break;
                 continue;
             }
-            if (m->err) {
-                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                    es_warn("consumer error", "error", rd_kafka_message_errstr(m));
-                rd_kafka_message_destroy(m);
-                continue;
-            }
-            if (!n)
-                deadline = es_clock_mono_ms() + cfg.batch_linger_ms;
             msgs[n++] = m;
         }
         if (!n)

@@ -204,27 +204,12 @@ int fd_project_loop(const es_config *cfgp)
         int64_t deadline = 0;
         rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(8);
         while (polled < max && !fd_stop) {
-            int wait = 200;
-            if (polled) {
-                int64_t left = deadline - es_clock_mono_ms();
-                if (left <= 0)
-                    break;
-                wait = (int)left;
-            }
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, wait);
+            rd_kafka_message_t *m = es_consumer_next(rk, polled, cfg.batch_linger_ms, &deadline);
             if (!m) {
                 if (polled)
                     break;
                 continue;
             }
-            if (m->err) {
-                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                    es_warn("consumer error", "error", rd_kafka_message_errstr(m));
-                rd_kafka_message_destroy(m);
-                continue;
-            }
-            if (!polled)
-                deadline = es_clock_mono_ms() + cfg.batch_linger_ms;
             polled++;
             note_offset(offs, m);
             if (decode_event(m, &evts[n]))
