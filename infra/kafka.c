@@ -218,6 +218,19 @@ void es_producer_free(es_producer *p)
 
 rd_kafka_t *es_producer_handle(es_producer *p) { return p->rk; }
 
+void es_producer_prime(es_producer *p, const char *topic, int timeout_ms)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rkt ? rd_kafka_metadata(p->rk, 0, rkt, &md, timeout_ms) : rd_kafka_last_error();
+    if (e)
+        es_debug("cannot read a topic's metadata ahead of producing", "topic", topic, "error", rd_kafka_err2str(e));
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+}
+
 es_result es_producer_recreate(es_producer *p, es_error *err)
 {
     if (p->rk) {

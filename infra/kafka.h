@@ -52,6 +52,11 @@ es_result es_producer_recreate(es_producer *p, es_error *err) ES_WUR;
 
 rd_kafka_t *es_producer_handle(es_producer *p);
 
+/* Read topic's metadata now (up to timeout_ms), so that the first records
+ * for it do not wait for the lookup; a failure is only logged (debug): the
+ * records then wait for it as usual. */
+void es_producer_prime(es_producer *p, const char *topic, int timeout_ms);
+
 /* A consumer in group subscribed to topics. */
 es_result es_consumer_new(const char *brokers, const char *group, int session_timeout_ms,
                           const char *const *topics, size_t n, rd_kafka_t **out,

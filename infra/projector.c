@@ -12,10 +12,11 @@
  *      events, e.g. a group that started after the topic's retention);
  *   4. write: first rows of new users (plain INSERT: a racing projector on
  *      the same new user fails one of the two with 23505, decided again),
- *      then the sequences of known users, the deleted factor rows, the put
- *      ones;
- *   5. look up the reply topics of the commands whose last event is in the
- *      batch (applied or skipped), in one query, and COMMIT.
+ *      then the sequences of known users, the deleted factor rows (of known
+ *      users only: a new user has none), the put ones;
+ *   5. the reply topics of the commands whose last event is in the batch
+ *      (applied or skipped): given by the relay beside the event, else
+ *      looked up in one query; then COMMIT.
  * Every statement names the instance of each row it touches, and carries
  * its rows as one JSON parameter (jsonb_to_recordset): one round trip per
  * table, never one per row, and no SQL text built from data.
@@ -264,9 +265,18 @@ static reply_topic *find_topic(es_projector *p, const char *id)
     return bsearch(&key, p->topics, p->n_topics, sizeof *p->topics, topic_cmp);
 }
 
-/* Look up the reply topics of the batch's completed commands, then build
- * their replies in event order. */
-static es_result prepare_replies(es_projector *p, const dom_evt *evts, size_t n, es_error *err)
+/* The reply topic the relay put beside event i, or NULL. */
+static const char *given_topic(const char *const *reply_to, size_t i)
+{
+    return reply_to && reply_to[i] && reply_to[i][0] ? reply_to[i] : NULL;
+}
+
+/* The reply topics of the batch's completed commands: the one the relay
+ * published beside the event (it read it from the accepted command's row),
+ * else looked up in factord.commands, in one query for the whole batch.
+ * Then build their replies in event order. */
+static es_result prepare_replies(es_projector *p, const dom_evt *evts, const char *const *reply_to, size_t n,
+                                 es_error *err)
 {
     es_result rc = ES_OK;
     PGresult *res = NULL;
@@ -282,20 +292,32 @@ static es_result prepare_replies(es_projector *p, const dom_evt *evts, size_t n,
                     e->instance_id, "user", e->aggregate_id, "sequence", es_log_i64(e->sequence));
             continue;
         }
+        if (given_topic(reply_to, i)) {
+            GROW(p, topics, p->n_topics + 1);
+            reply_topic *t = &p->topics[p->n_topics++];
+            snprintf(t->id, sizeof t->id, "%s", e->command_id);
+            t->topic = strdup(reply_to[i]);
+            if (!t->topic)
+                abort();
+            t->http_status = 200;
+            t->replied = false;
+            continue;
+        }
         json_t *r = json_object();
         jset(r, "id", json_string(e->command_id));
         jset(r, "i", json_string(e->instance_id));
         json_array_append_new(rows, r);
     }
+    size_t rows_n = 0;
     if (json_array_size(rows) == 0) {
         json_decref(rows);
-        return ES_OK;
+    } else {
+        rc = exec_rows(p, "reply topics", SQL_REPLY_TOPICS, false, rows, PGRES_TUPLES_OK, &res, err);
+        if (rc != ES_OK)
+            goto out;
+        rows_n = (size_t)PQntuples(res);
     }
-    rc = exec_rows(p, "reply topics", SQL_REPLY_TOPICS, false, rows, PGRES_TUPLES_OK, &res, err);
-    if (rc != ES_OK)
-        goto out;
-    size_t rows_n = (size_t)PQntuples(res);
-    GROW(p, topics, rows_n);
+    GROW(p, topics, p->n_topics + rows_n);
     for (size_t r = 0; r < rows_n; r++) {
         reply_topic *t = &p->topics[p->n_topics];
         snprintf(t->id, sizeof t->id, "%s", PQgetvalue(res, (int)r, 0));
@@ -352,7 +374,8 @@ out:
 
 /* --- one attempt ------------------------------------------------------------- */
 
-static es_result attempt(es_projector *p, const dom_evt *evts, size_t n, es_project_stats *stats, es_error *err)
+static es_result attempt(es_projector *p, const dom_evt *evts, const char *const *reply_to, size_t n,
+                         es_project_stats *stats, es_error *err)
 {
     es_result rc;
     PGresult *res = NULL;
@@ -476,7 +499,12 @@ static es_result attempt(es_projector *p, const dom_evt *evts, size_t n, es_proj
         jset(r, "i", json_string(f->instance_id));
         jset(r, "u", json_string(f->user_id));
         jset(r, "t", json_string(proj_af_type_name(f->type)));
-        if (net->del)
+        /* A user without an applied-sequence row has no read-model rows
+         * either (both are written in the same transactions): nothing to
+         * delete. Saves a statement's work per new user in a catch-up. */
+        user_seq key = {.instance_id = f->instance_id, .user_id = f->user_id};
+        const user_seq *owner = bsearch(&key, p->users, n_users, sizeof *p->users, user_cmp);
+        if (net->del && (!owner || owner->found))
             json_array_append(dels, r);
         if (net->put) {
             jset(r, "state", json_string(proj_af_state_name(f->state)));
@@ -506,7 +534,7 @@ static es_result attempt(es_projector *p, const dom_evt *evts, size_t n, es_proj
         goto fail;
 
     /* 5. Replies due (applied or skipped), then COMMIT. */
-    rc = prepare_replies(p, evts, n, err);
+    rc = prepare_replies(p, evts, reply_to, n, err);
     if (rc != ES_OK)
         goto fail;
     rc = es_store_commit(p->st, err);
@@ -523,8 +551,9 @@ fail:
     return rc;
 }
 
-es_result es_projector_run_batch(es_projector *p, const dom_evt *evts, size_t n, const es_reply **replies,
-                                 size_t *n_replies, es_project_stats *stats, es_error *err)
+es_result es_projector_run_batch(es_projector *p, const dom_evt *evts, const char *const *reply_to, size_t n,
+                                 const es_reply **replies, size_t *n_replies, es_project_stats *stats,
+                                 es_error *err)
 {
     *replies = NULL;
     *n_replies = 0;
@@ -534,7 +563,7 @@ es_result es_projector_run_batch(es_projector *p, const dom_evt *evts, size_t n,
         return ES_OK;
     }
     for (int tries = 1;; tries++) {
-        es_result rc = attempt(p, evts, n, stats, err);
+        es_result rc = attempt(p, evts, reply_to, n, stats, err);
         stats->attempts = (size_t)tries;
         if (rc == ES_OK) {
             *replies = p->replies;

@@ -8,8 +8,9 @@
  * UPDATE, sorted), applies each event whose sequence is above it through
  * the pure reducers (projections/), skips the others (redeliveries and
  * republished duplicates), writes the read-model rows and the new
- * sequences, and looks up the reply topic of every command whose last
- * event is in the batch, applied or skipped. After COMMIT it returns those
+ * sequences, and finds the reply topic of every command whose last event
+ * is in the batch, applied or skipped (given by the relay beside the
+ * event, or looked up). After COMMIT it returns those
  * replies; the caller produces them and only then stores the offsets, so
  * a caller who gets a reply reads its own write (brief §4.7), and a crash
  * before the offsets are stored replies again, identically.
@@ -60,13 +61,18 @@ typedef struct es_projector es_projector;
 es_projector *es_projector_new(es_store *st, const es_projector_opts *opts);
 void es_projector_free(es_projector *p); /* NULL-safe */
 
-/* Apply n events (offset order; borrowed) and commit. ES_OK: committed;
+/* Apply n events (offset order; borrowed) and commit. reply_to (NULL, or
+ * n entries, each NULL or "" when unknown) is the reply topic the relay
+ * published beside each event (header factord-reply-to, set on the last
+ * event of an accepted command); a completed command without one has its
+ * topic looked up in factord.commands. ES_OK: committed;
  * *replies / *n_replies are the success replies now due, in event order.
  * ES_ETRANSIENT: PostgreSQL is away (or conflicts persisted); nothing
  * committed, retry the same events after es_store_reset. ES_EFATAL: a bug
  * or an unusable schema. */
-es_result es_projector_run_batch(es_projector *p, const dom_evt *evts, size_t n, const es_reply **replies,
-                                 size_t *n_replies, es_project_stats *stats, es_error *err) ES_WUR;
+es_result es_projector_run_batch(es_projector *p, const dom_evt *evts, const char *const *reply_to, size_t n,
+                                 const es_reply **replies, size_t *n_replies, es_project_stats *stats,
+                                 es_error *err) ES_WUR;
 
 /* The read model of one user: up to max rows (by type) into out, *n of
  * them. Outside a transaction of the caller's, a consistent snapshot. */

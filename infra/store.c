@@ -181,13 +181,18 @@ static const store_stmt store_stmts[Q__COUNT] = {
         "SELECT * FROM ("
         " (SELECT e.position AS pos, true AS is_event, " STORE_EVENT_COLUMNS ","
         "         NULL::text AS topic, NULL::text AS key, NULL::text AS value,"
-        "         NULL::text AS headers"
-        "    FROM factord.events e WHERE e.position > $1::bigint"
-        "   ORDER BY e.position LIMIT $2::bigint)"
+        "         NULL::text AS headers, c.reply_to"
+        "    FROM (SELECT * FROM factord.events WHERE position > $1::bigint"
+        "           ORDER BY position LIMIT $2::bigint) e"
+        /* The reply topic of an accepted command, beside its last event
+         * (ES_REPLY_TO_HEADER): one primary-key probe per command here
+         * instead of one in every projector. */
+        "    LEFT JOIN factord.commands c ON e.last_of_command AND c.id = e.command_id"
+        "          AND c.instance_id = e.instance_id AND c.http_status = 200)"
         " UNION ALL"
         " (SELECT o.position, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
         "         NULL, NULL, NULL, NULL, o.topic, encode(o.key, 'hex'),"
-        "         encode(o.value, 'hex'), o.headers::text"
+        "         encode(o.value, 'hex'), o.headers::text, NULL"
         "    FROM factord.outbox o WHERE o.position > $1::bigint"
         "   ORDER BY o.position LIMIT $2::bigint)"
         ") x ORDER BY pos LIMIT $2::bigint"},
@@ -1330,7 +1335,7 @@ void es_outbound_clear(es_outbound *rows, size_t n)
 
 /* Column layout of Q_READ_OUTBOUND. */
 enum { OC_POS, OC_IS_EVENT, OC_EVENT, OC_TOPIC = OC_EVENT + EC__COUNT, OC_KEY, OC_VALUE,
-       OC_HEADERS };
+       OC_HEADERS, OC_REPLY_TO };
 
 /* Hex column into a malloc'd buffer (NUL-terminated for convenience). */
 static bool store_hex_column(const PGresult *res, int r, int col, char **out, size_t *len)
@@ -1365,6 +1370,15 @@ static es_result store_row_to_outbound(const PGresult *res, int r, es_outbound *
         row->value_len = strlen(text);
         row->key_len = strlen(evt.aggregate_id);
         row->key = store_xmemdup(evt.aggregate_id, row->key_len);
+        if (!PQgetisnull(res, r, OC_REPLY_TO) && PQgetvalue(res, r, OC_REPLY_TO)[0]) {
+            json_t *h = json_pack("{s:s}", ES_REPLY_TO_HEADER, PQgetvalue(res, r, OC_REPLY_TO));
+            char *hj = h ? json_dumps(h, JSON_COMPACT) : NULL;
+            json_decref(h);
+            if (!hj)
+                return es_error_set(err, ES_EFATAL, "read outbound: cannot encode the reply topic at %" PRId64,
+                                    row->position);
+            row->headers_json = hj;
+        }
         return ES_OK;
     }
     row->topic = store_xmemdup(PQgetvalue(res, r, OC_TOPIC), strlen(PQgetvalue(res, r, OC_TOPIC)));

@@ -165,6 +165,11 @@ es_result es_store_row_user(const PGresult *res, int r, int base, dom_user *u,
 es_result es_store_user_events(es_store *st, const char *instance_id, const char *user_id,
                                dom_evt **out, size_t *n, es_error *err) ES_WUR;
 
+/* The Kafka header that the relay puts on the last event of an accepted
+ * command: the command's reply topic, so that a projector need not look it
+ * up (infra/projector.h). */
+#define ES_REPLY_TO_HEADER "factord-reply-to"
+
 /* One row the relay publishes: an event or an outbox message. */
 typedef struct {
     int64_t position;
@@ -172,7 +177,9 @@ typedef struct {
     char *topic;        /* NULL for events: the relay uses its events topic */
     char *key; size_t key_len;
     char *value; size_t value_len;  /* event JSON (dom_evt_to_json) or outbox value */
-    char *headers_json; /* outbox only, may be NULL */
+    char *headers_json; /* {"name":"value",...} or NULL: an outbox row's
+                           headers; for the last event of an accepted
+                           command, ES_REPLY_TO_HEADER */
 } es_outbound;
 void es_outbound_clear(es_outbound *rows, size_t n); /* frees members */
 

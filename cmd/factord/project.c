@@ -6,10 +6,14 @@
  * (FACTORD_PROJECTOR_GROUP), applies each batch to the read models in one
  * PostgreSQL transaction (infra/projector.c: exactly once per event, by the
  * user's applied sequence), and after that COMMIT produces the success
- * replies of the commands whose last event was in the batch, waits until
- * Kafka has acknowledged every one, and only then stores the batch's
- * offsets. A crash at any point re-reads the batch: the events are skipped
- * in PostgreSQL and the replies sent again, identically (at least once).
+ * replies of the commands whose last event was in the batch. The batch's
+ * offsets are stored only once Kafka has acknowledged every one of its
+ * replies; meanwhile the next batch is polled and applied (one batch in
+ * flight: before a batch's replies are sent, the previous batch's are
+ * waited for, sent again if they failed, and its offsets stored, so
+ * offsets are stored in order). A crash at any point re-reads what was not
+ * stored: the events are skipped in PostgreSQL and the replies sent again,
+ * identically (at least once).
  * SIGTERM/SIGINT finish the batch in hand, or abandon it while PostgreSQL
  * or Kafka is away (nothing is half-done: it is re-read on restart).
  */
@@ -77,6 +81,29 @@ static void note_offset(rd_kafka_topic_partition_list_t *offs, const rd_kafka_me
     }
 }
 
+/* The relay's factord-reply-to header of m into topic ("" when absent or
+ * not a topic name). */
+static void reply_header(const rd_kafka_message_t *m, char topic[DOM_TOPIC_MAX])
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *val = NULL;
+    size_t size = 0;
+    topic[0] = '\0';
+    if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(hdrs, ES_REPLY_TO_HEADER, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        !val || size == 0 || size >= DOM_TOPIC_MAX)
+        return;
+    const char *v = val;
+    for (size_t i = 0; i < size; i++) {
+        char c = v[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '_' || c == '-'))
+            return;
+    }
+    memcpy(topic, v, size);
+    topic[size] = '\0';
+}
+
 /* Decode one record into evt; false (logged) when it is not an event. */
 static bool decode_event(const rd_kafka_message_t *m, dom_evt *evt)
 {
@@ -132,6 +159,115 @@ static bool deliver(es_producer *prod, const es_reply *replies, size_t n)
     return true;
 }
 
+/* A committed batch whose replies are on their way. Its offsets are
+ * stored once Kafka acknowledged all of them; it owns copies of the
+ * replies, to send them again after a failure. */
+typedef struct {
+    bool active;
+    bool resend;   /* a send failed: flushing is not enough */
+    rd_kafka_topic_partition_list_t *offs;
+    es_reply *replies;
+    size_t n, cap;
+    es_project_stats stats;
+} inflight;
+
+static char *dup_bytes(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (!d)
+        abort();
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+static void inflight_clear(inflight *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        free((char *)f->replies[i].topic);
+        free((char *)f->replies[i].key);
+        /* a returnCode reply holds a phone code */
+        explicit_bzero((char *)f->replies[i].value, f->replies[i].value_len);
+        free((char *)f->replies[i].value);
+    }
+    f->n = 0;
+    if (f->offs)
+        rd_kafka_topic_partition_list_destroy(f->offs);
+    f->offs = NULL;
+    f->active = false;
+    f->resend = false;
+}
+
+/* Send a committed batch's replies (no waiting) and keep them in f, which
+ * takes offs. */
+static void inflight_start(inflight *f, es_producer *prod, const es_reply *replies, size_t n,
+                           rd_kafka_topic_partition_list_t *offs, const es_project_stats *ps)
+{
+    if (n > f->cap) {
+        f->replies = realloc(f->replies, n * sizeof *f->replies);
+        if (!f->replies)
+            abort();
+        f->cap = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        es_reply *c = &f->replies[i];
+        c->topic = dup_bytes(replies[i].topic, strlen(replies[i].topic));
+        c->key = dup_bytes(replies[i].key, replies[i].key_len);
+        c->key_len = replies[i].key_len;
+        c->value = dup_bytes(replies[i].value, replies[i].value_len);
+        c->value_len = replies[i].value_len;
+    }
+    f->n = n;
+    f->offs = offs;
+    f->stats = *ps;
+    f->active = true;
+    f->resend = false;
+    es_error err = {0};
+    for (size_t i = 0; i < n && !f->resend; i++)
+        if (es_producer_send(prod, replies[i].topic, replies[i].key, replies[i].key_len, replies[i].value,
+                             replies[i].value_len, NULL, &err) != ES_OK) {
+            es_warn("cannot send a reply; the batch's replies will be sent again", "error", err.text);
+            f->resend = true;
+        }
+}
+
+/* Wait until the batch in flight has every reply acknowledged (sending
+ * them again after a failure, until a stop), then store its offsets.
+ * False: stopping with replies undelivered (its offsets stay unstored). */
+static bool inflight_finish(inflight *f, es_producer *prod, rd_kafka_t *rk, unsigned long long totals[4])
+{
+    if (!f->active)
+        return true;
+    bool ok = false;
+    if (!f->resend) {
+        es_error err = {0};
+        size_t failed = 0;
+        es_result rc = es_producer_flush(prod, 30000, &failed, &err);
+        ok = rc == ES_OK;
+        if (!ok)
+            es_warn("replies not delivered; sending the batch's replies again", "error", err.text, "replies",
+                    es_log_i64((long long)f->n));
+        if (rc == ES_EFATAL) {
+            es_error rerr = {0};
+            if (es_producer_recreate(prod, &rerr) != ES_OK)
+                es_warn("cannot recreate the producer yet", "error", rerr.text);
+        }
+    }
+    if (!ok && !deliver(prod, f->replies, f->n)) {
+        inflight_clear(f);
+        return false;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_offsets_store(rk, f->offs);
+    if (e) /* a partition revoked meanwhile: its next owner re-reads, harmlessly */
+        es_warn("storing offsets", "error", rd_kafka_err2str(e));
+    totals[0] += f->stats.applied;
+    totals[1] += f->stats.skipped;
+    totals[2] += f->stats.gaps;
+    totals[3] += f->stats.replies;
+    inflight_clear(f);
+    return true;
+}
+
 int fd_project_main(int argc, char **argv)
 {
     return fd_component_main(argc, argv, "project", fd_project_loop);
@@ -148,6 +284,9 @@ int fd_project_loop(const es_config *cfgp)
     es_producer *prod = NULL;
     rd_kafka_t *rk = NULL;
     dom_evt *evts = NULL;
+    char (*topics_in)[DOM_TOPIC_MAX] = NULL; /* each event's factord-reply-to */
+    const char **reply_to = NULL;            /* pointers into topics_in */
+    inflight fly = {0};
     unsigned char keybytes[32];
     es_codekey ck;
 
@@ -181,6 +320,7 @@ int fd_project_loop(const es_config *cfgp)
         es_err("cannot create the producer", "error", err.text);
         goto out;
     }
+    es_producer_prime(prod, cfg.replies_topic, 5000);
     const char *sub[] = {cfg.events_topic};
     if (es_consumer_new(brokers, cfg.projector_group, (int)cfg.session_timeout_ms, sub, 1, &rk, &err) != ES_OK) {
         es_err("cannot create the consumer", "error", err.text);
@@ -190,12 +330,17 @@ int fd_project_loop(const es_config *cfgp)
     proj = es_projector_new(st, &po);
     size_t max = (size_t)cfg.batch_max;
     evts = calloc(max, sizeof *evts);
-    if (!evts)
+    topics_in = calloc(max, sizeof *topics_in);
+    reply_to = calloc(max, sizeof *reply_to);
+    if (!evts || !topics_in || !reply_to)
         abort();
+    for (size_t i = 0; i < max; i++)
+        reply_to[i] = topics_in[i];
     es_info("projector started", "topic", cfg.events_topic, "group", cfg.projector_group, "batch_max",
             es_log_i64(cfg.batch_max), "code_key_id", ck.key_id);
 
-    unsigned long long applied = 0, skipped = 0, gaps = 0, replied = 0, undecodable = 0;
+    unsigned long long totals[4] = {0}; /* applied, skipped, gaps, replied */
+    unsigned long long undecodable = 0;
     int64_t last_report = es_clock_mono_ms();
     while (!fd_stop) {
         /* 1. A batch. Each message is destroyed in the iteration that polled
@@ -208,14 +353,19 @@ int fd_project_loop(const es_config *cfgp)
             if (!m) {
                 if (polled)
                     break;
+                /* Idle: settle the batch in flight now, not at the next one. */
+                if (fly.active && !inflight_finish(&fly, prod, rk, totals))
+                    break;
                 continue;
             }
             polled++;
             note_offset(offs, m);
-            if (decode_event(m, &evts[n]))
+            if (decode_event(m, &evts[n])) {
+                reply_header(m, topics_in[n]);
                 n++;
-            else
+            } else {
                 undecodable++;
+            }
             rd_kafka_message_destroy(m);
         }
         if (!polled) {
@@ -230,7 +380,7 @@ int fd_project_loop(const es_config *cfgp)
         int64_t backoff = 100;
         bool committed = false, fatal = false;
         for (;;) {
-            es_result rc = es_projector_run_batch(proj, evts, n, &replies, &n_replies, &ps, &err);
+            es_result rc = es_projector_run_batch(proj, evts, reply_to, n, &replies, &n_replies, &ps, &err);
             if (rc == ES_OK) {
                 committed = true;
                 break;
@@ -254,40 +404,43 @@ int fd_project_loop(const es_config *cfgp)
                 es_debug("reconnect failed", "error", rerr.text);
         }
 
-        /* 3. Replies after the commit, offsets after the replies. */
+        /* 3. Replies after the commit, offsets after the replies: the
+         * previous batch is settled first, then this one takes its place. */
         if (committed) {
             es_failpoint("project.after_commit");
-            if (deliver(prod, replies, n_replies)) {
-                rd_kafka_resp_err_t e = rd_kafka_offsets_store(rk, offs);
-                if (e) /* a partition revoked meanwhile: its next owner re-reads, harmlessly */
-                    es_warn("storing offsets", "error", rd_kafka_err2str(e));
-                applied += ps.applied;
-                skipped += ps.skipped;
-                gaps += ps.gaps;
-                replied += ps.replies;
+            if (inflight_finish(&fly, prod, rk, totals)) {
+                inflight_start(&fly, prod, replies, n_replies, offs, &ps);
+                offs = NULL;
             }
         }
-        rd_kafka_topic_partition_list_destroy(offs);
+        if (offs)
+            rd_kafka_topic_partition_list_destroy(offs);
         if (fatal)
             goto out;
         if (es_clock_mono_ms() - last_report >= 10000) {
             last_report = es_clock_mono_ms();
-            es_info("progress", "applied", es_log_i64((long long)applied), "skipped", es_log_i64((long long)skipped),
-                    "replies", es_log_i64((long long)replied), "gaps", es_log_i64((long long)gaps), "undecodable",
-                    es_log_i64((long long)undecodable));
+            es_info("progress", "applied", es_log_i64((long long)totals[0]), "skipped",
+                    es_log_i64((long long)totals[1]), "replies", es_log_i64((long long)totals[3]), "gaps",
+                    es_log_i64((long long)totals[2]), "undecodable", es_log_i64((long long)undecodable));
         }
     }
-    es_info("projector stopping", "applied", es_log_i64((long long)applied), "skipped",
-            es_log_i64((long long)skipped), "replies", es_log_i64((long long)replied), "gaps",
-            es_log_i64((long long)gaps), "undecodable", es_log_i64((long long)undecodable));
+    if (fly.active && !inflight_finish(&fly, prod, rk, totals))
+        es_warn("stopping with undelivered replies; their batch will be read again");
+    es_info("projector stopping", "applied", es_log_i64((long long)totals[0]), "skipped",
+            es_log_i64((long long)totals[1]), "replies", es_log_i64((long long)totals[3]), "gaps",
+            es_log_i64((long long)totals[2]), "undecodable", es_log_i64((long long)undecodable));
     exit_code = 0;
 out:
     if (rk) {
         rd_kafka_consumer_close(rk); /* commits the stored offsets, leaves the group */
         rd_kafka_destroy(rk);
     }
+    inflight_clear(&fly);
+    free(fly.replies);
     es_projector_free(proj); /* before evts: its replies point into them */
     free(evts);
+    free(topics_in);
+    free(reply_to);
     es_producer_free(prod);
     es_store_free(st);
     explicit_bzero(&ck, sizeof ck);

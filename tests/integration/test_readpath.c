@@ -537,6 +537,92 @@ Test(readpath, phone_removal_removes_the_factor, .timeout = 180)
     h_env_done(&e);
 }
 
+/* --- (d2) reply topics ------------------------------------------------------------ */
+
+static const char *header_of(json_t *rec, const char *name)
+{
+    return json_string_value(json_object_get(json_object_get(rec, "headers"), name));
+}
+
+/* The relay puts the command's reply topic beside the last event of an
+ * accepted command (factord-reply-to), so the projector need not look it
+ * up; an event without it (as published before that header existed) is
+ * still replied, through the lookup in factord.commands. */
+Test(readpath, reply_topic_travels_with_the_event_or_is_looked_up, .timeout = 240)
+{
+    h_env e;
+    h_env_init(&e, "rp_replyto");
+    pid_t proc = h_spawn(&e, "process", NULL), relay = h_spawn(&e, "relay", NULL);
+    char imp[37], add[37];
+    send_cmd(&e, "ImportHumanUser", "u1", import_payload("u1", "+41791112233", true), imp);
+    send_cmd(&e, "AddMyAuthFactorOTPSMS", "u1", NULL, add);
+    json_t *recs = h_read_topic(&e, e.events, 3, 60000);
+    cr_assert_eq(json_array_size(recs), 3, "import (2 events) and the factor");
+    size_t with = 0;
+    for (size_t i = 0; i < 3; i++) {
+        json_t *rec = json_array_get(recs, i);
+        json_t *evt = json_loads(json_string_value(json_object_get(rec, "value")), 0, NULL);
+        cr_assert_not_null(evt);
+        const char *topic = header_of(rec, ES_REPLY_TO_HEADER);
+        if (json_is_true(json_object_get(evt, "lastOfCommand"))) {
+            cr_assert_not_null(topic, "the last event of %s carries the reply topic",
+                               json_string_value(json_object_get(evt, "type")));
+            cr_assert_str_eq(topic, e.replies);
+            with++;
+        } else {
+            cr_assert_null(topic, "only the last event of a command carries it");
+        }
+        json_decref(evt);
+    }
+    cr_assert_eq(with, 2);
+    json_decref(recs);
+
+    /* u2's events reach the topic without the header (the relay is
+     * stopped; they are produced as an older relay did). */
+    cr_assert_eq(h_stop(relay, false), 0);
+    char imp2[37], add2[37];
+    send_cmd(&e, "ImportHumanUser", "u2", import_payload("u2", "+41791112234", true), imp2);
+    send_cmd(&e, "AddMyAuthFactorOTPSMS", "u2", NULL, add2);
+    const char *p2[] = {e.instance, "u2"};
+    int64_t deadline = es_clock_mono_ms() + 60000;
+    while (h_sql_long(&e, "SELECT count(*) FROM factord.events WHERE instance_id = $1 AND aggregate_id = $2", 2,
+                      p2) < 3) {
+        cr_assert_lt(es_clock_mono_ms(), deadline, "u2's commands decided");
+        es_sleep_ms(50);
+    }
+    es_store *st = h_store(&e);
+    dom_evt *evts = NULL;
+    size_t n = 0;
+    es_error err = {0};
+    cr_assert_eq(es_store_user_events(st, e.instance, "u2", &evts, &n, &err), ES_OK, "%s", err.text);
+    cr_assert_eq(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        json_t *j = dom_evt_to_json(&evts[i]);
+        char *v = json_dumps(j, JSON_COMPACT);
+        h_produce(&e, e.events, "u2", v, strlen(v));
+        free(v);
+        json_decref(j);
+    }
+    free(evts);
+    es_store_free(st);
+
+    tail t;
+    tail_open(&t, &e, e.replies);
+    pid_t proj = h_spawn(&e, "project", NULL);
+    json_t *r;
+    r = reply_of(&t, add, 200);
+    cr_assert_str_eq(details(r, "sequence"), "3", "by the header");
+    json_decref(r);
+    r = reply_of(&t, add2, 200);
+    cr_assert_str_eq(details(r, "sequence"), "3", "by the lookup");
+    json_decref(r);
+    json_decref(reply_of(&t, imp2, 200));
+    tail_close(&t);
+    cr_assert_eq(h_stop(proj, false), 0);
+    h_stop(proc, false);
+    h_env_done(&e);
+}
+
 /* --- (e) tenants ------------------------------------------------------------------ */
 
 Test(readpath, instances_with_the_same_user_id_stay_apart, .timeout = 180)

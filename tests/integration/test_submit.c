@@ -296,7 +296,7 @@ Test(submit, the_command_is_keyed_by_user_and_valid)
     /* From flags: defaults for id and replyTo, the payload passed on. */
     const char *args[] = {"--type", "SetMyPhone", "--user", "u-42", "--org", "org-7", "--instance", "tenant-9",
                           "--payload", "{\"phone\":\"+41 79 123 45 67\",\"returnCode\":true}", "--timeout-ms",
-                          "1000", NULL};
+                          "3000", NULL};
     sub_result r;
     run_submit(&e, args, NULL, NULL, &r);
     cr_assert_eq(r.code, 2, "exit %d (nobody replies), stderr: %s", r.code, r.err);
@@ -306,7 +306,7 @@ Test(submit, the_command_is_keyed_by_user_and_valid)
     /* From stdin: no id, no replyTo. */
     const char *in = "{\"type\":\"AddMyAuthFactorOTPSMS\",\"instanceId\":\"tenant-9\",\"userId\":\"u-43\","
                      "\"resourceOwner\":\"org-7\",\"payload\":{}}";
-    const char *args2[] = {"-", "--timeout-ms", "1000", NULL};
+    const char *args2[] = {"-", "--timeout-ms", "3000", NULL};
     run_submit(&e, args2, in, NULL, &r);
     cr_assert_eq(r.code, 2, "exit %d, stderr: %s", r.code, r.err);
     char stdin_id[37];
