@@ -18,7 +18,7 @@
 #
 # Usage: bench/catchup.sh
 # Environment: FACTORD_BENCH_EVENTS (default 100000), FACTORD_BENCH_BUILD
-# (build folder, default build/), FACTORD_BATCH_MAX and the other FACTORD_*
+# (build folder, default build/), FACTORD_PROJECTOR_BATCH_MAX and the other FACTORD_*
 # settings apply to the components. The bench database is dropped at the
 # end (FACTORD_BENCH_KEEP=1 keeps it); its topics stay on the broker.
 set -euo pipefail

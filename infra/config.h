@@ -30,6 +30,7 @@ typedef struct {
     char *projector_group;
     int64_t topic_partitions;
     int64_t batch_max;
+    int64_t projector_batch_max;
     int64_t batch_linger_ms;
     int64_t relay_batch;
     int64_t relay_idle_ms;

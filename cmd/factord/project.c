@@ -1,9 +1,12 @@
 /*
  * cmd/factord/project.c - `factord project`: the read-model projector.
  *
- * Polls the events topic in batches (FACTORD_BATCH_MAX records or
- * FACTORD_BATCH_LINGER_MS after the first) in its own consumer group
- * (FACTORD_PROJECTOR_GROUP), applies each batch to the read models in one
+ * A reader thread polls the events topic in batches
+ * (FACTORD_PROJECTOR_BATCH_MAX records or FACTORD_BATCH_LINGER_MS after the
+ * first) in its own consumer group (FACTORD_PROJECTOR_GROUP) and decodes
+ * them, into one of two batch buffers, while the main thread applies the
+ * other: decoding overlaps PostgreSQL's work. The main thread applies each
+ * batch to the read models in one
  * PostgreSQL transaction (infra/projector.c: exactly once per event, by the
  * user's applied sequence), and after that COMMIT produces the success
  * replies of the commands whose last event was in the batch. The batch's
@@ -18,6 +21,7 @@
  * or Kafka is away (nothing is half-done: it is re-read on restart).
  */
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -268,6 +272,160 @@ static bool inflight_finish(inflight *f, es_producer *prod, rd_kafka_t *rk, unsi
     return true;
 }
 
+/* One polled batch: decoded events, each one's reply-topic header, and the
+ * offsets to store once it is applied and replied. */
+typedef struct {
+    dom_evt *evts;
+    char (*topics)[DOM_TOPIC_MAX]; /* each event's factord-reply-to ("" none) */
+    const char **reply_to;         /* pointers into topics */
+    size_t n, polled;
+    unsigned long long undecodable;
+    rd_kafka_topic_partition_list_t *offs;
+} batch;
+
+/* The reader thread and the applier hand two batch buffers back and forth:
+ * the reader fills a free one while the applier works on the other. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    batch b[2];
+    int ready;      /* a filled batch waiting for the applier, or -1 */
+    bool free_[2];  /* b[i] may be filled */
+    bool done;      /* the reader has stopped */
+    _Atomic bool stop; /* the applier stops (fd_stop is the other reason) */
+    rd_kafka_t *rk;
+    size_t max;
+    int64_t linger_ms;
+} reader;
+
+static bool reader_stopping(const reader *r) { return fd_stop || r->stop; }
+
+/* Wait on r->cv for up to ms (r->mu held). */
+static void reader_wait(reader *r, int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += (long)ms * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+}
+
+static void batch_alloc(batch *b, size_t max)
+{
+    b->evts = calloc(max, sizeof *b->evts);
+    b->topics = calloc(max, sizeof *b->topics);
+    b->reply_to = calloc(max, sizeof *b->reply_to);
+    if (!b->evts || !b->topics || !b->reply_to)
+        abort();
+    for (size_t i = 0; i < max; i++)
+        b->reply_to[i] = b->topics[i];
+}
+
+static void batch_free(batch *b)
+{
+    free(b->evts);
+    free(b->topics);
+    free(b->reply_to);
+    if (b->offs)
+        rd_kafka_topic_partition_list_destroy(b->offs);
+    memset(b, 0, sizeof *b);
+}
+
+/* Fill b: up to max records, ending linger_ms after the first (or at a
+ * stop). Each message is destroyed in the iteration that polled it. */
+static void batch_fill(reader *r, batch *b)
+{
+    int64_t deadline = 0;
+    b->n = b->polled = 0;
+    b->undecodable = 0;
+    b->offs = rd_kafka_topic_partition_list_new(8);
+    while (b->polled < r->max && !reader_stopping(r)) {
+        rd_kafka_message_t *m = es_consumer_next(r->rk, b->polled, r->linger_ms, &deadline);
+        if (!m) {
+            if (b->polled)
+                break;
+            continue;
+        }
+        b->polled++;
+        note_offset(b->offs, m);
+        if (decode_event(m, &b->evts[b->n])) {
+            reply_header(m, b->topics[b->n]);
+            b->n++;
+        } else {
+            b->undecodable++;
+        }
+        rd_kafka_message_destroy(m);
+    }
+}
+
+static void *reader_main(void *arg)
+{
+    reader *r = arg;
+    es_log_set_component("project");
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        int i = r->free_[0] ? 0 : r->free_[1] ? 1 : -1;
+        while (i < 0 && !reader_stopping(r)) {
+            reader_wait(r, 100);
+            i = r->free_[0] ? 0 : r->free_[1] ? 1 : -1;
+        }
+        if (i < 0) { /* a stop while both buffers are busy */
+            r->done = true;
+            pthread_cond_broadcast(&r->cv);
+            pthread_mutex_unlock(&r->mu);
+            return NULL;
+        }
+        r->free_[i] = false;
+        pthread_mutex_unlock(&r->mu);
+
+        batch_fill(r, &r->b[i]);
+
+        pthread_mutex_lock(&r->mu);
+        /* While this batch was filled the applier took the previous one,
+         * and it takes one batch at a time: wait until the slot is free. */
+        while (r->ready >= 0 && !r->stop)
+            reader_wait(r, 100);
+        if (r->b[i].polled && r->ready < 0) {
+            r->ready = i;
+        } else {
+            rd_kafka_topic_partition_list_destroy(r->b[i].offs);
+            r->b[i].offs = NULL;
+            r->free_[i] = true;
+        }
+        bool stop = reader_stopping(r);
+        if (stop)
+            r->done = true;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        if (stop)
+            return NULL;
+    }
+}
+
+/* The next filled batch (its index), or -1 when none came within wait_ms;
+ * *done: the reader has stopped and nothing is left. */
+static int reader_take(reader *r, int wait_ms, bool *done)
+{
+    pthread_mutex_lock(&r->mu);
+    if (r->ready < 0 && !r->done)
+        reader_wait(r, wait_ms);
+    int i = r->ready;
+    r->ready = -1;
+    *done = i < 0 && r->done;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    return i;
+}
+
+static void reader_release(reader *r, int i)
+{
+    pthread_mutex_lock(&r->mu);
+    r->free_[i] = true;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
 int fd_project_main(int argc, char **argv)
 {
     return fd_component_main(argc, argv, "project", fd_project_loop);
@@ -283,9 +441,9 @@ int fd_project_loop(const es_config *cfgp)
     es_projector *proj = NULL;
     es_producer *prod = NULL;
     rd_kafka_t *rk = NULL;
-    dom_evt *evts = NULL;
-    char (*topics_in)[DOM_TOPIC_MAX] = NULL; /* each event's factord-reply-to */
-    const char **reply_to = NULL;            /* pointers into topics_in */
+    reader rd = {.ready = -1, .free_ = {true, true}};
+    bool reader_started = false;
+    pthread_t reader_thread;
     inflight fly = {0};
     unsigned char keybytes[32];
     es_codekey ck;
@@ -328,50 +486,42 @@ int fd_project_loop(const es_config *cfgp)
     }
     es_projector_opts po = {.code_key = &ck};
     proj = es_projector_new(st, &po);
-    size_t max = (size_t)cfg.batch_max;
-    evts = calloc(max, sizeof *evts);
-    topics_in = calloc(max, sizeof *topics_in);
-    reply_to = calloc(max, sizeof *reply_to);
-    if (!evts || !topics_in || !reply_to)
-        abort();
-    for (size_t i = 0; i < max; i++)
-        reply_to[i] = topics_in[i];
+    rd.rk = rk;
+    rd.max = (size_t)cfg.projector_batch_max;
+    rd.linger_ms = cfg.batch_linger_ms;
+    batch_alloc(&rd.b[0], rd.max);
+    batch_alloc(&rd.b[1], rd.max);
+    pthread_mutex_init(&rd.mu, NULL);
+    pthread_cond_init(&rd.cv, NULL);
+    if (pthread_create(&reader_thread, NULL, reader_main, &rd) != 0) {
+        es_err("cannot start the reader thread");
+        goto out;
+    }
+    reader_started = true;
     es_info("projector started", "topic", cfg.events_topic, "group", cfg.projector_group, "batch_max",
-            es_log_i64(cfg.batch_max), "code_key_id", ck.key_id);
+            es_log_i64(cfg.projector_batch_max), "code_key_id", ck.key_id);
 
     unsigned long long totals[4] = {0}; /* applied, skipped, gaps, replied */
     unsigned long long undecodable = 0;
     int64_t last_report = es_clock_mono_ms();
-    while (!fd_stop) {
-        /* 1. A batch. Each message is destroyed in the iteration that polled
-         * it: the batch keeps decoded events and the offsets to store. */
-        size_t n = 0, polled = 0;
-        int64_t deadline = 0;
-        rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(8);
-        while (polled < max && !fd_stop) {
-            rd_kafka_message_t *m = es_consumer_next(rk, polled, cfg.batch_linger_ms, &deadline);
-            if (!m) {
-                if (polled)
-                    break;
-                /* Idle: settle the batch in flight now, not at the next one. */
-                if (fly.active && !inflight_finish(&fly, prod, rk, totals))
-                    break;
-                continue;
-            }
-            polled++;
-            note_offset(offs, m);
-            if (decode_event(m, &evts[n])) {
-                reply_header(m, topics_in[n]);
-                n++;
-            } else {
-                undecodable++;
-            }
-            rd_kafka_message_destroy(m);
-        }
-        if (!polled) {
-            rd_kafka_topic_partition_list_destroy(offs);
+    for (;;) {
+        /* 1. A batch from the reader; while none comes, settle the batch
+         * in flight (its offsets), not only when the next one is applied. */
+        bool reader_done = false;
+        int bi = reader_take(&rd, 50, &reader_done);
+        if (bi < 0) {
+            if (reader_done)
+                break;
+            if (fly.active && !inflight_finish(&fly, prod, rk, totals) && fd_stop)
+                break;
             continue;
         }
+        batch *b = &rd.b[bi];
+        size_t n = b->n;
+        dom_evt *evts = b->evts;
+        undecodable += b->undecodable;
+        rd_kafka_topic_partition_list_t *offs = b->offs;
+        b->offs = NULL;
 
         /* 2. Apply and commit. */
         const es_reply *replies = NULL;
@@ -380,7 +530,7 @@ int fd_project_loop(const es_config *cfgp)
         int64_t backoff = 100;
         bool committed = false, fatal = false;
         for (;;) {
-            es_result rc = es_projector_run_batch(proj, evts, reply_to, n, &replies, &n_replies, &ps, &err);
+            es_result rc = es_projector_run_batch(proj, evts, b->reply_to, n, &replies, &n_replies, &ps, &err);
             if (rc == ES_OK) {
                 committed = true;
                 break;
@@ -415,8 +565,12 @@ int fd_project_loop(const es_config *cfgp)
         }
         if (offs)
             rd_kafka_topic_partition_list_destroy(offs);
+        /* The replies in flight are copies: the buffer can be refilled. */
+        reader_release(&rd, bi);
         if (fatal)
             goto out;
+        if (fd_stop && !committed)
+            break;
         if (es_clock_mono_ms() - last_report >= 10000) {
             last_report = es_clock_mono_ms();
             es_info("progress", "applied", es_log_i64((long long)totals[0]), "skipped",
@@ -431,16 +585,21 @@ int fd_project_loop(const es_config *cfgp)
             es_log_i64((long long)totals[2]), "undecodable", es_log_i64((long long)undecodable));
     exit_code = 0;
 out:
+    if (reader_started) {
+        rd.stop = true; /* after a fatal error too */
+        pthread_join(reader_thread, NULL);
+        pthread_mutex_destroy(&rd.mu);
+        pthread_cond_destroy(&rd.cv);
+    }
     if (rk) {
         rd_kafka_consumer_close(rk); /* commits the stored offsets, leaves the group */
         rd_kafka_destroy(rk);
     }
     inflight_clear(&fly);
     free(fly.replies);
-    es_projector_free(proj); /* before evts: its replies point into them */
-    free(evts);
-    free(topics_in);
-    free(reply_to);
+    es_projector_free(proj); /* before the batches: its replies point into them */
+    batch_free(&rd.b[0]);
+    batch_free(&rd.b[1]);
     es_producer_free(prod);
     es_store_free(st);
     explicit_bzero(&ck, sizeof ck);

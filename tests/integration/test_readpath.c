@@ -403,8 +403,8 @@ Test(readpath, projector_killed_mid_stream_applies_once_and_replies_all, .timeou
     /* Killed right after its third commit, before that batch's replies
      * and offsets: the restarted projector must skip those events in
      * PostgreSQL and still send their replies. */
-    static const char *const fp[] = {"FACTORD_FAILPOINT=project.after_commit:3", "FACTORD_BATCH_MAX=40", NULL};
-    static const char *const small[] = {"FACTORD_BATCH_MAX=40", NULL};
+    static const char *const fp[] = {"FACTORD_FAILPOINT=project.after_commit:3", "FACTORD_PROJECTOR_BATCH_MAX=40", NULL};
+    static const char *const small[] = {"FACTORD_PROJECTOR_BATCH_MAX=40", NULL};
     pid_t proj = h_spawn(&e, "project", fp);
     cr_assert_eq(h_wait(proj, 90000), -9, "the failpoint kills the projector after its third commit");
     /* Then SIGKILL at a random moment once it is applying again (it first
