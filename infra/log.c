@@ -22,6 +22,11 @@ void es_log_set_component(const char *component)
     snprintf(g_component, sizeof g_component, "%s", component ? component : "factord");
 }
 
+const char *es_log_component(void)
+{
+    return g_component[0] ? g_component : "factord";
+}
+
 void es_log_init(const char *component, const char *level)
 {
     es_log_set_component(component);

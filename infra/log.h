@@ -17,6 +17,8 @@ typedef enum { ES_LOG_DEBUG = 0, ES_LOG_INFO, ES_LOG_WARN, ES_LOG_ERROR } es_log
 void es_log_init(const char *component, const char *level);
 /* The component name of the calling thread only. */
 void es_log_set_component(const char *component);
+/* The calling thread's component name ("factord" when none was set). */
+const char *es_log_component(void);
 int es_log_enabled(es_log_level lvl);
 
 /* es_log(level, "message", "key1", "value1", "key2", "value2", NULL).

@@ -454,8 +454,12 @@ es_result es_store_open(const char *conninfo, es_store **out, es_error *err)
      * otherwise wait for TCP to give up. */
     const char *const keys[] = {"fallback_application_name", "client_encoding",
                                 "connect_timeout", "dbname", NULL};
-    const char *const vals[] = {"factord", "UTF8", getenv("PGCONNECT_TIMEOUT") ? "" : "10",
-                                conninfo ? conninfo : "", NULL};
+    /* "factord-process", "factord-relay" ...: pg_stat_activity tells the
+     * components' sessions apart (and bench/run their CPU time). */
+    char app[80];
+    snprintf(app, sizeof app, "factord-%s", es_log_component());
+    const char *const vals[] = {strcmp(es_log_component(), "factord") ? app : "factord", "UTF8",
+                                getenv("PGCONNECT_TIMEOUT") ? "" : "10", conninfo ? conninfo : "", NULL};
     st->conn = PQconnectdbParams(keys, vals, 1);
     if (!st->conn)
         abort();
