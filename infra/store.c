@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,10 +140,15 @@ static const store_stmt store_stmts[Q__COUNT] = {
         "   FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, instance_id text, type text,"
         "    user_id text, content_hash text, http_status int, body text, reply_to text)"},
     /* The chain's head comes with the positions: the hashes of the batch's
-     * events follow from it (infra/chain.h). */
+     * events follow from it (infra/chain.h). The same statement queues the
+     * transaction's notification for the relay (store.h): no round trip of
+     * its own, and it is issued exactly when positions are taken. At COMMIT
+     * PostgreSQL serialises notifying transactions on one lock; the counter
+     * row already serialises this database's writers through COMMIT. */
     [Q_TAKE_POSITIONS] = {"factord_take_positions", 1,
         "UPDATE factord.position_counter SET value = value + $1::bigint WHERE id = 1"
-        " RETURNING value, encode(head_hash, 'hex')"},
+        " RETURNING value, encode(head_hash, 'hex'),"
+        "   pg_notify('" ES_STORE_OUTBOUND_CHANNEL "', '')"},
     /* The events with their hashes ($3: 32 bytes each, in event order, cut
      * by offset: no per-row array walk) and the new
      * chain head ($4, $5) in one statement: no extra round trip while the
@@ -1475,5 +1481,75 @@ es_result es_store_head(es_store *st, int64_t *pos, es_error *err)
     if (rc == ES_OK && !es_parse_i64(PQgetvalue(res, 0, 0), pos))
         rc = es_error_set(err, ES_EFATAL, "head: malformed position");
     PQclear(res);
+    return rc;
+}
+
+/* --- waking on commits ------------------------------------------------------- */
+
+es_result es_store_listen(es_store *st, const char *channel, es_error *err)
+{
+    /* LISTEN takes an identifier, not a parameter: quoted by libpq. */
+    char *ident = PQescapeIdentifier(st->conn, channel, strlen(channel));
+    if (!ident) {
+        const char *m = PQerrorMessage(st->conn);
+        return es_error_set(err, PQstatus(st->conn) == CONNECTION_OK ? ES_EINVAL : ES_ETRANSIENT,
+                            "listen: %.*s", store_trimmed_len(m), m);
+    }
+    size_t len = strlen(ident) + sizeof "LISTEN ";
+    char *sql = store_xmalloc(len);
+    snprintf(sql, len, "LISTEN %s", ident);
+    PQfreemem(ident);
+    es_result rc = store_simple(st, sql, "listen", err);
+    free(sql);
+    return rc;
+}
+
+/* Free every notification libpq has parsed; true when there was one. */
+static bool store_drain_notifies(es_store *st)
+{
+    bool any = false;
+    PGnotify *n;
+    while ((n = PQnotifies(st->conn)) != NULL) {
+        any = true;
+        PQfreemem(n);
+    }
+    return any;
+}
+
+static es_result store_consume(es_store *st, es_error *err)
+{
+    if (PQconsumeInput(st->conn))
+        return ES_OK;
+    const char *m = PQerrorMessage(st->conn);
+    return es_error_set(err, ES_ETRANSIENT, "wait for notifications: %.*s", store_trimmed_len(m), m);
+}
+
+es_result es_store_wait_notify(es_store *st, int timeout_ms, bool *notified, es_error *err)
+{
+    *notified = false;
+    /* What already arrived first: libpq parses notifications while it reads
+     * any result, and the socket may hold more. */
+    es_result rc = store_consume(st, err);
+    if (rc != ES_OK)
+        return rc;
+    *notified = store_drain_notifies(st);
+    if (*notified || timeout_ms <= 0)
+        return ES_OK;
+    int fd = PQsocket(st->conn);
+    if (fd < 0)
+        return es_error_set(err, ES_ETRANSIENT, "wait for notifications: no connection");
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int n = poll(&pfd, 1, timeout_ms);
+    if (n < 0 && errno == EINTR)
+        return ES_OK; /* a signal: the caller checks its stop flag */
+    if (n < 0)
+        return es_error_set(err, ES_ETRANSIENT, "wait for notifications: poll: %s", strerror(errno));
+    if (n == 0)
+        return ES_OK;
+    /* Readable: a notification, another message, or the connection closing
+     * (then PQconsumeInput fails). */
+    rc = store_consume(st, err);
+    if (rc == ES_OK)
+        *notified = store_drain_notifies(st);
     return rc;
 }

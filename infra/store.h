@@ -131,7 +131,9 @@ typedef struct {
  * event, in the same transaction. ES_ECONFLICT on a unique violation (a
  * racing writer).
  * Users still in DOM_USER_NONE are skipped (nothing happened to them);
- * with no events and no outbox rows the counter is not taken. */
+ * with no events and no outbox rows the counter is not taken. When it is
+ * taken, the transaction also notifies ES_STORE_OUTBOUND_CHANNEL (below),
+ * delivered when the caller commits. */
 es_result es_store_write(es_store *st, es_write *w, es_error *err) ES_WUR;
 
 /* --- reading the log ----------------------------------------------------- */
@@ -199,5 +201,36 @@ es_result es_store_try_lock(es_store *st, const char *name, bool *got, es_error 
 
 /* Highest committed position (0 when empty). */
 es_result es_store_head(es_store *st, int64_t *pos, es_error *err) ES_WUR;
+
+/* --- waking on commits (LISTEN/NOTIFY) ----------------------------------- */
+
+/* The channel es_store_write notifies in every transaction that takes
+ * positions (events or outbox rows), so a reader of the log (the relay) can
+ * sleep until something is committed. PostgreSQL delivers it at COMMIT
+ * (never for a rollback), once per transaction however many rows, and only
+ * to listeners connected to the same database: deployments in other
+ * databases of one server never see each other's notifications (and one
+ * database holds one deployment: the schema is always `factord`). */
+#define ES_STORE_OUTBOUND_CHANNEL "factord_outbound"
+
+/* LISTEN on channel from this connection (outside a transaction: it takes
+ * effect at once). A connection made later (es_store_open, es_store_reset)
+ * listens on nothing: call again after every (re)connect. Notifications
+ * committed before the LISTEN are not delivered: read what is committed
+ * after listening, not before. */
+es_result es_store_listen(es_store *st, const char *channel, es_error *err) ES_WUR;
+
+/* Drain every notification received so far; when there was none, wait on
+ * the connection's socket up to timeout_ms (0: do not wait) for one to
+ * arrive and drain again. *notified tells whether any was drained. Returns
+ * early, ES_OK with *notified false, when a signal interrupts the wait or
+ * the server sent something else; callers bound timeout_ms to stay
+ * responsive to their stop flag (a signal may go to another thread).
+ * ES_ETRANSIENT when the connection is lost. Call it outside a transaction
+ * (the server delivers notifications only between transactions). Draining
+ * is the point: a notification means a commit happened before it, so a
+ * read made after the drain sees that commit. */
+es_result es_store_wait_notify(es_store *st, int timeout_ms, bool *notified,
+                               es_error *err) ES_WUR;
 
 #endif

@@ -9,6 +9,12 @@
  * identical content; consumers deduplicate events by (instance, user,
  * sequence). One relay is active at a time (an advisory lock); others wait
  * as standbys.
+ *
+ * With nothing to publish it sleeps until a writer commits: es_store_write
+ * notifies ES_STORE_OUTBOUND_CHANNEL in its transaction and the active relay
+ * LISTENs on its connection, so it wakes within a round trip of the COMMIT
+ * instead of polling. FACTORD_RELAY_IDLE_MS bounds the sleep, a safety net
+ * only: every wake-up, notified or not, reads a page.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +28,9 @@
 #include "infra/store.h"
 
 #define CHECKPOINT "relay"
+/* Longest single wait for a notification: fd_stop is looked at in between
+ * (under `factord run` the signal may interrupt another thread's poll). */
+#define STOP_CHECK_MS 200
 
 typedef struct {
     const es_config *cfg;
@@ -33,7 +42,10 @@ typedef struct {
 } relay;
 
 /* Open PostgreSQL and take the relay lock, waiting as a standby while
- * another relay holds it. */
+ * another relay holds it. The active relay listens for commits before it
+ * reads anything, so no commit falls between its first read and the
+ * LISTEN (a new connection listens on nothing: this runs after every
+ * reconnect). */
 static es_result acquire(relay *r, es_error *err)
 {
     bool standby_logged = false;
@@ -46,7 +58,9 @@ static es_result acquire(relay *r, es_error *err)
         if (rc == ES_OK)
             rc = es_store_try_lock(r->st, "factord.relay", &got, err);
         if (rc == ES_OK && got) {
-            rc = es_store_checkpoint_get(r->st, CHECKPOINT, &r->checkpoint, err);
+            rc = es_store_listen(r->st, ES_STORE_OUTBOUND_CHANNEL, err);
+            if (rc == ES_OK)
+                rc = es_store_checkpoint_get(r->st, CHECKPOINT, &r->checkpoint, err);
             /* PostgreSQL gone between the lock and the read: start over
              * (the lock went with the connection) instead of stopping. */
             if (rc != ES_ETRANSIENT)
@@ -101,6 +115,22 @@ static es_result publish_page(relay *r, size_t *n_out, es_error *err)
     return rc;
 }
 
+/* Nothing to publish: wait for a commit's notification, up to
+ * FACTORD_RELAY_IDLE_MS, returning early on a notification or fd_stop. */
+static es_result wait_for_commit(relay *r, es_error *err)
+{
+    int64_t end = es_clock_mono_ms() + r->cfg->relay_idle_ms;
+    bool notified = false;
+    es_result rc = ES_OK;
+    while (rc == ES_OK && !notified && !fd_stop) {
+        int64_t left = end - es_clock_mono_ms();
+        if (left <= 0)
+            break;
+        rc = es_store_wait_notify(r->st, left < STOP_CHECK_MS ? (int)left : STOP_CHECK_MS, &notified, err);
+    }
+    return rc;
+}
+
 int fd_relay_main(int argc, char **argv)
 {
     return fd_component_main(argc, argv, "relay", fd_relay_loop);
@@ -145,11 +175,16 @@ int fd_relay_loop(const es_config *cfgp)
     unsigned long long reported = 0;
     while (!fd_stop) {
         size_t n = 0;
-        rc = publish_page(&r, &n, &err);
+        bool notified = false;
+        /* Drain, then read: every notification drained stands for a commit
+         * the read below sees (and none piles up in libpq while busy). */
+        rc = es_store_wait_notify(r.st, 0, &notified, &err);
+        if (rc == ES_OK)
+            rc = publish_page(&r, &n, &err);
+        if (rc == ES_OK && n == 0)
+            rc = wait_for_commit(&r, &err);
         if (rc == ES_OK) {
             backoff = 100;
-            if (n == 0)
-                es_sleep_ms(cfg.relay_idle_ms);
         } else if (rc == ES_EFATAL && strstr(err.text, "fatal")) {
             es_warn("producer fatal error; recreating it and publishing again from the checkpoint",
                     "error", err.text);

@@ -341,6 +341,39 @@ Test(pipeline, processor_killed_between_commit_and_offset_store, .timeout = 180)
     h_env_done(&e);
 }
 
+/* The relay sleeps until a commit notifies it (LISTEN/NOTIFY), not until
+ * its idle fallback: with FACTORD_RELAY_IDLE_MS at a minute, committed
+ * events still reach the topic within seconds, and SIGTERM still stops it
+ * at once. */
+Test(pipeline, relay_wakes_on_commit_not_on_idle_fallback, .timeout = 180)
+{
+    h_env e;
+    h_env_init(&e, "notify");
+    static const char *const idle[] = {"FACTORD_RELAY_IDLE_MS=60000", NULL};
+    pid_t relay = h_spawn(&e, "relay", idle), proc = h_spawn(&e, "process", NULL);
+    char id[37], add[37];
+    /* Committed after the relay's first (empty) read, most likely: the
+     * processor is still joining its group. */
+    send_cmd(&e, "ImportHumanUser", "u1", import_payload("u1", "+41791112233", true), id);
+    json_t *events = h_read_topic(&e, e.events, 2, 30000);
+    cr_assert_eq(json_array_size(events), 2, "the import's events were not published within 30 s");
+    json_decref(events);
+    es_sleep_ms(1000); /* the relay is surely idle now */
+    int64_t sent = es_clock_mono_ms();
+    send_cmd(&e, "AddMyAuthFactorOTPSMS", "u1", NULL, add);
+    events = h_read_topic(&e, e.events, 3, 10000);
+    int64_t took = es_clock_mono_ms() - sent;
+    cr_assert_eq(json_array_size(events), 3, "the otp event was not published within 10 s (idle 60 s)");
+    cr_assert_lt(took, 5000, "published %lld ms after the send: the relay waited for its fallback",
+                 (long long)took);
+    json_decref(events);
+    int64_t stopping = es_clock_mono_ms();
+    cr_assert_eq(h_stop(relay, false), 0, "relay exits 0 on SIGTERM");
+    cr_assert_lt(es_clock_mono_ms() - stopping, 3000, "the relay's wait ignored SIGTERM");
+    h_stop(proc, false);
+    h_env_done(&e);
+}
+
 Test(pipeline, relay_killed_mid_stream_loses_nothing, .timeout = 240)
 {
     h_env e;

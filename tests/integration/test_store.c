@@ -1043,6 +1043,36 @@ Test(store, try_lock_is_exclusive_per_session)
     es_store_free(b);
 }
 
+/* A committed write wakes a listener (the relay's LISTEN/NOTIFY, store.h);
+ * a connection that does not listen waits out its timeout. */
+Test(store, committed_write_notifies_listeners)
+{
+    es_store *listener = itest_open(), *deaf = itest_open(), *writer = itest_open();
+    es_error err = {0};
+    bool notified = false;
+    assert_ok(es_store_listen(listener, ES_STORE_OUTBOUND_CHANNEL, &err), &err, "listen");
+    /* Other tests share the database and may have notified already. */
+    assert_ok(es_store_wait_notify(listener, 0, &notified, &err), &err, "drain");
+
+    char inst[DOM_ID_MAX];
+    itest_instance(inst);
+    dom_evt e;
+    itest_event(&e, inst, "u", 1, DOM_EVT_HUMAN_ADDED);
+    assert_ok(itest_write_events(writer, &e, 1, &err), &err, "write");
+    int64_t t0 = mono_us();
+    assert_ok(es_store_wait_notify(listener, 5000, &notified, &err), &err, "wait");
+    cr_assert(notified, "no notification within 5 s of a commit");
+    cr_assert_lt(mono_us() - t0, 2000000);
+
+    t0 = mono_us();
+    assert_ok(es_store_wait_notify(deaf, 300, &notified, &err), &err, "wait without listening");
+    cr_assert_not(notified);
+    cr_assert_geq(mono_us() - t0, 250000, "returned before its timeout");
+    es_store_free(listener);
+    es_store_free(deaf);
+    es_store_free(writer);
+}
+
 Test(store, lost_connection_is_transient_and_reset_recovers)
 {
     es_store *st = itest_open(), *killer = itest_open();
