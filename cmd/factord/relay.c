@@ -59,6 +59,17 @@ static es_result acquire(relay *r, es_error *err)
             rc = es_store_try_lock(r->st, "factord.relay", &got, err);
         if (rc == ES_OK && got) {
             rc = es_store_listen(r->st, ES_STORE_OUTBOUND_CHANNEL, err);
+            /* The checkpoint is only a resume point: a checkpoint lost in a
+             * PostgreSQL crash re-publishes rows that consumers already
+             * deduplicate (events by sequence, replies by command id), so
+             * its commits need not wait for the WAL flush. This session
+             * writes nothing else. */
+            if (rc == ES_OK) {
+                PGresult *res = NULL;
+                rc = es_store_exec(r->st, "relay session", "SET synchronous_commit = off", 0, NULL,
+                                   PGRES_COMMAND_OK, &res, err);
+                PQclear(res);
+            }
             if (rc == ES_OK)
                 rc = es_store_checkpoint_get(r->st, CHECKPOINT, &r->checkpoint, err);
             /* PostgreSQL gone between the lock and the read: start over
