@@ -1,17 +1,18 @@
 /*
  * cmd/factord/project.c - `factord project`: the read-model projector.
  *
- * Polls the events topic in batches (FACTORD_BATCH_MAX records or
- * FACTORD_BATCH_LINGER_MS after the first) in its own consumer group
- * (FACTORD_PROJECTOR_GROUP), applies each batch to the read models in one
- * PostgreSQL transaction (infra/projector.c: exactly once per event, by the
- * user's applied sequence), and after that COMMIT produces the success
- * replies of the commands whose last event was in the batch, waits until
- * Kafka has acknowledged every one, and only then stores the batch's
- * offsets. A crash at any point re-reads the batch: the events are skipped
- * in PostgreSQL and the replies sent again, identically (at least once).
- * SIGTERM/SIGINT finish the batch in hand, or abandon it while PostgreSQL
- * or Kafka is away (nothing is half-done: it is re-read on restart).
+ * Polls the events topic in batches (at most FACTORD_BATCH_MAX records:
+ * what is queued, or arrives within FACTORD_BATCH_LINGER_MS of the first)
+ * in its own consumer group (FACTORD_PROJECTOR_GROUP), applies each batch
+ * to the read models in one PostgreSQL transaction (infra/projector.c:
+ * exactly once per event, by the user's applied sequence), and after that
+ * COMMIT produces the success replies of the commands whose last event was
+ * in the batch, waits until Kafka has acknowledged every one, and only then
+ * stores the batch's offsets. A crash at any point re-reads the batch: the
+ * events are skipped in PostgreSQL and the replies sent again, identically
+ * (at least once). SIGTERM/SIGINT finish the batch in hand, or abandon it
+ * while PostgreSQL or Kafka is away (nothing is half-done: it is re-read on
+ * restart).
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -196,15 +197,15 @@ int fd_project_loop(const es_config *cfgp)
             es_log_i64(cfg.batch_max), "code_key_id", ck.key_id);
 
     unsigned long long applied = 0, skipped = 0, gaps = 0, replied = 0, undecodable = 0;
+    es_consumer_poll cp = {0};
     int64_t last_report = es_clock_mono_ms();
     while (!fd_stop) {
         /* 1. A batch. Each message is destroyed in the iteration that polled
          * it: the batch keeps decoded events and the offsets to store. */
         size_t n = 0, polled = 0;
-        int64_t deadline = 0;
         rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(8);
         while (polled < max && !fd_stop) {
-            rd_kafka_message_t *m = es_consumer_next(rk, polled, cfg.batch_linger_ms, &deadline);
+            rd_kafka_message_t *m = es_consumer_next(rk, &cp, polled, cfg.batch_linger_ms);
             if (!m) {
                 if (polled)
                     break;
@@ -279,7 +280,8 @@ int fd_project_loop(const es_config *cfgp)
     }
     es_info("projector stopping", "applied", es_log_i64((long long)applied), "skipped",
             es_log_i64((long long)skipped), "replies", es_log_i64((long long)replied), "gaps",
-            es_log_i64((long long)gaps), "undecodable", es_log_i64((long long)undecodable));
+            es_log_i64((long long)gaps), "undecodable", es_log_i64((long long)undecodable), "fetch_wakeups",
+            es_log_i64((long long)cp.wakeups));
     exit_code = 0;
 out:
     if (rk) {
