@@ -312,19 +312,152 @@ es_result es_producer_flush(es_producer *p, int timeout_ms, size_t *failed, es_e
 
 /* --- consumer ------------------------------------------------------------ */
 
-rd_kafka_message_t *es_consumer_next(rd_kafka_t *rk, size_t got, int64_t linger_ms, int64_t *deadline)
+/*
+ * Waking librdkafka 2.0.2's fetcher.
+ *
+ * Why: a partition's fetches stop once the consumer queue holds
+ * queued.min.messages records (or queued.max.messages.kbytes): the broker
+ * thread's fetch decision (rd_kafka_toppar_fetch_decide) marks it "not
+ * fetchable", and that thread looks again only when an op or a socket event
+ * wakes it or its 1 s block ends (rd_kafka_broker_consumer_serve). Draining
+ * the queue wakes nothing in 2.0.2 (fetch.queue.backoff.ms came later), so
+ * a consumer with a backlog empties its queue and then idles for 100-1000
+ * ms: a quarter of a projector's catch-up time. The bound must stay
+ * (es_consumer_new: memory); the offset commits go to the group
+ * coordinator's broker thread and wake no fetcher; pausing and resuming a
+ * partition would wake it but bumps the partition's op version, which
+ * purges the records already fetched.
+ *
+ * What: a request to a partition's leader is an op on the leader's broker
+ * thread, which wakes it; it re-decides every partition it serves and, the
+ * queue being short again, fetches. The cheapest public request is
+ * rd_kafka_query_watermark_offsets (two ListOffsets); its answer is unused.
+ * At most every WAKE_CHECK_MS, es_consumer_next looks at the consumer
+ * queue, and sends one when
+ *   - the queue is below half of queued.min.messages, and nothing was
+ *     fetched since the previous look (a fetcher at work sends nothing), and
+ *   - a partition has records known to be on its broker (the high watermark
+ *     cached from its last fetch beyond its position plus all that is
+ *     queued), or the queue ran empty after the last fetch had left it
+ *     about queued.min.messages long (records produced after that fetch
+ *     are not in the cache): then once.
+ * A wake-up that fetched nothing by the next look is not repeated while the
+ * queue is empty (an idle consumer, caught up, sends nothing more; offsets
+ * beyond the last record, such as a transaction marker, look like a lag of
+ * one), and only every WAKE_RETRY_MS while records are queued (the byte
+ * bound may still hold). The query blocks this thread for one round trip;
+ * one that fails or is slow (broker away: librdkafka bounds its wait only
+ * by socket.timeout.ms) silences the wake-up for WAKE_BACKOFF_MS.
+ */
+#define WAKE_CHECK_MS 10
+#define WAKE_RETRY_MS 50
+#define WAKE_BACKOFF_MS 1000
+#define WAKE_QUERY_TIMEOUT_MS 100
+
+/* queued.min.messages: the queue length at which fetches stop. */
+static size_t wake_queued_min(rd_kafka_t *rk)
+{
+    char buf[32];
+    size_t size = sizeof buf;
+    long min = 0;
+    if (rd_kafka_conf_get(rd_kafka_conf(rk), "queued.min.messages", buf, &size) == RD_KAFKA_CONF_OK)
+        min = strtol(buf, NULL, 10);
+    return min >= 4 ? (size_t)min : 4;
+}
+
+/* The partition to wake (round robin from the cursor): one with records
+ * known to be on its broker, else, unless only_known, any with a position.
+ * -1: none. */
+static int wake_pick(rd_kafka_t *rk, const es_consumer_poll *cp, const rd_kafka_topic_partition_list_t *parts,
+                     size_t qlen, bool only_known)
+{
+    int any = -1;
+    for (int i = 0; i < parts->cnt; i++) {
+        int k = (cp->cursor + i) % parts->cnt;
+        const rd_kafka_topic_partition_t *tp = &parts->elems[k];
+        if (tp->err || tp->offset < 0)
+            continue; /* nothing consumed yet: its first fetch is under way */
+        int64_t lo, hi;
+        if (rd_kafka_get_watermark_offsets(rk, tp->topic, tp->partition, &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            hi > tp->offset && (uint64_t)(hi - tp->offset) > qlen)
+            return k;
+        if (any < 0)
+            any = k;
+    }
+    return only_known ? -1 : any;
+}
+
+static void wake_fetcher(rd_kafka_t *rk, es_consumer_poll *cp, int64_t now)
+{
+    cp->next_check_ms = now + WAKE_CHECK_MS;
+    if (!cp->queued_min)
+        cp->queued_min = wake_queued_min(rk);
+    size_t low_mark = cp->queued_min / 2;
+    rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(rk);
+    if (!q)
+        return;
+    size_t qlen = rd_kafka_queue_length(q);
+    rd_kafka_queue_destroy(q);
+    bool fetched = qlen + cp->removed > cp->last_qlen;
+    cp->last_qlen = qlen;
+    cp->removed = 0;
+    if (fetched) {
+        /* The fetcher stops only after a fetch that left queued.min.messages
+         * queued; a look comes 10-30 ms later (a batch's commit between). */
+        cp->armed = qlen >= cp->queued_min - cp->queued_min / 4;
+        cp->woke = cp->quiet = false;
+        return;
+    }
+    if (cp->woke) { /* the last wake-up fetched nothing */
+        cp->woke = false;
+        if (qlen == 0)
+            cp->quiet = true;
+        else
+            cp->next_check_ms = now + WAKE_RETRY_MS;
+        return;
+    }
+    if (qlen >= low_mark || cp->quiet)
+        return;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || !parts)
+        return;
+    int k = -1;
+    if (parts->cnt > 0 && rd_kafka_position(rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        k = wake_pick(rk, cp, parts, qlen, !(cp->armed && qlen == 0));
+    if (k >= 0) {
+        const rd_kafka_topic_partition_t *tp = &parts->elems[k];
+        int64_t lo = -1, hi = -1;
+        cp->cursor = k + 1;
+        cp->armed = false;
+        cp->woke = true;
+        cp->wakeups++;
+        rd_kafka_resp_err_t e =
+            rd_kafka_query_watermark_offsets(rk, tp->topic, tp->partition, &lo, &hi, WAKE_QUERY_TIMEOUT_MS);
+        int64_t took = es_clock_mono_ms() - now;
+        es_debug("fetch wake-up", "topic", tp->topic, "partition", es_log_i64(tp->partition), "position",
+                 es_log_i64(tp->offset), "high", es_log_i64(hi), "queued", es_log_i64((long long)qlen),
+                 "took_ms", es_log_i64(took), "error", e ? rd_kafka_err2str(e) : "");
+        if (e || took > WAKE_QUERY_TIMEOUT_MS)
+            cp->next_check_ms = es_clock_mono_ms() + WAKE_BACKOFF_MS;
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+rd_kafka_message_t *es_consumer_next(rd_kafka_t *rk, es_consumer_poll *cp, size_t got, int64_t linger_ms)
 {
     for (;;) {
+        int64_t now = es_clock_mono_ms();
+        if (now >= cp->next_check_ms)
+            wake_fetcher(rk, cp, now);
         int wait = 200;
         if (got) {
-            int64_t left = *deadline - es_clock_mono_ms();
-            if (left <= 0)
-                return NULL;
-            wait = (int)left;
+            int64_t left = cp->deadline - es_clock_mono_ms();
+            wait = left > 0 ? (int)left : 0; /* past the linger: only what is queued */
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, wait);
         if (!m)
             return NULL;
+        cp->removed++;
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 es_warn("consumer error", "error", rd_kafka_message_errstr(m));
@@ -334,7 +467,7 @@ rd_kafka_message_t *es_consumer_next(rd_kafka_t *rk, size_t got, int64_t linger_
             continue;
         }
         if (!got)
-            *deadline = es_clock_mono_ms() + linger_ms;
+            cp->deadline = es_clock_mono_ms() + linger_ms;
         return m;
     }
 }

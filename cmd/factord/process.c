@@ -1,11 +1,12 @@
 /*
  * cmd/factord/process.c - `factord process`: the command processor.
  *
- * Polls the commands topic in batches (FACTORD_BATCH_MAX records or
- * FACTORD_BATCH_LINGER_MS after the first), decides each batch in one
- * PostgreSQL transaction (infra/processor.c), and only then stores the
- * batch's offsets for the consumer's auto-commit (brief §4.5). A crash at
- * any point redelivers the batch; the command table makes that harmless.
+ * Polls the commands topic in batches (at most FACTORD_BATCH_MAX records:
+ * what is queued, or arrives within FACTORD_BATCH_LINGER_MS of the first),
+ * decides each batch in one PostgreSQL transaction (infra/processor.c), and
+ * only then stores the batch's offsets for the consumer's auto-commit
+ * (brief §4.5). A crash at any point redelivers the batch; the command
+ * table makes that harmless.
  * SIGTERM/SIGINT finish the batch in hand (or abandon it while PostgreSQL is
  * away: nothing is half-committed) and leave the group cleanly.
  */
@@ -141,12 +142,12 @@ int fd_process_loop(const es_config *cfgp)
             es_log_i64(cfg.batch_max), "code_key_id", ck.key_id, "chain_key_id", chain.key_id);
 
     es_batch_stats total = {0};
+    es_consumer_poll cp = {0};
     int64_t last_report = es_clock_mono_ms();
     while (!fd_stop) {
         size_t n = 0;
-        int64_t deadline = 0;
         while (n < max && !fd_stop) {
-            rd_kafka_message_t *m = es_consumer_next(rk, n, cfg.batch_linger_ms, &deadline);
+            rd_kafka_message_t *m = es_consumer_next(rk, &cp, n, cfg.batch_linger_ms);
             if (!m) {
                 if (n)
                     break;
@@ -210,7 +211,7 @@ int fd_process_loop(const es_config *cfgp)
     }
     es_info("processor stopping", "accepted", es_log_i64((long long)total.accepted), "rejected",
             es_log_i64((long long)total.rejected), "replayed", es_log_i64((long long)total.replayed),
-            "dead_letters", es_log_i64((long long)total.dead));
+            "dead_letters", es_log_i64((long long)total.dead), "fetch_wakeups", es_log_i64((long long)cp.wakeups));
     exit_code = 0;
 out:
     if (rk) {

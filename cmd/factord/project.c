@@ -1,17 +1,17 @@
 /*
  * cmd/factord/project.c - `factord project`: the read-model projector.
  *
- * A reader thread polls the events topic in batches
- * (FACTORD_PROJECTOR_BATCH_MAX records or FACTORD_BATCH_LINGER_MS after the
- * first) in its own consumer group (FACTORD_PROJECTOR_GROUP) and decodes
- * them, into one of two batch buffers, while the main thread applies the
- * other: decoding overlaps PostgreSQL's work. The main thread applies each
- * batch to the read models in one
- * PostgreSQL transaction (infra/projector.c: exactly once per event, by the
- * user's applied sequence), and after that COMMIT produces the success
- * replies of the commands whose last event was in the batch. The batch's
- * offsets are stored only once Kafka has acknowledged every one of its
- * replies; meanwhile the next batch is polled and applied (one batch in
+ * A reader thread polls the events topic in batches (at most
+ * FACTORD_PROJECTOR_BATCH_MAX records: what is queued, or arrives within
+ * FACTORD_BATCH_LINGER_MS of the first) in its own consumer group
+ * (FACTORD_PROJECTOR_GROUP) and decodes them into one of two batch
+ * buffers while the main thread applies the other: decoding overlaps
+ * PostgreSQL's work. The main thread applies each batch to the read models
+ * in one PostgreSQL transaction (infra/projector.c: exactly once per event,
+ * by the user's applied sequence), and after that COMMIT produces the
+ * success replies of the commands whose last event was in the batch. The
+ * batch's offsets are stored only once Kafka has acknowledged every one of
+ * its replies; meanwhile the next batch is polled and applied (one batch in
  * flight: before a batch's replies are sent, the previous batch's are
  * waited for, sent again if they failed, and its offsets stored, so
  * offsets are stored in order). A crash at any point re-reads what was not
@@ -296,6 +296,7 @@ typedef struct {
     rd_kafka_t *rk;
     size_t max;
     int64_t linger_ms;
+    es_consumer_poll cp; /* the reader thread's polling state */
 } reader;
 
 static bool reader_stopping(const reader *r) { return fd_stop || r->stop; }
@@ -336,12 +337,11 @@ static void batch_free(batch *b)
  * stop). Each message is destroyed in the iteration that polled it. */
 static void batch_fill(reader *r, batch *b)
 {
-    int64_t deadline = 0;
     b->n = b->polled = 0;
     b->undecodable = 0;
     b->offs = rd_kafka_topic_partition_list_new(8);
     while (b->polled < r->max && !reader_stopping(r)) {
-        rd_kafka_message_t *m = es_consumer_next(r->rk, b->polled, r->linger_ms, &deadline);
+        rd_kafka_message_t *m = es_consumer_next(r->rk, &r->cp, b->polled, r->linger_ms);
         if (!m) {
             if (b->polled)
                 break;
@@ -582,7 +582,8 @@ int fd_project_loop(const es_config *cfgp)
         es_warn("stopping with undelivered replies; their batch will be read again");
     es_info("projector stopping", "applied", es_log_i64((long long)totals[0]), "skipped",
             es_log_i64((long long)totals[1]), "replies", es_log_i64((long long)totals[3]), "gaps",
-            es_log_i64((long long)totals[2]), "undecodable", es_log_i64((long long)undecodable));
+            es_log_i64((long long)totals[2]), "undecodable", es_log_i64((long long)undecodable), "fetch_wakeups",
+            es_log_i64((long long)rd.cp.wakeups));
     exit_code = 0;
 out:
     if (reader_started) {
