@@ -32,6 +32,7 @@
 
 #include "domain/user.h"
 #include "infra/clock.h"
+#include "infra/jsonw.h"
 #include "infra/log.h"
 
 static const char SQL_LOAD_SEQUENCES[] =
@@ -115,6 +116,7 @@ struct es_projector {
     size_t n_topics;
     es_reply *replies; size_t replies_cap;
     size_t n_replies;
+    es_jw jw, jw2; /* statement parameters, kept between batches */
 };
 
 #define GROW ES_GROW
@@ -155,6 +157,8 @@ void es_projector_free(es_projector *p)
     free(p->nets);
     free(p->topics);
     free(p->replies);
+    es_jw_free(&p->jw);
+    es_jw_free(&p->jw2);
     free(p);
 }
 
@@ -199,20 +203,6 @@ static bool is_uuid(const char *s)
     return s[DOM_UUID_LEN] == '\0';
 }
 
-static void jset(json_t *o, const char *key, json_t *v)
-{
-    /* Ids come from decoded events (valid UTF-8); only OOM fails here. */
-    if (!v || json_object_set_new(o, key, v) != 0)
-        abort();
-}
-
-static json_t *jtime(int64_t us)
-{
-    char buf[40];
-    dom_time_format(us, buf, sizeof buf);
-    return json_string(buf);
-}
-
 static char *dump(json_t *j)
 {
     char *s = json_dumps(j, JSON_COMPACT);
@@ -221,41 +211,70 @@ static char *dump(json_t *j)
     return s;
 }
 
-/* Run sql with a JSON rows parameter (and the projection name when named);
- * rows is consumed. */
-static es_result exec_rows(es_projector *p, const char *what, const char *sql, bool named, json_t *rows,
+/* Rows for one statement, written as a JSON array of objects (jsonw.h):
+ * rows_open, then per row row_open ... fields ..., then rows_close. Ids
+ * come from decoded events: valid UTF-8, so the string writes succeed. */
+static void rows_open(es_jw *w) { es_jw_reset(w); es_jw_c(w, '['); }
+static void row_open(es_jw *w) { es_jw_raw(w, w->len > 1 ? ",{" : "{", w->len > 1 ? 2 : 1); }
+static void row_close(es_jw *w) { es_jw_c(w, '}'); }
+static void rows_close(es_jw *w) { es_jw_c(w, ']'); }
+static bool rows_empty(const es_jw *w) { return w->len <= 2; }
+
+static void field_str(es_jw *w, bool first, const char *key, const char *v)
+{
+    if (!first)
+        es_jw_c(w, ',');
+    es_jw_key(w, key);
+    if (!es_jw_str(w, v, SIZE_MAX))
+        es_jw_raw(w, "null", 4); /* not UTF-8: the statement refuses the row */
+}
+
+static void field_i64(es_jw *w, const char *key, int64_t v)
+{
+    es_jw_c(w, ',');
+    es_jw_key(w, key);
+    es_jw_i64(w, v);
+}
+
+static void field_time(es_jw *w, const char *key, int64_t us)
+{
+    char buf[40];
+    dom_time_format(us, buf, sizeof buf);
+    field_str(w, false, key, buf);
+}
+
+/* Run sql with the JSON rows in w as its parameter (and the projection
+ * name first when named). */
+static es_result exec_rows(es_projector *p, const char *what, const char *sql, bool named, const es_jw *w,
                            ExecStatusType want, PGresult **res, es_error *err)
 {
-    char *text = dump(rows);
-    json_decref(rows);
-    const char *params[2] = {PROJ_AUTH_FACTORS, text};
-    es_result rc = named ? es_store_exec(p->st, what, sql, 2, params, want, res, err)
-                         : es_store_exec(p->st, what, sql, 1, params + 1, want, res, err);
-    free(text);
-    return rc;
+    const char *params[2] = {PROJ_AUTH_FACTORS, w->p};
+    return named ? es_store_exec(p->st, what, sql, 2, params, want, res, err)
+                 : es_store_exec(p->st, what, sql, 1, params + 1, want, res, err);
 }
 
 /* --- replies ----------------------------------------------------------------- */
 
 char *es_success_reply(const dom_evt *last, const char *code)
 {
-    /* As the processor's queue_reply: the body goes through its stored
-     * text, so the reply is the stored outcome byte for byte. */
+    /* {"commandId":...,"httpStatus":200,"body":<the body's text>}: the
+     * body is the text the processor stored as the outcome (jansson,
+     * compact), so the reply is the stored outcome byte for byte, as the
+     * processor's own replies are. */
     json_t *b = dom_success_body(last, code);
     char *body_text = dump(b);
     json_decref(b);
-    json_t *body = json_loads(body_text, 0, NULL);
-    if (!body)
-        abort();
+    es_jw w = {0};
+    es_jw_raw(&w, "{\"commandId\":", 13);
+    if (!es_jw_str(&w, last->command_id, sizeof last->command_id))
+        es_jw_raw(&w, "\"\"", 2); /* not UTF-8: never from a decoded event */
+    es_jw_raw(&w, ",\"httpStatus\":200,\"body\":", 25);
+    es_jw_raw(&w, body_text, strlen(body_text));
+    es_jw_c(&w, '}');
     if (code)
         explicit_bzero(body_text, strlen(body_text));
     free(body_text);
-    json_t *r = json_pack("{s:s, s:i, s:o}", "commandId", last->command_id, "httpStatus", 200, "body", body);
-    if (!r)
-        abort();
-    char *value = dump(r);
-    json_decref(r);
-    return value;
+    return w.p;
 }
 
 static reply_topic *find_topic(es_projector *p, const char *id)
@@ -280,9 +299,8 @@ static es_result prepare_replies(es_projector *p, const dom_evt *evts, const cha
 {
     es_result rc = ES_OK;
     PGresult *res = NULL;
-    json_t *rows = json_array();
-    if (!rows)
-        abort();
+    es_jw *rows = &p->jw;
+    rows_open(rows);
     for (size_t i = 0; i < n; i++) {
         const dom_evt *e = &evts[i];
         if (!e->last_of_command)
@@ -303,15 +321,14 @@ static es_result prepare_replies(es_projector *p, const dom_evt *evts, const cha
             t->replied = false;
             continue;
         }
-        json_t *r = json_object();
-        jset(r, "id", json_string(e->command_id));
-        jset(r, "i", json_string(e->instance_id));
-        json_array_append_new(rows, r);
+        row_open(rows);
+        field_str(rows, true, "id", e->command_id);
+        field_str(rows, false, "i", e->instance_id);
+        row_close(rows);
     }
+    rows_close(rows);
     size_t rows_n = 0;
-    if (json_array_size(rows) == 0) {
-        json_decref(rows);
-    } else {
+    if (!rows_empty(rows)) {
         rc = exec_rows(p, "reply topics", SQL_REPLY_TOPICS, false, rows, PGRES_TUPLES_OK, &res, err);
         if (rc != ES_OK)
             goto out;
@@ -403,15 +420,15 @@ static es_result attempt(es_projector *p, const dom_evt *evts, const char *const
         return rc;
 
     /* 2. The applied sequences, locked. */
-    json_t *rows = json_array();
-    if (!rows)
-        abort();
+    es_jw *rows = &p->jw;
+    rows_open(rows);
     for (size_t u = 0; u < n_users; u++) {
-        json_t *r = json_object();
-        jset(r, "i", json_string(p->users[u].instance_id));
-        jset(r, "u", json_string(p->users[u].user_id));
-        json_array_append_new(rows, r);
+        row_open(rows);
+        field_str(rows, true, "i", p->users[u].instance_id);
+        field_str(rows, false, "u", p->users[u].user_id);
+        row_close(rows);
     }
+    rows_close(rows);
     rc = exec_rows(p, "load sequences", SQL_LOAD_SEQUENCES, true, rows, PGRES_TUPLES_OK, &res, err);
     if (rc != ES_OK)
         goto fail;
@@ -456,79 +473,79 @@ static es_result attempt(es_projector *p, const dom_evt *evts, const char *const
 
     /* 4. Write: new users' sequences first (a racing projector fails here),
      * then the others, then the read-model rows. */
-    json_t *ins = json_array(), *upd = json_array();
-    if (!ins || !upd)
-        abort();
+    es_jw *ins = &p->jw, *upd = &p->jw2;
+    rows_open(ins);
+    rows_open(upd);
     for (size_t u = 0; u < n_users; u++) {
         const user_seq *us = &p->users[u];
         if (us->last == us->applied)
             continue;
-        json_t *r = json_object();
-        jset(r, "i", json_string(us->instance_id));
-        jset(r, "u", json_string(us->user_id));
-        jset(r, "s", json_integer(us->last));
-        json_array_append_new(us->found ? upd : ins, r);
+        es_jw *w = us->found ? upd : ins;
+        row_open(w);
+        field_str(w, true, "i", us->instance_id);
+        field_str(w, false, "u", us->user_id);
+        field_i64(w, "s", us->last);
+        row_close(w);
     }
-    bool any_ins = json_array_size(ins) > 0, any_upd = json_array_size(upd) > 0;
-    if (any_ins) {
+    rows_close(ins);
+    rows_close(upd);
+    if (!rows_empty(ins)) {
         rc = exec_rows(p, "insert sequences", SQL_INSERT_SEQUENCES, true, ins, PGRES_COMMAND_OK, &res, err);
         PQclear(res);
         res = NULL;
-    } else {
-        json_decref(ins);
     }
-    if (rc == ES_OK && any_upd) {
+    if (rc == ES_OK && !rows_empty(upd)) {
         rc = exec_rows(p, "update sequences", SQL_UPDATE_SEQUENCES, true, upd, PGRES_COMMAND_OK, &res, err);
         PQclear(res);
         res = NULL;
-    } else {
-        json_decref(upd);
     }
     if (rc != ES_OK)
         goto fail;
 
     GROW(p, nets, n_changes);
     size_t n_nets = proj_af_fold(p->changes, n_changes, p->nets);
-    json_t *dels = json_array(), *puts = json_array();
-    if (!dels || !puts)
-        abort();
+    es_jw *dels = &p->jw, *puts = &p->jw2;
+    rows_open(dels);
+    rows_open(puts);
     for (size_t i = 0; i < n_nets; i++) {
         const proj_af_net *net = &p->nets[i];
         const proj_auth_factor *f = &net->row;
-        json_t *r = json_object();
-        jset(r, "i", json_string(f->instance_id));
-        jset(r, "u", json_string(f->user_id));
-        jset(r, "t", json_string(proj_af_type_name(f->type)));
         /* A user without an applied-sequence row has no read-model rows
          * either (both are written in the same transactions): nothing to
          * delete. Saves a statement's work per new user in a catch-up. */
         user_seq key = {.instance_id = f->instance_id, .user_id = f->user_id};
         const user_seq *owner = bsearch(&key, p->users, n_users, sizeof *p->users, user_cmp);
-        if (net->del && (!owner || owner->found))
-            json_array_append(dels, r);
-        if (net->put) {
-            jset(r, "state", json_string(proj_af_state_name(f->state)));
-            jset(r, "s", json_integer(f->sequence));
-            jset(r, "created", jtime(f->created_at_us));
-            jset(r, "changed", jtime(f->changed_at_us));
-            jset(r, "owner", json_string(f->resource_owner));
-            json_array_append(puts, r);
+        if (net->del && (!owner || owner->found)) {
+            row_open(dels);
+            field_str(dels, true, "i", f->instance_id);
+            field_str(dels, false, "u", f->user_id);
+            field_str(dels, false, "t", proj_af_type_name(f->type));
+            row_close(dels);
         }
-        json_decref(r);
+        if (net->put) {
+            row_open(puts);
+            field_str(puts, true, "i", f->instance_id);
+            field_str(puts, false, "u", f->user_id);
+            field_str(puts, false, "t", proj_af_type_name(f->type));
+            field_str(puts, false, "state", proj_af_state_name(f->state));
+            field_i64(puts, "s", f->sequence);
+            field_time(puts, "created", f->created_at_us);
+            field_time(puts, "changed", f->changed_at_us);
+            field_str(puts, false, "owner", f->resource_owner);
+            row_close(puts);
+        }
     }
-    if (json_array_size(dels) > 0) {
+    rows_close(dels);
+    rows_close(puts);
+    if (!rows_empty(dels)) {
         rc = exec_rows(p, "delete auth factors", SQL_DELETE_FACTORS, false, dels, PGRES_COMMAND_OK, &res, err);
         PQclear(res);
         res = NULL;
-    } else {
-        json_decref(dels);
     }
-    if (rc == ES_OK && json_array_size(puts) > 0) {
+    if (rc == ES_OK && !rows_empty(puts)) {
         rc = exec_rows(p, "put auth factors", SQL_PUT_FACTORS, false, puts, PGRES_COMMAND_OK, &res, err);
         PQclear(res);
         res = NULL;
-    } else {
-        json_decref(puts);
     }
     if (rc != ES_OK)
         goto fail;
