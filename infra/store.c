@@ -36,6 +36,7 @@
 #include <strings.h>
 
 #include "infra/chain.h"
+#include "infra/jsonw.h"
 #include "infra/log.h"
 #include "infra/migrations.h"
 
@@ -949,81 +950,120 @@ es_result es_store_user_name_taken(es_store *st, const char *instance_id,
 /* --- writing a batch -------------------------------------------------------- */
 
 /* json_string() refuses invalid UTF-8 (NULL): that is the caller's data. */
-static bool store_jset_str(json_t *o, const char *key, const char *s, size_t max)
+/* The rows of each table travel as one JSON array of objects (jsonw.h),
+ * written straight as text: ",\"key\":" then the value. */
+static void jw_sep_key(es_jw *w, const char *key)
 {
-    json_t *v = json_stringn(s, strnlen(s, max));
-    return v && json_object_set_new(o, key, v) == 0;
+    es_jw_c(w, ',');
+    es_jw_key(w, key);
 }
 
-static void store_jset_int(json_t *o, const char *key, int64_t v)
+static bool jw_field_str(es_jw *w, const char *key, const char *s, size_t max)
 {
-    json_object_set_new(o, key, json_integer((json_int_t)v));
+    jw_sep_key(w, key);
+    return es_jw_str(w, s, max);
+}
+
+static void jw_field_i64(es_jw *w, const char *key, int64_t v)
+{
+    jw_sep_key(w, key);
+    es_jw_i64(w, v);
+}
+
+static void jw_field_bool(es_jw *w, const char *key, bool v)
+{
+    jw_sep_key(w, key);
+    es_jw_bool(w, v);
 }
 
 /* False for a time outside RFC 3339's years 1..9999 (dom_time_format gives ""). */
-static bool store_jset_time(json_t *o, const char *key, int64_t us)
+static bool jw_field_time(es_jw *w, const char *key, int64_t us)
 {
     char ts[40];
     dom_time_format(us, ts, sizeof ts);
     if (!ts[0])
         return false;
-    json_object_set_new(o, key, json_string(ts));
-    return true;
+    return jw_field_str(w, key, ts, sizeof ts);
 }
 
-/* JSON text of a json_t array, or NULL (OOM aborts). Steals arr. */
-static char *store_dump(json_t *arr)
+/* Row i's opening: "[{" or ",{", then "ord":i. */
+static void jw_row_open(es_jw *w, size_t i, bool first)
 {
-    char *s = json_dumps(arr, JSON_COMPACT);
-    json_decref(arr);
-    if (!s)
-        abort();
-    return s;
+    es_jw_raw(w, first ? "[{" : ",{", 2);
+    es_jw_key(w, "ord");
+    es_jw_i64(w, (int64_t)i);
+}
+
+/* The text of w, handed over (w is left empty); "[]" when no row. */
+static char *jw_take_rows(es_jw *w, bool any)
+{
+    if (!any)
+        es_jw_c(w, '[');
+    es_jw_c(w, ']');
+    char *text = w->p;
+    w->p = NULL;
+    w->len = w->cap = 0;
+    return text;
 }
 
 #define STORE_FIELD(buf) (buf), sizeof(buf)
 
 static es_result store_encode_events(const es_write *w, char **out, es_error *err)
 {
-    json_t *arr = json_array();
+    es_jw j = {0};
     for (size_t i = 0; i < w->n_events; i++) {
         const dom_evt *e = &w->events[i];
         const char *type = dom_evt_type_name(e->type);
-        json_t *o = json_object();
-        json_array_append_new(arr, o);
         if (!type || !*type) {
-            json_decref(arr);
+            es_jw_free(&j);
             return es_error_set(err, ES_EINVAL, "write: event %zu has no known type", i);
         }
-        store_jset_int(o, "ord", (int64_t)i);
-        json_t *payload = dom_evt_payload_to_json(e);
-        if (!payload || !store_jset_str(o, "instance_id", STORE_FIELD(e->instance_id)) ||
-            !store_jset_str(o, "aggregate_id", STORE_FIELD(e->aggregate_id)) ||
-            !store_jset_str(o, "creator", STORE_FIELD(e->creator)) ||
-            !store_jset_str(o, "resource_owner", STORE_FIELD(e->resource_owner))) {
-            json_decref(payload);
-            json_decref(arr);
+        jw_row_open(&j, i, i == 0);
+        if (!jw_field_str(&j, "instance_id", STORE_FIELD(e->instance_id)) ||
+            !jw_field_str(&j, "aggregate_id", STORE_FIELD(e->aggregate_id)) ||
+            !jw_field_str(&j, "creator", STORE_FIELD(e->creator)) ||
+            !jw_field_str(&j, "resource_owner", STORE_FIELD(e->resource_owner))) {
+            es_jw_free(&j);
             return es_error_set(err, ES_EINVAL, "write: event %zu: invalid UTF-8 or payload", i);
         }
-        json_object_set_new(o, "payload", payload);
-        json_object_set_new(o, "aggregate_type", json_string(DOM_AGGREGATE_USER));
-        json_object_set_new(o, "type", json_string(type));
-        store_jset_int(o, "sequence", e->sequence);
-        store_jset_int(o, "revision", e->revision);
-        if (!store_jset_time(o, "created_at", e->created_at_us)) {
-            json_decref(arr);
+        /* Most events carry an empty payload: no jansson tree for those. */
+        json_t *payload = dom_evt_payload_to_json(e);
+        if (!payload) {
+            es_jw_free(&j);
+            return es_error_set(err, ES_EINVAL, "write: event %zu: invalid UTF-8 or payload", i);
+        }
+        jw_sep_key(&j, "payload");
+        if (json_object_size(payload) == 0) {
+            es_jw_raw(&j, "{}", 2);
+        } else {
+            char *text = json_dumps(payload, JSON_COMPACT);
+            if (!text)
+                abort();
+            es_jw_raw(&j, text, strlen(text));
+            free(text);
+        }
+        json_decref(payload);
+        jw_sep_key(&j, "aggregate_type");
+        es_jw_str(&j, DOM_AGGREGATE_USER, SIZE_MAX);
+        jw_sep_key(&j, "type");
+        es_jw_str(&j, type, SIZE_MAX);
+        jw_field_i64(&j, "sequence", e->sequence);
+        jw_field_i64(&j, "revision", e->revision);
+        if (!jw_field_time(&j, "created_at", e->created_at_us)) {
+            es_jw_free(&j);
             return es_error_set(err, ES_EINVAL, "write: event %zu: creation time out of range", i);
         }
         if (e->command_id[0]) {
             if (!store_is_uuid(e->command_id)) {
-                json_decref(arr);
+                es_jw_free(&j);
                 return es_error_set(err, ES_EINVAL, "write: event %zu: command id is not a UUID", i);
             }
-            json_object_set_new(o, "command_id", json_string(e->command_id));
+            jw_field_str(&j, "command_id", STORE_FIELD(e->command_id));
         }
-        json_object_set_new(o, "last_of_command", json_boolean(e->last_of_command));
+        jw_field_bool(&j, "last_of_command", e->last_of_command);
+        es_jw_c(&j, '}');
     }
-    *out = store_dump(arr);
+    *out = jw_take_rows(&j, w->n_events > 0);
     return ES_OK;
 }
 
@@ -1032,104 +1072,104 @@ static es_result store_encode_events(const es_write *w, char **out, es_error *er
  * table holds only users that exist. *out stays NULL when none is left. */
 static es_result store_encode_users(const es_write *w, char **out, es_error *err)
 {
-    json_t *arr = json_array();
+    es_jw j = {0};
+    bool any = false;
     for (size_t i = 0; i < w->n_users; i++) {
         const dom_user *u = &w->users[i];
         if (u->status == DOM_USER_NONE)
             continue;
-        json_t *o = json_object();
-        json_array_append_new(arr, o);
-        store_jset_int(o, "ord", (int64_t)i);
-        if (!store_jset_str(o, "instance_id", STORE_FIELD(u->instance_id)) ||
-            !store_jset_str(o, "user_id", STORE_FIELD(u->user_id)) ||
-            !store_jset_str(o, "resource_owner", STORE_FIELD(u->resource_owner)) ||
-            !store_jset_str(o, "user_name", STORE_FIELD(u->user_name)) ||
-            !store_jset_str(o, "phone", STORE_FIELD(u->phone)) ||
-            !store_jset_str(o, "verified_phone", STORE_FIELD(u->verified_phone)) ||
-            !store_jset_str(o, "code_enc", STORE_FIELD(u->code_enc))) {
-            json_decref(arr);
+        jw_row_open(&j, i, !any);
+        any = true;
+        if (!jw_field_str(&j, "instance_id", STORE_FIELD(u->instance_id)) ||
+            !jw_field_str(&j, "user_id", STORE_FIELD(u->user_id)) ||
+            !jw_field_str(&j, "resource_owner", STORE_FIELD(u->resource_owner)) ||
+            !jw_field_str(&j, "user_name", STORE_FIELD(u->user_name)) ||
+            !jw_field_str(&j, "phone", STORE_FIELD(u->phone)) ||
+            !jw_field_str(&j, "verified_phone", STORE_FIELD(u->verified_phone)) ||
+            !jw_field_str(&j, "code_enc", STORE_FIELD(u->code_enc))) {
+            es_jw_free(&j);
             return es_error_set(err, ES_EINVAL, "write: user %zu: invalid UTF-8", i);
         }
-        json_object_set_new(o, "status", json_string(dom_user_status_name(u->status)));
-        store_jset_int(o, "sequence", u->sequence);
-        json_object_set_new(o, "phone_verified", json_boolean(u->phone_verified));
-        json_object_set_new(o, "otp_sms", json_boolean(u->otp_sms));
-        if ((u->code_expires_at_us &&
-             !store_jset_time(o, "code_expires_at", u->code_expires_at_us)) ||
-            !store_jset_time(o, "created_at", u->created_at_us) ||
-            !store_jset_time(o, "changed_at", u->changed_at_us)) {
-            json_decref(arr);
+        jw_field_str(&j, "status", dom_user_status_name(u->status), SIZE_MAX);
+        jw_field_i64(&j, "sequence", u->sequence);
+        jw_field_bool(&j, "phone_verified", u->phone_verified);
+        jw_field_bool(&j, "otp_sms", u->otp_sms);
+        if ((u->code_expires_at_us && !jw_field_time(&j, "code_expires_at", u->code_expires_at_us)) ||
+            !jw_field_time(&j, "created_at", u->created_at_us) ||
+            !jw_field_time(&j, "changed_at", u->changed_at_us)) {
+            es_jw_free(&j);
             return es_error_set(err, ES_EINVAL, "write: user %zu: a time out of range", i);
         }
+        es_jw_c(&j, '}');
     }
-    if (json_array_size(arr) == 0) {
-        json_decref(arr);
+    if (!any) {
+        es_jw_free(&j);
         return ES_OK;
     }
-    *out = store_dump(arr);
+    *out = jw_take_rows(&j, true);
     return ES_OK;
 }
 
 static es_result store_encode_commands(const es_write *w, char **out, es_error *err)
 {
-    json_t *arr = json_array();
+    es_jw j = {0};
     for (size_t i = 0; i < w->n_outcomes; i++) {
         const es_cmd_outcome *c = &w->outcomes[i];
         if (!c->cmd || !c->hash || !c->body || !store_is_uuid(c->cmd->id)) {
-            json_decref(arr);
+            es_jw_free(&j);
             return es_error_set(err, ES_EINVAL,
                                 "write: outcome %zu needs a command with a UUID, a hash and a body", i);
         }
-        json_t *o = json_object();
-        json_array_append_new(arr, o);
-        char *hash = store_hex_encode(c->hash, 32);
-        json_object_set_new(o, "content_hash", json_string(hash));
-        free(hash);
-        json_object_set_new(o, "id", json_string(c->cmd->id));
+        char hash[65];
+        es_chain_hex(c->hash, 32, hash);
+        es_jw_raw(&j, i == 0 ? "[{" : ",{", 2);
+        es_jw_key(&j, "content_hash");
+        es_jw_str(&j, hash, sizeof hash);
+        jw_field_str(&j, "id", STORE_FIELD(c->cmd->id));
         const char *type = dom_cmd_type_name(c->cmd->type);
-        if (!store_jset_str(o, "instance_id", STORE_FIELD(c->cmd->instance_id)) ||
-            !store_jset_str(o, "user_id", STORE_FIELD(c->cmd->user_id)) ||
-            !store_jset_str(o, "type", type ? type : "", DOM_TEXT_MAX) ||
-            !store_jset_str(o, "reply_to", c->reply_to ? c->reply_to : "", DOM_TOPIC_MAX) ||
-            !store_jset_str(o, "body", c->body, SIZE_MAX)) {
-            json_decref(arr);
+        if (!jw_field_str(&j, "instance_id", STORE_FIELD(c->cmd->instance_id)) ||
+            !jw_field_str(&j, "user_id", STORE_FIELD(c->cmd->user_id)) ||
+            !jw_field_str(&j, "type", type ? type : "", DOM_TEXT_MAX) ||
+            !jw_field_str(&j, "reply_to", c->reply_to ? c->reply_to : "", DOM_TOPIC_MAX) ||
+            !jw_field_str(&j, "body", c->body, SIZE_MAX)) {
+            es_jw_free(&j);
             return es_error_set(err, ES_EINVAL, "write: outcome %zu: invalid UTF-8", i);
         }
-        store_jset_int(o, "http_status", c->http_status);
+        jw_field_i64(&j, "http_status", c->http_status);
+        es_jw_c(&j, '}');
     }
-    *out = store_dump(arr);
+    *out = jw_take_rows(&j, w->n_outcomes > 0);
     return ES_OK;
 }
 
 static es_result store_encode_outbox(const es_write *w, char **out, es_error *err)
 {
-    json_t *arr = json_array();
+    es_jw j = {0};
     for (size_t i = 0; i < w->n_outbox; i++) {
         const es_outbox_msg *m = &w->outbox[i];
         if (!m->topic || !*m->topic || (!m->value && m->value_len) || (!m->key && m->key_len)) {
-            json_decref(arr);
+            es_jw_free(&j);
             return es_error_set(err, ES_EINVAL, "write: outbox message %zu needs a topic", i);
         }
-        json_t *o = json_object();
-        json_array_append_new(arr, o);
-        store_jset_int(o, "ord", (int64_t)i);
-        if (!store_jset_str(o, "instance_id", m->instance_id ? m->instance_id : "", SIZE_MAX) ||
-            !store_jset_str(o, "topic", m->topic, SIZE_MAX) ||
-            (m->headers_json && !store_jset_str(o, "headers", m->headers_json, SIZE_MAX))) {
-            json_decref(arr);
+        jw_row_open(&j, i, i == 0);
+        if (!jw_field_str(&j, "instance_id", m->instance_id ? m->instance_id : "", SIZE_MAX) ||
+            !jw_field_str(&j, "topic", m->topic, SIZE_MAX) ||
+            (m->headers_json && !jw_field_str(&j, "headers", m->headers_json, SIZE_MAX))) {
+            es_jw_free(&j);
             return es_error_set(err, ES_EINVAL, "write: outbox message %zu: invalid UTF-8", i);
         }
         /* Binary-safe: dead letters carry whatever bytes the record had. */
         char *hex = store_hex_encode(m->value ? m->value : "", m->value_len);
-        json_object_set_new(o, "value", json_string(hex));
+        jw_field_str(&j, "value", hex, SIZE_MAX);
         free(hex);
         if (m->key) {
             hex = store_hex_encode(m->key, m->key_len);
-            json_object_set_new(o, "key", json_string(hex));
+            jw_field_str(&j, "key", hex, SIZE_MAX);
             free(hex);
         }
+        es_jw_c(&j, '}');
     }
-    *out = store_dump(arr);
+    *out = jw_take_rows(&j, w->n_outbox > 0);
     return ES_OK;
 }
 
