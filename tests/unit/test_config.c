@@ -30,7 +30,9 @@ Test(config, defaults_apply)
     cr_assert_str_eq(cfg.commands_topic, "factord.commands");
     cr_assert_null(cfg.kafka_brokers);
     cr_assert_null(cfg.database_url);
-    cr_assert_eq(cfg.batch_max, 500);
+    cr_assert_eq(cfg.batch_max, 1000);
+    cr_assert_eq(cfg.projector_batch_max, 2000);
+    cr_assert_eq(cfg.batch_linger_ms, 5);
     es_config_free(&cfg);
 }
 
