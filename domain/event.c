@@ -519,3 +519,246 @@ fail:
     memset(evt, 0, sizeof *evt);
     return rc;
 }
+
+/* --- decoding text: a fast path beside jansson ---------------------------- */
+
+/* The events factord's relay publishes are flat objects of plain ASCII
+ * strings, small integers and booleans, with one nested payload object.
+ * jansson spends about 6 us on one (its lexer, its hash tables, an
+ * allocation per value); a projector catching up decodes tens of thousands
+ * per second. dom_evt_decode_plain reads exactly that plain shape and fills evt with
+ * the rules of dom_evt_from_json; at the first thing outside it (an escape,
+ * a non-ASCII byte, a duplicate key, a real number, a missing or malformed
+ * field, any error at all) it gives up and dom_evt_decode runs jansson and
+ * dom_evt_from_json, which then decide, with their own error text. So the
+ * fast path never accepts what the full path refuses, nor fills evt
+ * differently (test_domain_codec compares the two on every event type and
+ * on thousands of mutations of them). */
+
+typedef struct {
+    const char *k, *v;
+    size_t kn, vn;
+    char t; /* 's' string (v: its bytes), 'n' integer, 't' true, 'f' false,
+               'z' null, 'o' object (v: the span with its braces) */
+    size_t pairs; /* 'o': how many pairs the object has */
+} fp_kv;
+
+#define FP_MAX_PAIRS 32
+
+static const char *fp_ws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* A string without escapes, control characters or non-ASCII bytes, at p
+ * (its opening quote); the position after it, or NULL. */
+static const char *fp_str(const char *p, const char *e, const char **s, size_t *n)
+{
+    const char *q = p + 1;
+    while (q < e && *q != '"') {
+        unsigned char c = (unsigned char)*q;
+        if (c < 0x20 || c == '\\' || c >= 0x80)
+            return NULL;
+        q++;
+    }
+    if (q >= e)
+        return NULL;
+    *s = p + 1;
+    *n = (size_t)(q - (p + 1));
+    return q + 1;
+}
+
+/* An object of such strings, short integers, true, false, null and (when
+ * nested_ok) flat objects, at p; its pairs into kv (at most max). The
+ * position after it, or NULL. */
+static const char *fp_obj(const char *p, const char *e, fp_kv *kv, size_t max, size_t *n, bool nested_ok)
+{
+    *n = 0;
+    if (p >= e || *p != '{')
+        return NULL;
+    p = fp_ws(p + 1, e);
+    if (p < e && *p == '}')
+        return p + 1;
+    for (;;) {
+        if (*n >= max || p >= e || *p != '"')
+            return NULL;
+        fp_kv *x = &kv[(*n)++];
+        memset(x, 0, sizeof *x);
+        if (!(p = fp_str(p, e, &x->k, &x->kn)))
+            return NULL;
+        p = fp_ws(p, e);
+        if (p >= e || *p != ':')
+            return NULL;
+        p = fp_ws(p + 1, e);
+        if (p >= e)
+            return NULL;
+        if (*p == '"') {
+            x->t = 's';
+            if (!(p = fp_str(p, e, &x->v, &x->vn)))
+                return NULL;
+        } else if (*p == '{' && nested_ok) {
+            fp_kv inner[FP_MAX_PAIRS];
+            const char *start = p;
+            if (!(p = fp_obj(p, e, inner, FP_MAX_PAIRS, &x->pairs, false)))
+                return NULL;
+            x->t = 'o';
+            x->v = start;
+            x->vn = (size_t)(p - start);
+        } else if (*p == '-' || (*p >= '0' && *p <= '9')) {
+            const char *start = p;
+            if (*p == '-')
+                p++;
+            const char *digits = p;
+            while (p < e && *p >= '0' && *p <= '9')
+                p++;
+            size_t nd = (size_t)(p - digits);
+            if (nd == 0 || nd > 18 || (nd > 1 && *digits == '0') ||
+                (p < e && (*p == '.' || *p == 'e' || *p == 'E')))
+                return NULL;
+            x->t = 'n';
+            x->v = start;
+            x->vn = (size_t)(p - start);
+        } else if (e - p >= 4 && memcmp(p, "true", 4) == 0) {
+            x->t = 't';
+            p += 4;
+        } else if (e - p >= 5 && memcmp(p, "false", 5) == 0) {
+            x->t = 'f';
+            p += 5;
+        } else if (e - p >= 4 && memcmp(p, "null", 4) == 0) {
+            x->t = 'z';
+            p += 4;
+        } else {
+            return NULL;
+        }
+        p = fp_ws(p, e);
+        if (p < e && *p == ',') {
+            p = fp_ws(p + 1, e);
+            continue;
+        }
+        if (p < e && *p == '}')
+            return p + 1;
+        return NULL;
+    }
+}
+
+static const fp_kv *fp_get(const fp_kv *kv, size_t n, const char *key)
+{
+    size_t kl = strlen(key);
+    for (size_t i = 0; i < n; i++)
+        if (kv[i].kn == kl && memcmp(kv[i].k, key, kl) == 0)
+            return &kv[i];
+    return NULL;
+}
+
+/* A string field into dst (size dst_size): false when absent and required,
+ * not a string, or too long. */
+static bool fp_copy(const fp_kv *kv, size_t n, const char *key, bool required, char *dst, size_t dst_size)
+{
+    const fp_kv *x = fp_get(kv, n, key);
+    if (!x)
+        return !required;
+    if (x->t != 's' || x->vn >= dst_size)
+        return false;
+    memcpy(dst, x->v, x->vn);
+    dst[x->vn] = '\0';
+    return true;
+}
+
+/* get_int64's rules: a string of digits, no sign, no leading zero. */
+static bool fp_int64(const fp_kv *kv, size_t n, const char *key, bool required, int64_t min, int64_t *dst)
+{
+    const fp_kv *x = fp_get(kv, n, key);
+    *dst = 0;
+    if (!x)
+        return !required;
+    if (x->t != 's' || x->vn == 0 || x->vn > 19 || (x->vn > 1 && x->v[0] == '0'))
+        return false;
+    uint64_t acc = 0;
+    for (size_t i = 0; i < x->vn; i++) {
+        if (x->v[i] < '0' || x->v[i] > '9')
+            return false;
+        acc = acc * 10 + (uint64_t)(x->v[i] - '0');
+    }
+    if (acc > (uint64_t)INT64_MAX || (int64_t)acc < min)
+        return false;
+    *dst = (int64_t)acc;
+    return true;
+}
+
+bool dom_evt_decode_plain(const char *text, size_t len, dom_evt *evt)
+{
+    fp_kv kv[FP_MAX_PAIRS];
+    size_t n = 0;
+    const char *e = text + len;
+    const char *p = fp_obj(fp_ws(text, e), e, kv, FP_MAX_PAIRS, &n, true);
+    if (!p || fp_ws(p, e) != e)
+        return false;
+    for (size_t i = 0; i < n; i++) /* jansson refuses duplicate keys (JSON_REJECT_DUPLICATES) */
+        for (size_t j = i + 1; j < n; j++)
+            if (kv[i].kn == kv[j].kn && memcmp(kv[i].k, kv[j].k, kv[i].kn) == 0)
+                return false;
+
+    memset(evt, 0, sizeof *evt);
+    char aggregate_type[32], type[64], created[64];
+    if (!fp_copy(kv, n, "aggregateType", true, aggregate_type, sizeof aggregate_type) ||
+        strcmp(aggregate_type, DOM_AGGREGATE_USER) != 0 || !fp_copy(kv, n, "type", true, type, sizeof type) ||
+        (evt->type = dom_evt_type_parse(type)) == DOM_EVT_UNKNOWN ||
+        !fp_copy(kv, n, "instanceId", true, evt->instance_id, sizeof evt->instance_id) ||
+        !fp_copy(kv, n, "aggregateId", true, evt->aggregate_id, sizeof evt->aggregate_id) ||
+        !fp_copy(kv, n, "resourceOwner", false, evt->resource_owner, sizeof evt->resource_owner) ||
+        !fp_copy(kv, n, "creator", false, evt->creator, sizeof evt->creator) ||
+        !fp_copy(kv, n, "commandId", false, evt->command_id, sizeof evt->command_id) ||
+        !fp_int64(kv, n, "sequence", true, 1, &evt->sequence) ||
+        !fp_int64(kv, n, "position", false, 0, &evt->position) ||
+        !fp_copy(kv, n, "createdAt", true, created, sizeof created) || created[0] == '\0' ||
+        dom_time_parse(created, &evt->created_at_us) != ES_OK)
+        return false;
+    if (evt->instance_id[0] == '\0' || evt->aggregate_id[0] == '\0')
+        return false;
+    const fp_kv *x = fp_get(kv, n, "lastOfCommand");
+    if (x) {
+        if (x->t != 't' && x->t != 'f')
+            return false;
+        evt->last_of_command = x->t == 't';
+    }
+    evt->revision = DOM_EVT_REVISION;
+    if ((x = fp_get(kv, n, "revision")) != NULL) {
+        if (x->t != 'n' || x->v[0] == '-' || x->vn > 4)
+            return false;
+        int rev = 0;
+        for (size_t i = 0; i < x->vn; i++)
+            rev = rev * 10 + (x->v[i] - '0');
+        if (rev < 1 || rev > 1000)
+            return false;
+        evt->revision = rev;
+    }
+    /* The payload: its fields follow the type's rules in
+     * dom_evt_payload_from_json, fed the same jansson object. An empty one
+     * (most events) costs no parse. */
+    if (!(x = fp_get(kv, n, "payload")) || x->t != 'o')
+        return false;
+    json_t *payload = x->pairs ? json_loadb(x->v, x->vn, JSON_REJECT_DUPLICATES, NULL) : json_object();
+    if (!payload)
+        return false;
+    es_error perr;
+    es_result rc = dom_evt_payload_from_json(evt, payload, &perr);
+    json_decref(payload);
+    return rc == ES_OK;
+}
+
+es_result dom_evt_decode(const char *text, size_t len, dom_evt *evt, es_error *err)
+{
+    if (text && dom_evt_decode_plain(text, len, evt))
+        return ES_OK;
+    json_error_t jerr;
+    json_t *j = text ? json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    if (!j) {
+        memset(evt, 0, sizeof *evt);
+        return es_error_set(err, ES_EINVAL, "not JSON");
+    }
+    es_result rc = dom_evt_from_json(j, evt, err);
+    json_decref(j);
+    return rc;
+}

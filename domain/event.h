@@ -75,6 +75,17 @@ es_result dom_evt_payload_from_json(dom_evt *evt, const json_t *payload, es_erro
  * lastOfCommand, payload). New reference. */
 json_t *dom_evt_to_json(const dom_evt *evt);
 es_result dom_evt_from_json(const json_t *j, dom_evt *evt, es_error *err) ES_WUR;
+/* An event from its JSON text (len bytes, no NUL needed): the same result,
+ * evt and errors as jansson's json_loadb (duplicate keys refused) and
+ * dom_evt_from_json, with "not JSON" for text that does not parse; plain
+ * events (what factord's relay publishes) take a fast path that skips
+ * jansson's tree. */
+es_result dom_evt_decode(const char *text, size_t len, dom_evt *evt, es_error *err) ES_WUR;
+/* The fast path alone: true when text is a plain event (ASCII strings
+ * without escapes, no duplicate keys, every field as dom_evt_from_json
+ * wants it) and evt holds it exactly as the full path would fill it;
+ * false when undecided (evt is then unspecified). For tests. */
+bool dom_evt_decode_plain(const char *text, size_t len, dom_evt *evt) ES_WUR;
 
 /* The instants RFC 3339 can write with a four-digit year:
  * 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z, in microseconds. */

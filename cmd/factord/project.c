@@ -112,10 +112,7 @@ static void reply_header(const rd_kafka_message_t *m, char topic[DOM_TOPIC_MAX])
 static bool decode_event(const rd_kafka_message_t *m, dom_evt *evt)
 {
     es_error err = {0};
-    json_error_t jerr;
-    json_t *j = m->payload ? json_loadb(m->payload, m->len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
-    es_result rc = j ? dom_evt_from_json(j, evt, &err) : es_error_set(&err, ES_EINVAL, "not JSON");
-    json_decref(j);
+    es_result rc = dom_evt_decode(m->payload, m->len, evt, &err);
     if (rc == ES_OK)
         return true;
     /* Not ours to fix: the log in PostgreSQL is the truth, and a foreign

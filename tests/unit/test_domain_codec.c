@@ -866,3 +866,141 @@ Test(errors, es_error_set)
     cr_assert_str_eq(es_result_name(ES_EFATAL), "fatal");
     cr_assert_str_eq(es_result_name((es_result)99), "unknown");
 }
+
+/* --- dom_evt_decode: the fast path against jansson ---------------------------- */
+
+/* What jansson and dom_evt_from_json make of text: rc, and evt when OK. */
+static es_result full_path(const char *text, size_t len, dom_evt *evt)
+{
+    es_error err = {0};
+    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+    if (!j) {
+        memset(evt, 0, sizeof *evt);
+        return ES_EINVAL;
+    }
+    es_result rc = dom_evt_from_json(j, evt, &err);
+    json_decref(j);
+    return rc;
+}
+
+/* dom_evt_decode must agree with the full path on text, byte for byte. */
+static void agree(const char *text, size_t len, const char *what)
+{
+    dom_evt a, b;
+    es_error err = {0};
+    memset(&a, 0x5a, sizeof a);
+    memset(&b, 0xa5, sizeof b);
+    es_result ra = dom_evt_decode(text, len, &a, &err);
+    es_result rb = full_path(text, len, &b);
+    cr_assert_eq(ra == ES_OK, rb == ES_OK, "%s: decode %d, jansson %d: %.*s", what, ra, rb, (int)len, text);
+    if (ra == ES_OK)
+        cr_assert(memcmp(&a, &b, sizeof a) == 0, "%s: the events differ: %.*s", what, (int)len, text);
+    dom_evt c;
+    memset(&c, 0x3c, sizeof c);
+    if (dom_evt_decode_plain(text, len, &c)) {
+        cr_assert_eq(rb, ES_OK, "%s: the fast path took what jansson refuses: %.*s", what, (int)len, text);
+        cr_assert(memcmp(&c, &b, sizeof c) == 0, "%s: the fast path's event differs: %.*s", what, (int)len,
+                  text);
+    }
+}
+
+/* The shapes the relay publishes (plain ASCII), and every event type. */
+static char *plain_event_text(dom_evt_type type)
+{
+    dom_evt e = sample_event(type);
+    if (type == DOM_EVT_HUMAN_ADDED) { /* ASCII only, so the fast path takes it */
+        strcpy(e.human.user_name, "zoe");
+        strcpy(e.human.first_name, "Zoe");
+        strcpy(e.human.last_name, "Quote");
+        strcpy(e.human.display_name, "Zoe Q");
+    }
+    if (type == DOM_EVT_REMOVED)
+        strcpy(e.user_name, "zoe");
+    json_t *j = dom_evt_to_json(&e);
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return text;
+}
+
+Test(event_decode, agrees_with_jansson_on_every_type)
+{
+    for (int t = DOM_EVT_UNKNOWN + 1; t < DOM_EVT__COUNT; t++) {
+        char *text = plain_event_text((dom_evt_type)t);
+        dom_evt e;
+        es_error err = {0};
+        cr_assert_eq(dom_evt_decode(text, strlen(text), &e, &err), ES_OK, "%s: %s", err.text, text);
+        cr_assert(dom_evt_decode_plain(text, strlen(text), &e), "the relay's shape takes the fast path: %s", text);
+        agree(text, strlen(text), "plain");
+        /* the non-ASCII sample takes the full path, to the same event */
+        dom_evt s = sample_event((dom_evt_type)t);
+        json_t *j = dom_evt_to_json(&s);
+        char *full = json_dumps(j, JSON_INDENT(2));
+        json_decref(j);
+        agree(full, strlen(full), "indented, non-ASCII");
+        free(full);
+        free(text);
+    }
+}
+
+Test(event_decode, refuses_what_jansson_refuses)
+{
+    static const char *const cases[] = {
+        "", "{", "[]", "null", "{}", "{\"type\":\"user.human.otp.sms.added\"}",
+        "{\"a\":1,\"a\":2}", " {\"x\":true} junk",
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        dom_evt e;
+        es_error err = {0};
+        cr_assert_neq(dom_evt_decode(cases[i], strlen(cases[i]), &e, &err), ES_OK, "case %zu", i);
+        agree(cases[i], strlen(cases[i]), "refused");
+    }
+    dom_evt e;
+    es_error err = {0};
+    cr_assert_neq(dom_evt_decode(NULL, 0, &e, &err), ES_OK);
+}
+
+/* Thousands of small corruptions of valid events (a byte deleted, doubled
+ * or replaced by one of JSON's special characters, whitespace inserted):
+ * whatever the fast path accepts, jansson accepts the same way. */
+Test(event_decode, agrees_with_jansson_on_mutations)
+{
+    static const char repl[] = {'"', '\\', '{', '}', '[', ',', ':', '0', '1', '-', '.', 'e', 'a', ' ',
+                                '\n', '\x01', '\x7f', (char)0xc3, 't', 'n', 'f', '\0'};
+    unsigned seed = 20261125;
+    size_t tried = 0, accepted = 0;
+    for (int t = DOM_EVT_UNKNOWN + 1; t < DOM_EVT__COUNT; t++) {
+        char *text = plain_event_text((dom_evt_type)t);
+        size_t n = strlen(text);
+        char *buf = malloc(n + 2);
+        for (size_t pos = 0; pos < n; pos++) {
+            for (int kind = 0; kind < 4; kind++) {
+                size_t len = n;
+                memcpy(buf, text, n);
+                seed = seed * 1103515245u + 12345u;
+                char c = repl[(seed >> 16) % sizeof repl];
+                if (kind == 0) { /* delete */
+                    memmove(buf + pos, buf + pos + 1, n - pos - 1);
+                    len = n - 1;
+                } else if (kind == 1) { /* double */
+                    memmove(buf + pos + 1, buf + pos, n - pos);
+                    len = n + 1;
+                } else if (kind == 2) { /* replace */
+                    buf[pos] = c;
+                } else { /* insert */
+                    memmove(buf + pos + 1, buf + pos, n - pos);
+                    buf[pos] = c;
+                    len = n + 1;
+                }
+                dom_evt e;
+                if (dom_evt_decode_plain(buf, len, &e))
+                    accepted++;
+                agree(buf, len, "mutation");
+                tried++;
+            }
+        }
+        free(buf);
+        free(text);
+    }
+    cr_log_info("%zu mutations, %zu taken by the fast path", tried, accepted);
+    cr_assert_gt(accepted, 0, "some mutations (whitespace, digits) keep a plain event");
+}
