@@ -494,16 +494,16 @@ es_result es_consumer_new(const char *brokers, const char *group, int session_ti
      * hold much of it in memory: 186 MB for a processor that had 260,000
      * commands waiting, 170 MB for a projector catching up on 780,000 events
      * (docs/performance.md). A batch needs only a batch of records ahead
-     * (FACTORD_BATCH_MAX, FACTORD_PROJECTOR_BATCH_MAX); with the fetch
-     * wake-up below, a queue that drains is refilled within a round trip,
-     * so 5,000 records or 4 MB cost neither the processor nor the catch-up
-     * any speed and keep a processor with a backlog under 64 MB. A record
+     * (FACTORD_BATCH_MAX, FACTORD_PROJECTOR_BATCH_MAX), but not much less
+     * than 10 batches: halving these (5,000 records, 4 MB) cost a
+     * processor working off a burst 40% of its speed (the fetch wake-up
+     * does not catch every drain), for 0-5 MB of memory. A record
      * larger than a fetch still comes whole (Kafka returns the first batch
      * of a fetch whatever its size). The matching FACTORD_RDKAFKA_*
      * variables still win. */
     static const char *const prefetch[][3] = {
-        {"FACTORD_RDKAFKA_QUEUED_MIN_MESSAGES", "queued.min.messages", "5000"},
-        {"FACTORD_RDKAFKA_QUEUED_MAX_MESSAGES_KBYTES", "queued.max.messages.kbytes", "4096"},
+        {"FACTORD_RDKAFKA_QUEUED_MIN_MESSAGES", "queued.min.messages", "10000"},
+        {"FACTORD_RDKAFKA_QUEUED_MAX_MESSAGES_KBYTES", "queued.max.messages.kbytes", "8192"},
         {"FACTORD_RDKAFKA_MAX_PARTITION_FETCH_BYTES", "max.partition.fetch.bytes", "262144"},
         {"FACTORD_RDKAFKA_FETCH_MAX_BYTES", "fetch.max.bytes", "1048576"},
     };
