@@ -8,6 +8,7 @@
  * while its handler runs, so an answering thread never sees it freed.
  */
 #include "infra/http.h"
+#include "infra/util.h"
 
 #include <microhttpd.h>
 #include <netdb.h>
@@ -171,16 +172,6 @@ void es_http_respond(es_http_req *r, unsigned status, char *body, size_t len)
 
 /* --- detached requests ------------------------------------------------- */
 
-static char *dup_or_abort(const char *s, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (!d)
-        abort();
-    memcpy(d, s, n);
-    d[n] = '\0';
-    return d;
-}
-
 es_http_req *es_http_req_detached(const char *method, const char *path, const char *const *headers, size_t n,
                                   const char *body, size_t body_len)
 {
@@ -188,16 +179,16 @@ es_http_req *es_http_req_detached(const char *method, const char *path, const ch
     if (!r)
         abort();
     r->srv = &detached_srv;
-    r->method = dup_or_abort(method, strlen(method));
-    r->path = dup_or_abort(path, strlen(path));
+    r->method = es_memdup(method, strlen(method));
+    r->path = es_memdup(path, strlen(path));
     r->in_hdr = calloc(2 * n + 1, sizeof *r->in_hdr);
     if (!r->in_hdr)
         abort();
     for (size_t i = 0; i < 2 * n; i++)
-        r->in_hdr[i] = dup_or_abort(headers[i], strlen(headers[i]));
+        r->in_hdr[i] = es_memdup(headers[i], strlen(headers[i]));
     r->n_in_hdr = n;
     if (body_len) {
-        r->body = dup_or_abort(body, body_len);
+        r->body = es_memdup(body, body_len);
         r->body_len = r->body_cap = body_len;
     }
     return r;

@@ -254,14 +254,6 @@ static void *store_xrealloc(void *p, size_t n)
     return q;
 }
 
-static char *store_xmemdup(const char *s, size_t n)
-{
-    char *p = store_xmalloc(n + 1);
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
 typedef struct {
     char *p;
     size_t len, cap;
@@ -801,7 +793,7 @@ es_result es_store_find_commands(es_store *st, const char *const *ids, size_t n,
             }
             k->http_status = atoi(PQgetvalue(res, r, 3));
             free(k->body);
-            k->body = store_xmemdup(body, strlen(body));
+            k->body = es_memdup(body, strlen(body));
             k->found = true;
         }
     }
@@ -1422,7 +1414,7 @@ static es_result store_row_to_outbound(const PGresult *res, int r, es_outbound *
         row->value = text;
         row->value_len = strlen(text);
         row->key_len = strlen(evt.aggregate_id);
-        row->key = store_xmemdup(evt.aggregate_id, row->key_len);
+        row->key = es_memdup(evt.aggregate_id, row->key_len);
         if (!PQgetisnull(res, r, OC_REPLY_TO) && PQgetvalue(res, r, OC_REPLY_TO)[0]) {
             json_t *h = json_pack("{s:s}", ES_REPLY_TO_HEADER, PQgetvalue(res, r, OC_REPLY_TO));
             char *hj = h ? json_dumps(h, JSON_COMPACT) : NULL;
@@ -1434,9 +1426,9 @@ static es_result store_row_to_outbound(const PGresult *res, int r, es_outbound *
         }
         return ES_OK;
     }
-    row->topic = store_xmemdup(PQgetvalue(res, r, OC_TOPIC), strlen(PQgetvalue(res, r, OC_TOPIC)));
+    row->topic = es_memdup(PQgetvalue(res, r, OC_TOPIC), strlen(PQgetvalue(res, r, OC_TOPIC)));
     if (!PQgetisnull(res, r, OC_HEADERS))
-        row->headers_json = store_xmemdup(PQgetvalue(res, r, OC_HEADERS),
+        row->headers_json = es_memdup(PQgetvalue(res, r, OC_HEADERS),
                                           strlen(PQgetvalue(res, r, OC_HEADERS)));
     if (!store_hex_column(res, r, OC_VALUE, &row->value, &row->value_len) ||
         (!PQgetisnull(res, r, OC_KEY) &&

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 void *es_grow(void *p, size_t *cap, size_t need, size_t elem)
 {
@@ -40,4 +41,15 @@ bool es_parse_i64(const char *s, int64_t *v)
         return false;
     *v = x;
     return true;
+}
+
+char *es_memdup(const void *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (!d)
+        abort();
+    if (n)
+        memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
 }

@@ -17,6 +17,10 @@ void *es_grow(void *p, size_t *cap, size_t need, size_t elem);
 #define ES_GROW(p, field, need) \
     ((p)->field = es_grow((p)->field, &(p)->field##_cap, (need), sizeof *(p)->field))
 
+/* A NUL-terminated copy of n bytes of s (which need not be terminated);
+ * aborts when out of memory (house style). */
+char *es_memdup(const void *s, size_t n);
+
 /* The value of one hexadecimal digit (either case), or -1. */
 int es_hex_value(int c);
 

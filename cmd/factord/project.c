@@ -34,6 +34,7 @@
 #include "infra/log.h"
 #include "infra/projector.h"
 #include "infra/store.h"
+#include "infra/util.h"
 
 /* The first schema version with the read models (0008). */
 #define PROJECT_SCHEMA_MIN 8
@@ -172,16 +173,6 @@ typedef struct {
     es_project_stats stats;
 } inflight;
 
-static char *dup_bytes(const char *s, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (!d)
-        abort();
-    memcpy(d, s, n);
-    d[n] = '\0';
-    return d;
-}
-
 static void inflight_clear(inflight *f)
 {
     for (size_t i = 0; i < f->n; i++) {
@@ -212,10 +203,10 @@ static void inflight_start(inflight *f, es_producer *prod, const es_reply *repli
     }
     for (size_t i = 0; i < n; i++) {
         es_reply *c = &f->replies[i];
-        c->topic = dup_bytes(replies[i].topic, strlen(replies[i].topic));
-        c->key = dup_bytes(replies[i].key, replies[i].key_len);
+        c->topic = es_memdup(replies[i].topic, strlen(replies[i].topic));
+        c->key = es_memdup(replies[i].key, replies[i].key_len);
         c->key_len = replies[i].key_len;
-        c->value = dup_bytes(replies[i].value, replies[i].value_len);
+        c->value = es_memdup(replies[i].value, replies[i].value_len);
         c->value_len = replies[i].value_len;
     }
     f->n = n;
