@@ -28,6 +28,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -279,6 +280,37 @@ static rd_kafka_t *check_fatal(rd_kafka_t *rk, const char *brokers)
     return make_producer(brokers);
 }
 
+/* Wait until the broker's metadata gives every partition of topic a
+ * leader (up to timeout_ms). Records produced to a topic the producer does
+ * not know yet wait in librdkafka's queue; in one soak (seed 711944482)
+ * the first two records, produced right after the topics were created,
+ * stayed queued, were reported delivered after the broker's restart and
+ * were not in the log: the soak now starts producing only once the topic
+ * is fully known. True when it is. */
+static bool wait_leaders(rd_kafka_t *rk, const char *topic, int timeout_ms)
+{
+    int64_t end = now_ms() + timeout_ms;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    bool ok = false;
+    while (rkt && !ok && now_ms() < end) {
+        const struct rd_kafka_metadata *md = NULL;
+        if (rd_kafka_metadata(rk, 0, rkt, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR && md &&
+            md->topic_cnt == 1 && !md->topics[0].err && md->topics[0].partition_cnt > 0) {
+            ok = true;
+            for (int i = 0; i < md->topics[0].partition_cnt; i++)
+                if (md->topics[0].partitions[i].err || md->topics[0].partitions[i].leader < 0)
+                    ok = false;
+        }
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        if (!ok)
+            poll(NULL, 0, 100);
+    }
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+    return ok;
+}
+
 /* Create the topics factord uses, with the broker's append time as the
  * records' timestamps (the soak's recovery figures read them), before any
  * component creates them with defaults. Topics that exist stay as they are. */
@@ -329,6 +361,11 @@ static int create_topics(const char *brokers, const char *const *topics, size_t 
     rd_kafka_queue_destroy(q);
     for (size_t i = 0; i < n; i++)
         rd_kafka_NewTopic_destroy(nt[i]);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        if (!wait_leaders(rk, topics[i], 30000)) {
+            fprintf(stderr, "chaos-gen: %s has no leader for every partition after 30 s\n", topics[i]);
+            rc = 1;
+        }
     rd_kafka_destroy(rk);
     return rc;
 }
@@ -460,8 +497,11 @@ int main(int argc, char **argv)
         }
     }
 
-    /* 2. Produce at the rate, then until every record is delivered. */
+    /* 2. Produce at the rate, then until every record is delivered, once
+     * the producer knows every partition's leader. */
     rd_kafka_t *rk = make_producer(brokers);
+    if (!wait_leaders(rk, topic, 30000))
+        fprintf(stderr, "chaos-gen: %s: no leader for every partition after 30 s; producing anyway\n", topic);
     int64_t start = now_ms(), last_report = start;
     size_t next = 0;
     while (!stop && (next < n || n_delivered < n)) {
