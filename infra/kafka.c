@@ -263,10 +263,10 @@ static rd_kafka_headers_t *headers_from_json(const char *headers_json)
     return hdrs;
 }
 
-es_result es_producer_send(es_producer *p, const char *topic, const void *key, size_t key_len,
-                           const void *value, size_t value_len, const char *headers_json, es_error *err)
+/* Enqueue with hdrs (NULL or owned: taken by the message, freed on error). */
+static es_result producer_send(es_producer *p, const char *topic, const void *key, size_t key_len,
+                               const void *value, size_t value_len, rd_kafka_headers_t *hdrs, es_error *err)
 {
-    rd_kafka_headers_t *hdrs = headers_from_json(headers_json);
     for (;;) {
         rd_kafka_resp_err_t e;
         if (hdrs)
@@ -292,6 +292,21 @@ es_result es_producer_send(es_producer *p, const char *topic, const void *key, s
             return es_error_set(err, ES_EFATAL, "producer is in a fatal state");
         return es_error_set(err, ES_ETRANSIENT, "produce to %s: %s", topic, rd_kafka_err2str(e));
     }
+}
+
+es_result es_producer_send(es_producer *p, const char *topic, const void *key, size_t key_len,
+                           const void *value, size_t value_len, const char *headers_json, es_error *err)
+{
+    return producer_send(p, topic, key, key_len, value, value_len, headers_from_json(headers_json), err);
+}
+
+es_result es_producer_send_header(es_producer *p, const char *topic, const void *key, size_t key_len,
+                                  const void *value, size_t value_len, const char *name, const char *hvalue,
+                                  es_error *err)
+{
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(1);
+    rd_kafka_header_add(hdrs, name, -1, hvalue, -1);
+    return producer_send(p, topic, key, key_len, value, value_len, hdrs, err);
 }
 
 es_result es_producer_flush(es_producer *p, int timeout_ms, size_t *failed, es_error *err)

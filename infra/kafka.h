@@ -41,6 +41,12 @@ es_result es_producer_send(es_producer *p, const char *topic, const void *key, s
                            const void *value, size_t value_len, const char *headers_json,
                            es_error *err) ES_WUR;
 
+/* The same with one header, name = value (both NUL-terminated): no JSON
+ * to build and parse per record (the relay's reply-topic header). */
+es_result es_producer_send_header(es_producer *p, const char *topic, const void *key, size_t key_len,
+                                  const void *value, size_t value_len, const char *name, const char *hvalue,
+                                  es_error *err) ES_WUR;
+
 /* Wait until every enqueued record is delivered or failed (timeout_ms).
  * *failed = deliveries that failed since the previous flush. ES_ETRANSIENT
  * on timeout; ES_EFATAL when the producer hit a fatal error and must be

@@ -1374,6 +1374,7 @@ void es_outbound_clear(es_outbound *rows, size_t n)
         free(rows[i].key);
         free(rows[i].value);
         free(rows[i].headers_json);
+        free(rows[i].reply_to);
         memset(&rows[i], 0, sizeof rows[i]);
     }
 }
@@ -1415,15 +1416,8 @@ static es_result store_row_to_outbound(const PGresult *res, int r, es_outbound *
         row->value_len = strlen(text);
         row->key_len = strlen(evt.aggregate_id);
         row->key = es_memdup(evt.aggregate_id, row->key_len);
-        if (!PQgetisnull(res, r, OC_REPLY_TO) && PQgetvalue(res, r, OC_REPLY_TO)[0]) {
-            json_t *h = json_pack("{s:s}", ES_REPLY_TO_HEADER, PQgetvalue(res, r, OC_REPLY_TO));
-            char *hj = h ? json_dumps(h, JSON_COMPACT) : NULL;
-            json_decref(h);
-            if (!hj)
-                return es_error_set(err, ES_EFATAL, "read outbound: cannot encode the reply topic at %" PRId64,
-                                    row->position);
-            row->headers_json = hj;
-        }
+        if (!PQgetisnull(res, r, OC_REPLY_TO) && PQgetvalue(res, r, OC_REPLY_TO)[0])
+            row->reply_to = es_memdup(PQgetvalue(res, r, OC_REPLY_TO), strlen(PQgetvalue(res, r, OC_REPLY_TO)));
         return ES_OK;
     }
     row->topic = es_memdup(PQgetvalue(res, r, OC_TOPIC), strlen(PQgetvalue(res, r, OC_TOPIC)));

@@ -179,9 +179,10 @@ typedef struct {
     char *topic;        /* NULL for events: the relay uses its events topic */
     char *key; size_t key_len;
     char *value; size_t value_len;  /* event JSON (dom_evt_to_json) or outbox value */
-    char *headers_json; /* {"name":"value",...} or NULL: an outbox row's
-                           headers; for the last event of an accepted
-                           command, ES_REPLY_TO_HEADER */
+    char *headers_json; /* outbox only: {"name":"value",...} or NULL */
+    char *reply_to;     /* events only: the accepted command's reply topic
+                           on its last event (sent as ES_REPLY_TO_HEADER),
+                           else NULL */
 } es_outbound;
 void es_outbound_clear(es_outbound *rows, size_t n); /* frees members */
 

@@ -106,8 +106,12 @@ static es_result publish_page(relay *r, size_t *n_out, es_error *err)
         return rc;
     for (size_t i = 0; i < n && rc == ES_OK; i++) {
         const es_outbound *o = &r->rows[i];
-        rc = es_producer_send(r->prod, o->is_event ? r->cfg->events_topic : o->topic, o->key, o->key_len,
-                              o->value, o->value_len, o->headers_json, err);
+        if (o->reply_to)
+            rc = es_producer_send_header(r->prod, r->cfg->events_topic, o->key, o->key_len, o->value, o->value_len,
+                                         ES_REPLY_TO_HEADER, o->reply_to, err);
+        else
+            rc = es_producer_send(r->prod, o->is_event ? r->cfg->events_topic : o->topic, o->key, o->key_len,
+                                  o->value, o->value_len, o->headers_json, err);
     }
     es_failpoint("relay.after_produce");
     if (rc == ES_OK) {
