@@ -739,13 +739,14 @@ static void on_request(es_http_req *req, void *ctx)
 
 int es_gateway_port(const es_gateway *gw) { return es_http_port(gw->http); }
 
-es_result es_gateway_start(const es_gateway_opts *o, es_gateway **out, es_error *err)
+/* A gateway with o's settings and its locks, nothing started: what the
+ * running and the offline gateway share. */
+static es_gateway *gateway_alloc(const es_gateway_opts *o)
 {
-    const es_config *cfg = o->cfg;
     es_gateway *gw = calloc(1, sizeof *gw);
     if (!gw)
         abort();
-    gw->cfg = cfg;
+    gw->cfg = o->cfg;
     gw->keys = o->keys;
     gw->issuer = strdup(o->issuer);
     gw->audience = strdup(o->audience);
@@ -753,6 +754,13 @@ es_result es_gateway_start(const es_gateway_opts *o, es_gateway **out, es_error 
         abort();
     pthread_rwlock_init(&gw->send_lock, NULL);
     pthread_mutex_init(&gw->pg_mu, NULL);
+    return gw;
+}
+
+es_result es_gateway_start(const es_gateway_opts *o, es_gateway **out, es_error *err)
+{
+    const es_config *cfg = o->cfg;
+    es_gateway *gw = gateway_alloc(o);
     es_result rc = parse_host_map(cfg->host_map, gw->hosts, &gw->n_hosts, err);
     if (rc != ES_OK)
         goto fail;
@@ -810,18 +818,8 @@ fail:
 
 es_result es_gateway_offline_new(const es_gateway_opts *o, es_gateway **out, es_error *err)
 {
-    es_gateway *gw = calloc(1, sizeof *gw);
-    if (!gw)
-        abort();
+    es_gateway *gw = gateway_alloc(o);
     gw->offline = true;
-    gw->cfg = o->cfg;
-    gw->keys = o->keys;
-    gw->issuer = strdup(o->issuer);
-    gw->audience = strdup(o->audience);
-    if (!gw->issuer || !gw->audience)
-        abort();
-    pthread_rwlock_init(&gw->send_lock, NULL);
-    pthread_mutex_init(&gw->pg_mu, NULL);
     /* One PostgreSQL slot that never connects (pg_ok stays false). */
     gw->n_pg = 1;
     gw->pg = calloc(1, sizeof *gw->pg);
