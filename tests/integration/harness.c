@@ -320,3 +320,12 @@ long h_sql_long(const h_env *e, const char *sql, int nparams, const char *const 
     PQfinish(c);
     return v;
 }
+
+json_t *h_import_payload(const char *name, const char *phone, bool verified)
+{
+    json_t *p = json_pack("{s:s, s:{s:s, s:s}, s:{s:s}}", "userName", name, "profile", "firstName", "Ada",
+                          "lastName", "Lovelace", "email", "email", "ada@example.com");
+    if (phone)
+        json_object_set_new(p, "phone", json_pack("{s:s, s:b}", "phone", phone, "isPhoneVerified", verified));
+    return p;
+}

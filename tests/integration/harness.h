@@ -64,6 +64,10 @@ char *h_command(const h_env *e, const char *type, const char *user, const char *
 /* Find the reply for command id in an array from h_read_topic. Borrowed. */
 json_t *h_find_reply(json_t *records, const char *cmd_id);
 
+/* An ImportHumanUser payload: user name, a fixed profile and e-mail, and,
+ * when phone is not NULL, that phone (verified or not). New reference. */
+json_t *h_import_payload(const char *name, const char *phone, bool verified);
+
 /* Run one SQL query with text params and return the first column of the
  * first row as a long (or -1). */
 long h_sql_long(const h_env *e, const char *sql, int nparams, const char *const *params);

@@ -294,15 +294,6 @@ static void gateway_start(gateway *g, const h_env *e, const keyring *k, const ch
 
 /* --- servers' side ----------------------------------------------------------- */
 
-static json_t *import_payload(const char *name, const char *phone, bool verified)
-{
-    json_t *p = json_pack("{s:s, s:{s:s, s:s}, s:{s:s}}", "userName", name, "profile", "firstName", "Ada",
-                          "lastName", "Lovelace", "email", "email", "ada@example.com");
-    if (phone)
-        json_object_set_new(p, "phone", json_pack("{s:s, s:b}", "phone", phone, "isPhoneVerified", verified));
-    return p;
-}
-
 static void send_cmd(const h_env *e, const char *type, const char *user, json_t *payload)
 {
     char *c = h_command(e, type, user, OWNER, payload, NULL);
@@ -373,10 +364,10 @@ Test(gateway, otp_sms_table_and_phone_calls_over_http, .timeout = 300)
     keyring k;
     keyring_init(&k, &e);
     pid_t proc = h_spawn(&e, "process", NULL), relay = h_spawn(&e, "relay", NULL), proj = h_spawn(&e, "project", NULL);
-    send_cmd(&e, "ImportHumanUser", "u-ready", import_payload("ready", "+41 79 123 45 67", true));
-    send_cmd(&e, "ImportHumanUser", "u-nophone", import_payload("nophone", NULL, false));
-    send_cmd(&e, "ImportHumanUser", "u-unverified", import_payload("unverified", "+41 79 765 43 21", false));
-    send_cmd(&e, "ImportHumanUser", "u-locked", import_payload("locked", "+41 79 111 22 33", true));
+    send_cmd(&e, "ImportHumanUser", "u-ready", h_import_payload("ready", "+41 79 123 45 67", true));
+    send_cmd(&e, "ImportHumanUser", "u-nophone", h_import_payload("nophone", NULL, false));
+    send_cmd(&e, "ImportHumanUser", "u-unverified", h_import_payload("unverified", "+41 79 765 43 21", false));
+    send_cmd(&e, "ImportHumanUser", "u-locked", h_import_payload("locked", "+41 79 111 22 33", true));
     send_cmd(&e, "LockUser", "u-locked", NULL);
     wait_decided(&e, 5);
 
@@ -781,7 +772,7 @@ Test(gateway, idempotency_key_and_late_answers, .timeout = 180)
     /* The components start; the retry with the same key learns the
      * outcome of the command sent before, and nothing is decided twice. */
     pid_t proc = h_spawn(&e, "process", NULL), relay = h_spawn(&e, "relay", NULL), proj = h_spawn(&e, "project", NULL);
-    send_cmd(&e, "ImportHumanUser", "u1", import_payload("u1", "+41 79 123 45 67", true));
+    send_cmd(&e, "ImportHumanUser", "u1", h_import_payload("u1", "+41 79 123 45 67", true));
     const char *p[] = {lower};
     int64_t end = es_clock_mono_ms() + 60000;
     while (h_sql_long(&e, "SELECT count(*) FROM factord.commands WHERE id = $1::uuid", 1, p) < 1 &&
@@ -942,7 +933,7 @@ Test(gateway, development_token, .timeout = 120)
     h_env e;
     h_env_init(&e, "gwdev");
     pid_t proc = h_spawn(&e, "process", NULL);
-    send_cmd(&e, "ImportHumanUser", "u-dev", import_payload("dev", NULL, false));
+    send_cmd(&e, "ImportHumanUser", "u-dev", h_import_payload("dev", NULL, false));
     wait_decided(&e, 1);
     char state[300];
     snprintf(state, sizeof state, "%s.state", e.log_path);
@@ -1131,7 +1122,7 @@ Test(gateway, thousand_requests_from_fifty_connections, .timeout = 400)
     for (int i = 0; i < CONNS; i++) {
         ws[i] = (worker){.e = &e, .idx = i};
         snprintf(ws[i].user, sizeof ws[i].user, "load-%02d", i);
-        send_cmd(&e, "ImportHumanUser", ws[i].user, import_payload(ws[i].user, "+41 79 123 45 67", true));
+        send_cmd(&e, "ImportHumanUser", ws[i].user, h_import_payload(ws[i].user, "+41 79 123 45 67", true));
         ws[i].token = token_for(&k, ws[i].user, OWNER);
     }
     wait_decided(&e, CONNS);

@@ -19,15 +19,6 @@
 
 #define OWNER "org-1"
 
-static json_t *import_payload(const char *name, const char *phone, bool verified)
-{
-    json_t *p = json_pack("{s:s, s:{s:s, s:s}, s:{s:s}}", "userName", name, "profile", "firstName", "Ada",
-                          "lastName", "Lovelace", "email", "email", "ada@example.com");
-    if (phone)
-        json_object_set_new(p, "phone", json_pack("{s:s, s:b}", "phone", phone, "isPhoneVerified", verified));
-    return p;
-}
-
 static void send_cmd(const h_env *e, const char *type, const char *user, json_t *payload, char *id)
 {
     char *c = h_command(e, type, user, OWNER, payload, id);
@@ -96,8 +87,8 @@ Test(pipeline, decides_and_publishes_the_otp_sms_table, .timeout = 180)
     h_env_init(&e, "table");
     pid_t proc = h_spawn(&e, "process", NULL), relay = h_spawn(&e, "relay", NULL);
     char id[37], add_ok[37], add_again[37], add_nophone[37], add_noid[37], add_unknown[37], add_other_org[37];
-    send_cmd(&e, "ImportHumanUser", "u-ready", import_payload("ready", "+41 79 123 45 67", true), id);
-    send_cmd(&e, "ImportHumanUser", "u-nophone", import_payload("nophone", NULL, false), id);
+    send_cmd(&e, "ImportHumanUser", "u-ready", h_import_payload("ready", "+41 79 123 45 67", true), id);
+    send_cmd(&e, "ImportHumanUser", "u-nophone", h_import_payload("nophone", NULL, false), id);
     send_cmd(&e, "AddMyAuthFactorOTPSMS", "u-ready", NULL, add_ok);
     send_cmd(&e, "AddMyAuthFactorOTPSMS", "u-ready", NULL, add_again);
     send_cmd(&e, "AddMyAuthFactorOTPSMS", "u-nophone", NULL, add_nophone);
@@ -159,7 +150,7 @@ Test(pipeline, reused_command_id, .timeout = 120)
     h_env_init(&e, "reuse");
     pid_t proc = h_spawn(&e, "process", NULL), relay = h_spawn(&e, "relay", NULL);
     char id[37], add[37];
-    send_cmd(&e, "ImportHumanUser", "u1", import_payload("u1", NULL, false), id);
+    send_cmd(&e, "ImportHumanUser", "u1", h_import_payload("u1", NULL, false), id);
     char *c = h_command(&e, "AddMyAuthFactorOTPSMS", "u1", OWNER, NULL, add);
     h_produce(&e, e.commands, "u1", c, strlen(c)); /* rejected: no phone */
     h_produce(&e, e.commands, "u1", c, strlen(c)); /* same id, same content */
@@ -194,7 +185,7 @@ Test(pipeline, racing_adds_for_one_user_through_kafka, .timeout = 120)
     h_env e;
     h_env_init(&e, "race");
     char id[37], a[37], b[37];
-    send_cmd(&e, "ImportHumanUser", "u1", import_payload("u1", "+41791112233", true), id);
+    send_cmd(&e, "ImportHumanUser", "u1", h_import_payload("u1", "+41791112233", true), id);
     send_cmd(&e, "AddMyAuthFactorOTPSMS", "u1", NULL, a);
     send_cmd(&e, "AddMyAuthFactorOTPSMS", "u1", NULL, b);
     /* Two processors in one group, started together. */
@@ -250,7 +241,7 @@ Test(pipeline, racing_processors_never_both_succeed, .timeout = 120)
     char name[32], id[37];
     for (int i = 0; i < USERS; i++) {
         snprintf(name, sizeof name, "user-%d", i);
-        bufs[i] = h_command(&e, "ImportHumanUser", name, OWNER, import_payload(name, "+41791112233", true), id);
+        bufs[i] = h_command(&e, "ImportHumanUser", name, OWNER, h_import_payload(name, "+41791112233", true), id);
         imp[i] = (es_record){.value = bufs[i], .value_len = strlen(bufs[i]), .topic = "x"};
     }
     racer r0 = {.e = &e, .recs = imp, .n = USERS};
@@ -296,7 +287,7 @@ Test(pipeline, processor_killed_between_commit_and_offset_store, .timeout = 180)
     h_env e;
     h_env_init(&e, "crash_commit");
     char id[37], rej[37], ok[37];
-    send_cmd(&e, "ImportHumanUser", "u1", import_payload("u1", NULL, false), id);
+    send_cmd(&e, "ImportHumanUser", "u1", h_import_payload("u1", NULL, false), id);
     send_cmd(&e, "AddMyAuthFactorOTPSMS", "u1", NULL, rej); /* rejected: no phone */
     send_cmd(&e, "SetMyPhone", "u1", json_pack("{s:s}", "phone", "+41795556677"), ok);
     static const char *const fp[] = {"FACTORD_FAILPOINT=process.after_commit", NULL};
@@ -354,7 +345,7 @@ Test(pipeline, relay_wakes_on_commit_not_on_idle_fallback, .timeout = 180)
     char id[37], add[37];
     /* Committed after the relay's first (empty) read, most likely: the
      * processor is still joining its group. */
-    send_cmd(&e, "ImportHumanUser", "u1", import_payload("u1", "+41791112233", true), id);
+    send_cmd(&e, "ImportHumanUser", "u1", h_import_payload("u1", "+41791112233", true), id);
     json_t *events = h_read_topic(&e, e.events, 2, 30000);
     cr_assert_eq(json_array_size(events), 2, "the import's events were not published within 30 s");
     json_decref(events);
@@ -382,7 +373,7 @@ Test(pipeline, relay_killed_mid_stream_loses_nothing, .timeout = 240)
     char name[32], id[37];
     for (int i = 0; i < USERS; i++) {
         snprintf(name, sizeof name, "user-%d", i);
-        send_cmd(&e, "ImportHumanUser", name, import_payload(name, "+41791112233", true), id);
+        send_cmd(&e, "ImportHumanUser", name, h_import_payload(name, "+41791112233", true), id);
         send_cmd(&e, "AddMyAuthFactorOTPSMS", name, NULL, id);
     }
     pid_t proc = h_spawn(&e, "process", NULL);
@@ -445,7 +436,7 @@ Test(pipeline, malformed_records_are_dead_lettered, .timeout = 180)
     big[0] = '{';
     h_produce(&e, e.commands, "u1", big, big_len);
     char good[37];
-    send_cmd(&e, "ImportHumanUser", "u1", import_payload("u1", NULL, false), good);
+    send_cmd(&e, "ImportHumanUser", "u1", h_import_payload("u1", NULL, false), good);
 
     cr_assert_eq(wait_events(&e, "u1", "user.human.added", 1, 60000), 1, "the good command after them is decided");
     json_t *dlq = h_read_topic(&e, e.dlq, 3, 60000);

@@ -28,15 +28,6 @@
 
 /* --- helpers ------------------------------------------------------------------ */
 
-static json_t *import_payload(const char *name, const char *phone, bool verified)
-{
-    json_t *p = json_pack("{s:s, s:{s:s, s:s}, s:{s:s}}", "userName", name, "profile", "firstName", "Ada",
-                          "lastName", "Lovelace", "email", "email", "ada@example.com");
-    if (phone)
-        json_object_set_new(p, "phone", json_pack("{s:s, s:b}", "phone", phone, "isPhoneVerified", verified));
-    return p;
-}
-
 /* Send a command of e's instance for user (owner org); id gets its id. */
 static void send_as(const h_env *e, const char *type, const char *user, const char *org, json_t *payload, char *id)
 {
@@ -220,7 +211,7 @@ Test(readpath, add_otp_sms_replies_details_and_lists_the_factor, .timeout = 180)
     tail t;
     tail_open(&t, &e, e.replies);
     char imp[37], add[37];
-    send_cmd(&e, "ImportHumanUser", "u1", import_payload("ada", "+41 79 123 45 67", true), imp);
+    send_cmd(&e, "ImportHumanUser", "u1", h_import_payload("ada", "+41 79 123 45 67", true), imp);
     char *add_cmd = h_command(&e, "AddMyAuthFactorOTPSMS", "u1", OWNER, NULL, add);
     h_produce(&e, e.commands, "u1", add_cmd, strlen(add_cmd));
 
@@ -326,14 +317,14 @@ Test(readpath, rejections_reach_the_caller_and_get_no_success_reply, .timeout = 
     tail_open(&t, &e, e.replies);
     enum { SETUP = 9 };
     char setup[SETUP][37];
-    send_cmd(&e, "ImportHumanUser", "u-ready", import_payload("ready", "+41791112233", true), setup[0]);
-    send_cmd(&e, "ImportHumanUser", "u-nophone", import_payload("nophone", NULL, false), setup[1]);
-    send_cmd(&e, "ImportHumanUser", "u-unverified", import_payload("unverified", "+41791112244", false), setup[2]);
-    send_cmd(&e, "ImportHumanUser", "u-locked", import_payload("locked", "+41791112255", true), setup[3]);
+    send_cmd(&e, "ImportHumanUser", "u-ready", h_import_payload("ready", "+41791112233", true), setup[0]);
+    send_cmd(&e, "ImportHumanUser", "u-nophone", h_import_payload("nophone", NULL, false), setup[1]);
+    send_cmd(&e, "ImportHumanUser", "u-unverified", h_import_payload("unverified", "+41791112244", false), setup[2]);
+    send_cmd(&e, "ImportHumanUser", "u-locked", h_import_payload("locked", "+41791112255", true), setup[3]);
     send_cmd(&e, "LockUser", "u-locked", NULL, setup[4]);
-    send_cmd(&e, "ImportHumanUser", "u-inactive", import_payload("inactive", "+41791112266", true), setup[5]);
+    send_cmd(&e, "ImportHumanUser", "u-inactive", h_import_payload("inactive", "+41791112266", true), setup[5]);
     send_cmd(&e, "DeactivateUser", "u-inactive", NULL, setup[6]);
-    send_cmd(&e, "ImportHumanUser", "u-removed", import_payload("removed", "+41791112277", true), setup[7]);
+    send_cmd(&e, "ImportHumanUser", "u-removed", h_import_payload("removed", "+41791112277", true), setup[7]);
     send_cmd(&e, "RemoveUser", "u-removed", NULL, setup[8]);
 
     struct {
@@ -396,7 +387,7 @@ Test(readpath, projector_killed_mid_stream_applies_once_and_replies_all, .timeou
     char name[32];
     for (int i = 0; i < USERS; i++) {
         snprintf(name, sizeof name, "user-%d", i);
-        send_cmd(&e, "ImportHumanUser", name, import_payload(name, "+41791112233", true), ids[2 * i]);
+        send_cmd(&e, "ImportHumanUser", name, h_import_payload(name, "+41791112233", true), ids[2 * i]);
         send_cmd(&e, "AddMyAuthFactorOTPSMS", name, NULL, ids[2 * i + 1]);
     }
     pid_t proc = h_spawn(&e, "process", NULL), relay = h_spawn(&e, "relay", NULL);
@@ -504,7 +495,7 @@ Test(readpath, phone_removal_removes_the_factor, .timeout = 180)
     tail t;
     tail_open(&t, &e, e.replies);
     char imp[37], add[37], rm[37];
-    send_cmd(&e, "ImportHumanUser", "u1", import_payload("u1", "+41791112233", true), imp);
+    send_cmd(&e, "ImportHumanUser", "u1", h_import_payload("u1", "+41791112233", true), imp);
     send_cmd(&e, "AddMyAuthFactorOTPSMS", "u1", NULL, add);
     json_decref(reply_of(&t, add, 200));
     proj_auth_factor f[4];
@@ -554,7 +545,7 @@ Test(readpath, reply_topic_travels_with_the_event_or_is_looked_up, .timeout = 24
     h_env_init(&e, "rp_replyto");
     pid_t proc = h_spawn(&e, "process", NULL), relay = h_spawn(&e, "relay", NULL);
     char imp[37], add[37];
-    send_cmd(&e, "ImportHumanUser", "u1", import_payload("u1", "+41791112233", true), imp);
+    send_cmd(&e, "ImportHumanUser", "u1", h_import_payload("u1", "+41791112233", true), imp);
     send_cmd(&e, "AddMyAuthFactorOTPSMS", "u1", NULL, add);
     json_t *recs = h_read_topic(&e, e.events, 3, 60000);
     cr_assert_eq(json_array_size(recs), 3, "import (2 events) and the factor");
@@ -581,7 +572,7 @@ Test(readpath, reply_topic_travels_with_the_event_or_is_looked_up, .timeout = 24
      * stopped; they are produced as an older relay did). */
     cr_assert_eq(h_stop(relay, false), 0);
     char imp2[37], add2[37];
-    send_cmd(&e, "ImportHumanUser", "u2", import_payload("u2", "+41791112234", true), imp2);
+    send_cmd(&e, "ImportHumanUser", "u2", h_import_payload("u2", "+41791112234", true), imp2);
     send_cmd(&e, "AddMyAuthFactorOTPSMS", "u2", NULL, add2);
     const char *p2[] = {e.instance, "u2"};
     int64_t deadline = es_clock_mono_ms() + 60000;
@@ -636,8 +627,8 @@ Test(readpath, instances_with_the_same_user_id_stay_apart, .timeout = 180)
     tail t;
     tail_open(&t, &a, a.replies);
     char ia[37], ib[37], adda[37], addb[37], rma[37];
-    send_as(&a, "ImportHumanUser", "u1", "org-a", import_payload("same", "+41791112233", true), ia);
-    send_as(&b, "ImportHumanUser", "u1", "org-b", import_payload("same", "+41791114455", true), ib);
+    send_as(&a, "ImportHumanUser", "u1", "org-a", h_import_payload("same", "+41791112233", true), ia);
+    send_as(&b, "ImportHumanUser", "u1", "org-b", h_import_payload("same", "+41791114455", true), ib);
     send_as(&a, "AddMyAuthFactorOTPSMS", "u1", "org-a", NULL, adda);
     json_decref(reply_of(&t, ib, 200));
     json_t *r = reply_of(&t, adda, 200);
@@ -681,7 +672,7 @@ Test(readpath, set_phone_with_return_code_then_verify, .timeout = 180)
     tail t;
     tail_open(&t, &e, e.replies);
     char imp[37], set[37], verify[37], add[37];
-    send_cmd(&e, "ImportHumanUser", "u1", import_payload("u1", NULL, false), imp);
+    send_cmd(&e, "ImportHumanUser", "u1", h_import_payload("u1", NULL, false), imp);
     send_cmd(&e, "SetMyPhone", "u1", json_pack("{s:s, s:b}", "phone", "+41 79 555 66 77", "returnCode", true), set);
     json_t *r = reply_of(&t, set, 200);
     const char *code = json_string_value(json_object_get(json_object_get(r, "body"), "code"));

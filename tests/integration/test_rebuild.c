@@ -105,15 +105,6 @@ static char *sql_text(const h_env *e, const char *sql)
     return v;
 }
 
-static json_t *import_payload(const char *name, const char *phone, bool verified)
-{
-    json_t *p = json_pack("{s:s, s:{s:s, s:s}, s:{s:s}}", "userName", name, "profile", "firstName", "Ada",
-                          "lastName", "Lovelace", "email", "email", "ada@example.com");
-    if (phone)
-        json_object_set_new(p, "phone", json_pack("{s:s, s:b}", "phone", phone, "isPhoneVerified", verified));
-    return p;
-}
-
 /* --- the writer thread ---------------------------------------------------------- */
 
 typedef struct {
@@ -149,7 +140,7 @@ static void *writer_main(void *arg)
         char user[32], phone[32];
         snprintf(user, sizeof user, "u%03d", i);
         snprintf(phone, sizeof phone, "+4179%07d", i);
-        w->rc = send_one(p, w->e, "ImportHumanUser", user, import_payload(user, phone, i % 4 != 0), &err);
+        w->rc = send_one(p, w->e, "ImportHumanUser", user, h_import_payload(user, phone, i % 4 != 0), &err);
         atomic_fetch_add(&w->sent, 1);
     }
     while (w->rc == ES_OK && !atomic_load(&w->stop)) {
@@ -170,7 +161,7 @@ static void *writer_main(void *arg)
                 /* A new user with a verified phone, and its factor. */
                 snprintf(user, sizeof user, "n%04d", fresh++);
                 snprintf(phone, sizeof phone, "+4177%07d", fresh);
-                w->rc = send_one(p, w->e, "ImportHumanUser", user, import_payload(user, phone, true), &err);
+                w->rc = send_one(p, w->e, "ImportHumanUser", user, h_import_payload(user, phone, true), &err);
                 if (w->rc == ES_OK) {
                     atomic_fetch_add(&w->sent, 1);
                     w->rc = send_one(p, w->e, "AddMyAuthFactorOTPSMS", user, NULL, &err);
@@ -360,7 +351,7 @@ Test(rebuild, live_swap_under_load, .timeout = 600)
     /* Decided after the swaps, on the new tables: import and factor. */
     char imp[37], add[37];
     char *c1 = h_command(&e, "ImportHumanUser", "after-swap", OWNER,
-                         import_payload("after-swap", "+41791230000", true), imp);
+                         h_import_payload("after-swap", "+41791230000", true), imp);
     char *c2 = h_command(&e, "AddMyAuthFactorOTPSMS", "after-swap", OWNER, NULL, add);
     h_produce(&e, e.commands, "after-swap", c1, strlen(c1));
     h_produce(&e, e.commands, "after-swap", c2, strlen(c2));
