@@ -35,14 +35,22 @@
 #include "infra/jsonw.h"
 #include "infra/log.h"
 
+/* One primary-key probe per user, locked in key order. The shape is the
+ * plan: FOR UPDATE keeps the LATERAL subquery from being flattened into a
+ * join, so PostgreSQL can only walk the sorted users and probe the index for
+ * each. As a plain join, a table whose statistics lag behind it (a fresh
+ * projection, a catch-up after TRUNCATE: autovacuum has not analysed it)
+ * was planned as a hash join over a bitmap scan of the whole projection,
+ * per batch: 23 ms per batch at 100,000 users, growing with the table. */
 static const char SQL_LOAD_SEQUENCES[] =
     "SELECT s.instance_id, s.user_id, s.sequence"
-    "  FROM factord.projected_sequences s"
-    "  JOIN jsonb_to_recordset($2::jsonb) AS r(i text, u text)"
-    "    ON s.instance_id = r.i AND s.user_id = r.u"
-    " WHERE s.projection = $1"
-    " ORDER BY s.instance_id, s.user_id"
-    "   FOR UPDATE OF s";
+    "  FROM (SELECT r.i, r.u FROM jsonb_to_recordset($2::jsonb) AS r(i text, u text)"
+    "         ORDER BY r.i, r.u) AS r"
+    " CROSS JOIN LATERAL (SELECT s.instance_id, s.user_id, s.sequence"
+    "                       FROM factord.projected_sequences s"
+    "                      WHERE s.projection = $1 AND s.instance_id = r.i AND s.user_id = r.u"
+    "                        FOR UPDATE) AS s"
+    " ORDER BY r.i, r.u";
 
 static const char SQL_INSERT_SEQUENCES[] =
     "INSERT INTO factord.projected_sequences (projection, instance_id, user_id, sequence)"
