@@ -18,7 +18,7 @@
  *      (applied or skipped): given by the relay beside the event, else
  *      looked up in one query; then COMMIT.
  * Every statement names the instance of each row it touches, and carries
- * its rows as one JSON parameter (jsonb_to_recordset): one round trip per
+ * its rows as one JSON parameter (json_to_recordset): one round trip per
  * table, never one per row, and no SQL text built from data.
  */
 #include "infra/util.h"
@@ -44,7 +44,7 @@
  * per batch: 23 ms per batch at 100,000 users, growing with the table. */
 static const char SQL_LOAD_SEQUENCES[] =
     "SELECT s.instance_id, s.user_id, s.sequence"
-    "  FROM (SELECT r.i, r.u FROM jsonb_to_recordset($2::jsonb) AS r(i text, u text)"
+    "  FROM (SELECT r.i, r.u FROM json_to_recordset($2::json) AS r(i text, u text)"
     "         ORDER BY r.i, r.u) AS r"
     " CROSS JOIN LATERAL (SELECT s.instance_id, s.user_id, s.sequence"
     "                       FROM factord.projected_sequences s"
@@ -55,19 +55,19 @@ static const char SQL_LOAD_SEQUENCES[] =
 static const char SQL_INSERT_SEQUENCES[] =
     "INSERT INTO factord.projected_sequences (projection, instance_id, user_id, sequence)"
     " SELECT $1, r.i, r.u, r.s"
-    "   FROM jsonb_to_recordset($2::jsonb) AS r(i text, u text, s bigint)"
+    "   FROM json_to_recordset($2::json) AS r(i text, u text, s bigint)"
     "  ORDER BY r.i, r.u";
 
 /* "sequence < r.s": a sequence never goes back, whatever a caller passes. */
 static const char SQL_UPDATE_SEQUENCES[] =
     "UPDATE factord.projected_sequences s SET sequence = r.s, updated_at = now()"
-    "  FROM jsonb_to_recordset($2::jsonb) AS r(i text, u text, s bigint)"
+    "  FROM json_to_recordset($2::json) AS r(i text, u text, s bigint)"
     " WHERE s.projection = $1 AND s.instance_id = r.i AND s.user_id = r.u"
     "   AND s.sequence < r.s";
 
 static const char SQL_DELETE_FACTORS[] =
     "DELETE FROM factord.auth_factors f"
-    " USING jsonb_to_recordset($1::jsonb) AS r(i text, u text, t text)"
+    " USING json_to_recordset($1::json) AS r(i text, u text, t text)"
     " WHERE f.instance_id = r.i AND f.user_id = r.u AND f.type = r.t";
 
 /* An existing row keeps its created_at: the factor was added then. */
@@ -75,7 +75,7 @@ static const char SQL_PUT_FACTORS[] =
     "INSERT INTO factord.auth_factors AS f (instance_id, user_id, type, state, sequence,"
     "    created_at, changed_at, resource_owner)"
     " SELECT r.i, r.u, r.t, r.state, r.s, r.created, r.changed, r.owner"
-    "   FROM jsonb_to_recordset($1::jsonb) AS r(i text, u text, t text, state text, s bigint,"
+    "   FROM json_to_recordset($1::json) AS r(i text, u text, t text, state text, s bigint,"
     "    created timestamptz, changed timestamptz, owner text)"
     "  ORDER BY r.i, r.u, r.t"
     " ON CONFLICT (instance_id, user_id, type) DO UPDATE SET state = EXCLUDED.state,"
@@ -87,7 +87,7 @@ static const char SQL_PUT_FACTORS[] =
 static const char SQL_REPLY_TOPICS[] =
     "SELECT c.id::text, c.reply_to, c.http_status"
     "  FROM factord.commands c"
-    "  JOIN jsonb_to_recordset($1::jsonb) AS r(id uuid, i text)"
+    "  JOIN json_to_recordset($1::json) AS r(id uuid, i text)"
     "    ON c.id = r.id AND c.instance_id = r.i";
 
 static const char SQL_LIST_FACTORS[] =

@@ -4,7 +4,7 @@
  *
  * A page is one keyset query (position > reached ORDER BY position LIMIT
  * page), folded in memory and written to the shadow with one statement per
- * table (jsonb_to_recordset), so a page costs a few round trips whatever
+ * table (json_to_recordset), so a page costs a few round trips whatever
  * its size. The user projection needs each touched user's state before the
  * page: it is read back from the shadow in one query per page, so memory
  * stays bounded by the page, not by the number of users. The auth-factor
@@ -87,7 +87,7 @@ static const char SQL_LOAD_USERS[] =
     "       (extract(epoch FROM u.created_at) * 1000000)::bigint,"
     "       (extract(epoch FROM u.changed_at) * 1000000)::bigint"
     "  FROM factord.users_rebuild u"
-    "  JOIN jsonb_to_recordset($1::jsonb) AS r(i text, u text)"
+    "  JOIN json_to_recordset($1::json) AS r(i text, u text)"
     "    ON u.instance_id = r.i AND u.user_id = r.u";
 enum { UC_INSTANCE, UC_USER, UC_OWNER, UC_NAME, UC_STATUS, UC_SEQUENCE, UC_PHONE,
        UC_PHONE_VERIFIED, UC_VERIFIED_PHONE, UC_OTP_SMS, UC_CODE_ENC, UC_CODE_EXPIRES,
@@ -102,7 +102,7 @@ static const char SQL_PUT_USERS[] =
     " SELECT r.instance_id, r.user_id, r.resource_owner, r.user_name, r.status, r.sequence,"
     "    r.phone, r.phone_verified, r.verified_phone, r.otp_sms, r.code_enc,"
     "    r.code_expires_at, r.created_at, r.changed_at"
-    "   FROM jsonb_to_recordset($1::jsonb) AS r(instance_id text, user_id text,"
+    "   FROM json_to_recordset($1::json) AS r(instance_id text, user_id text,"
     "    resource_owner text, user_name text, status text, sequence bigint, phone text,"
     "    phone_verified boolean, verified_phone text, otp_sms boolean, code_enc text,"
     "    code_expires_at timestamptz, created_at timestamptz, changed_at timestamptz)"
@@ -118,20 +118,20 @@ static const char SQL_PUT_USERS[] =
 /* As the projector's statements (infra/projector.c), on the shadows. */
 static const char SQL_PUT_SEQUENCES[] =
     "INSERT INTO factord.projected_sequences_rebuild AS s (projection, instance_id, user_id, sequence)"
-    " SELECT $1, r.i, r.u, r.s FROM jsonb_to_recordset($2::jsonb) AS r(i text, u text, s bigint)"
+    " SELECT $1, r.i, r.u, r.s FROM json_to_recordset($2::json) AS r(i text, u text, s bigint)"
     " ON CONFLICT (projection, instance_id, user_id) DO UPDATE SET sequence = EXCLUDED.sequence,"
     "    updated_at = now() WHERE s.sequence < EXCLUDED.sequence";
 
 static const char SQL_DELETE_FACTORS[] =
     "DELETE FROM factord.auth_factors_rebuild f"
-    " USING jsonb_to_recordset($1::jsonb) AS r(i text, u text, t text)"
+    " USING json_to_recordset($1::json) AS r(i text, u text, t text)"
     " WHERE f.instance_id = r.i AND f.user_id = r.u AND f.type = r.t";
 
 static const char SQL_PUT_FACTORS[] =
     "INSERT INTO factord.auth_factors_rebuild AS f (instance_id, user_id, type, state, sequence,"
     "    created_at, changed_at, resource_owner)"
     " SELECT r.i, r.u, r.t, r.state, r.s, r.created, r.changed, r.owner"
-    "   FROM jsonb_to_recordset($1::jsonb) AS r(i text, u text, t text, state text, s bigint,"
+    "   FROM json_to_recordset($1::json) AS r(i text, u text, t text, state text, s bigint,"
     "    created timestamptz, changed timestamptz, owner text)"
     " ON CONFLICT (instance_id, user_id, type) DO UPDATE SET state = EXCLUDED.state,"
     "    sequence = EXCLUDED.sequence, changed_at = EXCLUDED.changed_at,"

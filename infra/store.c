@@ -4,7 +4,7 @@
  * Every statement that carries data is parameterised and prepared lazily,
  * once per connection (a bit per statement in st->prepared; PQreset clears
  * it). Batches cost one round trip per table, never one per row: rows travel
- * as one JSON array per table (jsonb_to_recordset) or as one array literal.
+ * as one JSON array per table (json_to_recordset) or as one array literal.
  *
  * es_store_write orders its statements so that the global counter row is
  * held as briefly as possible: everything is encoded first, the user upsert
@@ -112,7 +112,7 @@ static const store_stmt store_stmts[Q__COUNT] = {
         "    r.resource_owner, r.user_name, r.status, r.sequence, r.phone, r.phone_verified,"
         "    r.verified_phone, r.otp_sms, r.code_enc, r.code_expires_at, r.created_at,"
         "    r.changed_at"
-        "   FROM jsonb_to_recordset($1::jsonb) AS r(ord bigint, instance_id text,"
+        "   FROM json_to_recordset($1::json) AS r(ord bigint, instance_id text,"
         "    user_id text, resource_owner text, user_name text, status text,"
         "    sequence bigint, phone text, phone_verified boolean, verified_phone text,"
         "    otp_sms boolean, code_enc text, code_expires_at timestamptz,"
@@ -138,7 +138,7 @@ static const store_stmt store_stmts[Q__COUNT] = {
         "    http_status, body, reply_to)"
         " SELECT r.id, r.instance_id, r.type, r.user_id, decode(r.content_hash, 'hex'),"
         "    r.http_status, r.body::json, r.reply_to"
-        "   FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, instance_id text, type text,"
+        "   FROM json_to_recordset($1::json) AS r(id uuid, instance_id text, type text,"
         "    user_id text, content_hash text, http_status int, body text, reply_to text)"},
     /* The chain's head comes with the positions: the hashes of the batch's
      * events follow from it (infra/chain.h). The same statement queues the
@@ -163,7 +163,7 @@ static const store_stmt store_stmts[Q__COUNT] = {
         "    $2::bigint + r.ord, r.type, r.revision, r.created_at, r.creator,"
         "    r.resource_owner, r.command_id, r.last_of_command, r.payload,"
         "    substring($3::bytea FROM (32 * r.ord + 1)::int FOR 32)"
-        "   FROM jsonb_to_recordset($1::jsonb) AS r(ord bigint, instance_id text,"
+        "   FROM json_to_recordset($1::json) AS r(ord bigint, instance_id text,"
         "    aggregate_type text, aggregate_id text, sequence bigint, type text,"
         "    revision smallint, created_at timestamptz, creator text,"
         "    resource_owner text, command_id uuid, last_of_command boolean, payload jsonb)"
@@ -174,7 +174,7 @@ static const store_stmt store_stmts[Q__COUNT] = {
         "INSERT INTO factord.outbox (position, instance_id, topic, key, value, headers)"
         " SELECT $2::bigint + r.ord, r.instance_id, r.topic, decode(r.key, 'hex'),"
         "    decode(r.value, 'hex'), r.headers::jsonb"
-        "   FROM jsonb_to_recordset($1::jsonb) AS r(ord bigint, instance_id text,"
+        "   FROM json_to_recordset($1::json) AS r(ord bigint, instance_id text,"
         "    topic text, key text, value text, headers text)"
         "  ORDER BY r.ord"},
     [Q_USER_EVENTS] = {"factord_user_events", 2,

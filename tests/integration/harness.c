@@ -223,6 +223,33 @@ void h_produce(const h_env *e, const char *topic, const char *key, const char *v
     cr_assert_eq(es_producer_flush(p, 30000, &failed, &err), ES_OK, "%s", err.text);
 }
 
+rd_kafka_topic_partition_list_t *h_partitions_from_start(rd_kafka_t *rk, const char *topic)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    cr_assert_not_null(rkt);
+    /* A topic created moments ago can be listed without its partitions
+     * until its leaders are known: ask again until they are. */
+    const struct rd_kafka_metadata *md = NULL;
+    int parts = 0;
+    for (int64_t end = es_clock_mono_ms() + 10000;;) {
+        cr_assert_eq(rd_kafka_metadata(rk, 0, rkt, &md, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+        cr_assert_eq(md->topic_cnt, 1);
+        parts = md->topics[0].err ? 0 : md->topics[0].partition_cnt;
+        if (parts > 0 || es_clock_mono_ms() > end)
+            break;
+        rd_kafka_metadata_destroy(md);
+        es_sleep_ms(100);
+    }
+    cr_assert_gt(parts, 0, "topic %s has no partitions after 10 s", topic);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
+    for (int i = 0; i < parts; i++)
+        rd_kafka_topic_partition_list_add(l, topic, md->topics[0].partitions[i].id)->offset =
+            RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return l;
+}
+
 json_t *h_read_topic(const h_env *e, const char *topic, size_t want, int timeout_ms)
 {
     es_error err = {0};
@@ -233,17 +260,7 @@ json_t *h_read_topic(const h_env *e, const char *topic, size_t want, int timeout
     rd_kafka_conf_set(conf, "group.id", "factord-test-reader", errstr, sizeof errstr);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     cr_assert_not_null(rk, "%s", errstr);
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    cr_assert_eq(rd_kafka_metadata(rk, 0, rkt, &md, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
-    cr_assert_eq(md->topic_cnt, 1);
-    int parts = md->topics[0].partition_cnt;
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
-    for (int i = 0; i < parts; i++)
-        rd_kafka_topic_partition_list_add(l, topic, md->topics[0].partitions[i].id)->offset =
-            RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_destroy(rkt);
+    rd_kafka_topic_partition_list_t *l = h_partitions_from_start(rk, topic);
     cr_assert_eq(rd_kafka_assign(rk, l), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_topic_partition_list_destroy(l);
 

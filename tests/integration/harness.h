@@ -11,6 +11,7 @@
 #define FACTORD_TEST_HARNESS_H
 
 #include <jansson.h>
+#include <librdkafka/rdkafka.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -55,6 +56,10 @@ void h_produce(const h_env *e, const char *topic, const char *key, const char *v
  * Returns a JSON array of {"key","value","headers":{...}} (value as a
  * string; records are parsed by the caller). New reference. */
 json_t *h_read_topic(const h_env *e, const char *topic, size_t want, int timeout_ms);
+
+/* Every partition of topic, each from its first offset, for rd_kafka_assign;
+ * waits up to 10 s for a topic created moments ago to list its partitions. */
+rd_kafka_topic_partition_list_t *h_partitions_from_start(rd_kafka_t *rk, const char *topic);
 
 /* A command as wire JSON, for e's instance. payload may be NULL ({}).
  * Returns malloc'd text; id_out (37 bytes) gets the fresh command id. */

@@ -58,17 +58,7 @@ static void tail_open(tail *t, const h_env *e, const char *topic)
     rd_kafka_conf_set(conf, "group.id", "factord-test-tail", errstr, sizeof errstr);
     t->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     cr_assert_not_null(t->rk, "%s", errstr);
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(t->rk, topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    cr_assert_eq(rd_kafka_metadata(t->rk, 0, rkt, &md, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
-    int parts = md->topics[0].partition_cnt;
-    cr_assert_gt(parts, 0);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
-    for (int i = 0; i < parts; i++)
-        rd_kafka_topic_partition_list_add(l, topic, md->topics[0].partitions[i].id)->offset =
-            RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_destroy(rkt);
+    rd_kafka_topic_partition_list_t *l = h_partitions_from_start(t->rk, topic);
     cr_assert_eq(rd_kafka_assign(t->rk, l), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_topic_partition_list_destroy(l);
     t->recs = json_array();
