@@ -3,7 +3,7 @@
  *
  * For the hot paths that only ever *write* JSON of a known shape: the rows
  * that the store and the projector send to PostgreSQL as one JSON
- * parameter (jsonb_to_recordset), and the reply envelopes. Building a
+ * parameter (json_to_recordset), and the reply envelopes. Building a
  * jansson tree first and dumping it cost an allocation per value and two
  * passes; here each value is appended once. Reading JSON, and anything
  * whose exact bytes are stored (the outcomes' bodies), stays with jansson.

@@ -555,7 +555,14 @@ es_result es_store_exec(es_store *st, const char *what, const char *sql, int npa
                         const char *const *params, ExecStatusType want, PGresult **res,
                         es_error *err)
 {
-    *res = PQexecParams(st->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    return es_store_exec_bin(st, what, sql, nparams, params, NULL, NULL, want, res, err);
+}
+
+es_result es_store_exec_bin(es_store *st, const char *what, const char *sql, int nparams,
+                            const char *const *values, const int *lengths, const int *formats,
+                            ExecStatusType want, PGresult **res, es_error *err)
+{
+    *res = PQexecParams(st->conn, sql, nparams, NULL, values, lengths, formats, 0);
     if (!*res)
         *res = PQmakeEmptyPGresult(st->conn, PGRES_FATAL_ERROR);
     if (PQresultStatus(*res) != want)

@@ -67,6 +67,11 @@ void es_store_rollback(es_store *st);      /* best effort, never fails */
 es_result es_store_exec(es_store *st, const char *what, const char *sql, int nparams,
                         const char *const *params, ExecStatusType want, PGresult **res,
                         es_error *err) ES_WUR;
+/* The same with each parameter's length and format (0 text, 1 binary: see
+ * infra/pgarr.h for arrays); lengths matter for binary ones only. */
+es_result es_store_exec_bin(es_store *st, const char *what, const char *sql, int nparams,
+                            const char *const *values, const int *lengths, const int *formats,
+                            ExecStatusType want, PGresult **res, es_error *err) ES_WUR;
 
 /* --- deciding a batch (inside one transaction) --------------------------- */
 

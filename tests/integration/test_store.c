@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "infra/migrations.h"
+#include "infra/pgarr.h"
 #include "tests/integration/itest.h"
 
 static void sleep_us(long us)
@@ -1105,4 +1106,116 @@ Test(store, bad_connection_string_is_invalid)
     rc = es_store_open("host=127.0.0.1 port=1 connect_timeout=2", &st, &err);
     cr_assert_eq(rc, ES_ETRANSIENT, "%s", err.text);
     cr_assert_null(st);
+}
+
+/* Binary arrays (infra/pgarr.h) as the server reads them: every element
+ * type the statements use, NULLs, empty text, non-ASCII text, extreme
+ * integers and times around both epochs; each printed back by PostgreSQL
+ * in its text form. Refusals happen on the client: not UTF-8, not a UUID. */
+static char *array_as_text(es_store *st, const char *type, es_pga *a)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT string_agg(coalesce(x::text, 'NULL'), '|' ORDER BY o)"
+             "  FROM unnest($1::%s[]) WITH ORDINALITY AS r(x, o)", type);
+    int len;
+    const char *values[] = {es_pga_finish(a, &len)};
+    int lengths[] = {len}, formats[] = {1};
+    PGresult *res = NULL;
+    es_error err = {0};
+    assert_ok(es_store_exec_bin(st, type, sql, 1, values, lengths, formats, PGRES_TUPLES_OK, &res, &err), &err,
+              type);
+    char *out = strdup(PQgetisnull(res, 0, 0) ? "(empty)" : PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return out;
+}
+
+static void assert_array(es_store *st, const char *type, es_pga *a, const char *want)
+{
+    char *got = array_as_text(st, type, a);
+    cr_assert_str_eq(got, want, "%s[]", type);
+    free(got);
+}
+
+Test(store, binary_arrays_reach_the_server_intact)
+{
+    es_store *st = itest_open();
+    es_error err = {0};
+    PGresult *res = NULL;
+    assert_ok(es_store_exec(st, "utc", "SET TIME ZONE 'UTC'", 0, NULL, PGRES_COMMAND_OK, &res, &err), &err, "utc");
+    PQclear(res);
+    es_pga a = {0};
+
+    es_pga_begin(&a, ES_PG_TEXT);
+    cr_assert(es_pga_text(&a, "user-1", SIZE_MAX));
+    cr_assert(es_pga_text(&a, "", SIZE_MAX));
+    es_pga_null(&a);
+    cr_assert(es_pga_text(&a, "Zo\xc3\xab \xe2\x82\xac|x", SIZE_MAX));
+    cr_assert(es_pga_text(&a, "abcdef", 3));
+    cr_assert_not(es_pga_text(&a, "bad \xc3(", SIZE_MAX));
+    cr_assert_eq(a.n, 5);
+    assert_array(st, "text", &a, "user-1||NULL|Zo\xc3\xab \xe2\x82\xac|x|abc");
+
+    es_pga_begin(&a, ES_PG_INT8);
+    es_pga_i64(&a, 0);
+    es_pga_i64(&a, -1);
+    es_pga_i64(&a, INT64_MAX);
+    es_pga_i64(&a, INT64_MIN);
+    es_pga_i64(&a, 4294967296);
+    assert_array(st, "bigint", &a, "0|-1|9223372036854775807|-9223372036854775808|4294967296");
+
+    es_pga_begin(&a, ES_PG_INT4);
+    es_pga_i32(&a, 200);
+    es_pga_i32(&a, -2147483647 - 1);
+    es_pga_begin(&a, ES_PG_INT4); /* begin empties a reused builder */
+    es_pga_i32(&a, 422);
+    es_pga_i32(&a, -7);
+    assert_array(st, "int", &a, "422|-7");
+
+    es_pga_begin(&a, ES_PG_INT2);
+    es_pga_i16(&a, 1);
+    es_pga_i16(&a, -32768);
+    es_pga_i16(&a, 32767);
+    assert_array(st, "smallint", &a, "1|-32768|32767");
+
+    es_pga_begin(&a, ES_PG_BOOL);
+    es_pga_bool(&a, true);
+    es_pga_bool(&a, false);
+    es_pga_null(&a);
+    assert_array(st, "boolean", &a, "true|false|NULL");
+
+    es_pga_begin(&a, ES_PG_TIMESTAMPTZ);
+    es_pga_time(&a, 0);
+    es_pga_time(&a, INT64_C(946684800000000));
+    es_pga_time(&a, INT64_C(1795651200123456)); /* 2026-11-26 00:00:00.123456 */
+    es_pga_time(&a, -1);
+    assert_array(st, "timestamptz", &a,
+                 "1970-01-01 00:00:00+00|2000-01-01 00:00:00+00|2026-11-26 00:00:00.123456+00|"
+                 "1969-12-31 23:59:59.999999+00");
+
+    es_pga_begin(&a, ES_PG_UUID);
+    cr_assert(es_pga_uuid(&a, "0189a7e2-7b6c-4d1e-9f00-aabbccddeeff"));
+    cr_assert(es_pga_uuid(&a, "0189A7E2-7B6C-4D1E-9F00-AABBCCDDEEF0"));
+    cr_assert_not(es_pga_uuid(&a, "0189a7e2-7b6c-4d1e-9f00-aabbccddeef"));   /* short */
+    cr_assert_not(es_pga_uuid(&a, "0189a7e2-7b6c-4d1e-9f00-aabbccddeeff0")); /* long */
+    cr_assert_not(es_pga_uuid(&a, "0189a7e2x7b6c-4d1e-9f00-aabbccddeeff"));
+    cr_assert_not(es_pga_uuid(&a, "0189a7e2-7b6c-4d1e-9f00-aabbccddeegf"));
+    assert_array(st, "uuid", &a, "0189a7e2-7b6c-4d1e-9f00-aabbccddeeff|0189a7e2-7b6c-4d1e-9f00-aabbccddeef0");
+
+    es_pga_begin(&a, ES_PG_BYTEA);
+    es_pga_bytes(&a, "\x00\x01\xff", 3);
+    es_pga_bytes(&a, "", 0);
+    assert_array(st, "bytea", &a, "\\x0001ff|\\x");
+
+    es_pga_begin(&a, ES_PG_JSONB);
+    const char *doc = "{\"b\": 1, \"a\": [true, null]}";
+    cr_assert(es_pga_jsonb(&a, doc, strlen(doc)));
+    cr_assert_not(es_pga_jsonb(&a, "\"\xff\"", 3));
+    cr_assert(es_pga_jsonb(&a, "{}", 2));
+    assert_array(st, "jsonb", &a, "{\"a\": [true, null], \"b\": 1}|{}");
+
+    es_pga_begin(&a, ES_PG_TEXT);
+    assert_array(st, "text", &a, "(empty)");
+
+    es_pga_free(&a);
+    es_store_free(st);
 }
