@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "infra/jsonw.h"
+#include "infra/util.h"
 
 #define HEADER 20 /* ndim, flags, oid, length, lower bound */
 /* 2000-01-01 00:00:00 UTC in Unix microseconds. */
@@ -103,17 +104,6 @@ void es_pga_bool(es_pga *a, bool v) { *elem(a, 1) = v ? 1 : 0; }
 
 void es_pga_time(es_pga *a, int64_t unix_us) { es_pga_i64(a, unix_us - PG_EPOCH_US); }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool es_pga_uuid(es_pga *a, const char *s)
 {
     unsigned char b[16];
@@ -124,7 +114,7 @@ bool es_pga_uuid(es_pga *a, const char *s)
                 return false;
             continue;
         }
-        int hi = hexval(s[i]), lo = hi < 0 ? -1 : hexval(s[i + 1]);
+        int hi = es_hex_value(s[i]), lo = hi < 0 ? -1 : es_hex_value(s[i + 1]);
         if (lo < 0)
             return false;
         b[k++] = (unsigned char)(hi << 4 | lo);

@@ -4,7 +4,8 @@
  * Every statement that carries data is parameterised and prepared lazily,
  * once per connection (a bit per statement in st->prepared; PQreset clears
  * it). Batches cost one round trip per table, never one per row: rows travel
- * as one JSON array per table (json_to_recordset) or as one array literal.
+ * as one binary array per column (infra/pgarr.h, read with unnest), which
+ * the server takes without parsing any text.
  *
  * es_store_write orders its statements so that the global counter row is
  * held as briefly as possible: everything is encoded first, the user upsert
@@ -17,8 +18,9 @@
  * hashes are computed here (the canonical bytes were built before the
  * lock), and the events' INSERT moves the head in the same statement.
  *
- * Timestamps are written as RFC 3339 text (dom_time_format) and read back as
- * exact integer microseconds (extract(epoch ...) is numeric in PostgreSQL 15).
+ * Timestamps are written as binary timestamptz (microseconds) and read back
+ * as exact integer microseconds (extract(epoch ...) is numeric in
+ * PostgreSQL 15).
  * Error texts use only the server's primary message and the constraint name,
  * never DETAIL lines, which may quote row values.
  */
@@ -39,6 +41,7 @@
 #include "infra/jsonw.h"
 #include "infra/log.h"
 #include "infra/migrations.h"
+#include "infra/pgarr.h"
 
 /* Advisory lock keys, two-int form, so they never meet an application's
  * single-bigint keys: class 'fact' for named locks (es_store_try_lock),
@@ -104,7 +107,7 @@ static const store_stmt store_stmts[Q__COUNT] = {
     /* DISTINCT ON keeps the last state given for a user, so a batch that
      * lists a user twice cannot trip "ON CONFLICT cannot affect row a second
      * time"; inserting in key order keeps lock order stable. */
-    [Q_UPSERT_USERS] = {"factord_upsert_users", 1,
+    [Q_UPSERT_USERS] = {"factord_upsert_users", 14,
         "INSERT INTO factord.users AS u (instance_id, user_id, resource_owner, user_name,"
         "    status, sequence, phone, phone_verified, verified_phone, otp_sms, code_enc,"
         "    code_expires_at, created_at, changed_at)"
@@ -112,11 +115,12 @@ static const store_stmt store_stmts[Q__COUNT] = {
         "    r.resource_owner, r.user_name, r.status, r.sequence, r.phone, r.phone_verified,"
         "    r.verified_phone, r.otp_sms, r.code_enc, r.code_expires_at, r.created_at,"
         "    r.changed_at"
-        "   FROM json_to_recordset($1::json) AS r(ord bigint, instance_id text,"
-        "    user_id text, resource_owner text, user_name text, status text,"
-        "    sequence bigint, phone text, phone_verified boolean, verified_phone text,"
-        "    otp_sms boolean, code_enc text, code_expires_at timestamptz,"
-        "    created_at timestamptz, changed_at timestamptz)"
+        "   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        "    $6::bigint[], $7::text[], $8::boolean[], $9::text[], $10::boolean[], $11::text[],"
+        "    $12::timestamptz[], $13::timestamptz[], $14::timestamptz[]) WITH ORDINALITY"
+        "     AS r(instance_id, user_id, resource_owner, user_name, status, sequence, phone,"
+        "    phone_verified, verified_phone, otp_sms, code_enc, code_expires_at, created_at,"
+        "    changed_at, ord)"
         "  ORDER BY r.instance_id, r.user_id, r.ord DESC"
         " ON CONFLICT (instance_id, user_id) DO UPDATE SET"
         "    resource_owner = EXCLUDED.resource_owner, user_name = EXCLUDED.user_name,"
@@ -133,13 +137,14 @@ static const store_stmt store_stmts[Q__COUNT] = {
         "    EXCLUDED.sequence, EXCLUDED.phone, EXCLUDED.phone_verified,"
         "    EXCLUDED.verified_phone, EXCLUDED.otp_sms, EXCLUDED.code_enc,"
         "    EXCLUDED.code_expires_at, EXCLUDED.created_at, EXCLUDED.changed_at)"},
-    [Q_INSERT_COMMANDS] = {"factord_insert_commands", 1,
+    [Q_INSERT_COMMANDS] = {"factord_insert_commands", 8,
         "INSERT INTO factord.commands (id, instance_id, type, user_id, content_hash,"
         "    http_status, body, reply_to)"
-        " SELECT r.id, r.instance_id, r.type, r.user_id, decode(r.content_hash, 'hex'),"
-        "    r.http_status, r.body::json, r.reply_to"
-        "   FROM json_to_recordset($1::json) AS r(id uuid, instance_id text, type text,"
-        "    user_id text, content_hash text, http_status int, body text, reply_to text)"},
+        " SELECT r.id, r.instance_id, r.type, r.user_id, r.content_hash, r.http_status,"
+        "    r.body::json, r.reply_to"
+        "   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int[],"
+        "    $7::text[], $8::text[])"
+        "     AS r(id, instance_id, type, user_id, content_hash, http_status, body, reply_to)"},
     /* The chain's head comes with the positions: the hashes of the batch's
      * events follow from it (infra/chain.h). The same statement queues the
      * transaction's notification for the relay (store.h): no round trip of
@@ -150,32 +155,31 @@ static const store_stmt store_stmts[Q__COUNT] = {
         "UPDATE factord.position_counter SET value = value + $1::bigint WHERE id = 1"
         " RETURNING value, encode(head_hash, 'hex'),"
         "   pg_notify('" ES_STORE_OUTBOUND_CHANNEL "', '')"},
-    /* The events with their hashes ($3: 32 bytes each, in event order, cut
-     * by offset: no per-row array walk) and the new
-     * chain head ($4, $5) in one statement: no extra round trip while the
-     * counter is held. */
-    [Q_INSERT_EVENTS] = {"factord_insert_events", 5,
+    /* The events ($2..$13, one array per column), their hashes ($14: in
+     * event order) and the new chain head ($15, $16) in one statement: no
+     * extra round trip while the counter is held. */
+    [Q_INSERT_EVENTS] = {"factord_insert_events", 16,
         "WITH ins AS ("
         " INSERT INTO factord.events (instance_id, aggregate_type, aggregate_id, sequence,"
         "    position, type, revision, created_at, creator, resource_owner, command_id,"
         "    last_of_command, payload, hash)"
         " SELECT r.instance_id, r.aggregate_type, r.aggregate_id, r.sequence,"
-        "    $2::bigint + r.ord, r.type, r.revision, r.created_at, r.creator,"
-        "    r.resource_owner, r.command_id, r.last_of_command, r.payload,"
-        "    substring($3::bytea FROM (32 * r.ord + 1)::int FOR 32)"
-        "   FROM json_to_recordset($1::json) AS r(ord bigint, instance_id text,"
-        "    aggregate_type text, aggregate_id text, sequence bigint, type text,"
-        "    revision smallint, created_at timestamptz, creator text,"
-        "    resource_owner text, command_id uuid, last_of_command boolean, payload jsonb)"
+        "    $1::bigint + r.ord - 1, r.type, r.revision, r.created_at, r.creator,"
+        "    r.resource_owner, r.command_id, r.last_of_command, r.payload, r.hash"
+        "   FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],"
+        "    $7::smallint[], $8::timestamptz[], $9::text[], $10::text[], $11::uuid[],"
+        "    $12::boolean[], $13::jsonb[], $14::bytea[]) WITH ORDINALITY"
+        "     AS r(instance_id, aggregate_type, aggregate_id, sequence, type, revision,"
+        "    created_at, creator, resource_owner, command_id, last_of_command, payload, hash,"
+        "    ord)"
         "  ORDER BY r.ord)"
-        " UPDATE factord.position_counter SET head_position = $4::bigint,"
-        "    head_hash = decode($5, 'hex') WHERE id = 1"},
-    [Q_INSERT_OUTBOX] = {"factord_insert_outbox", 2,
+        " UPDATE factord.position_counter SET head_position = $15::bigint,"
+        "    head_hash = $16::bytea WHERE id = 1"},
+    [Q_INSERT_OUTBOX] = {"factord_insert_outbox", 6,
         "INSERT INTO factord.outbox (position, instance_id, topic, key, value, headers)"
-        " SELECT $2::bigint + r.ord, r.instance_id, r.topic, decode(r.key, 'hex'),"
-        "    decode(r.value, 'hex'), r.headers::jsonb"
-        "   FROM json_to_recordset($1::json) AS r(ord bigint, instance_id text,"
-        "    topic text, key text, value text, headers text)"
+        " SELECT $1::bigint + r.ord - 1, r.instance_id, r.topic, r.key, r.value, r.headers"
+        "   FROM unnest($2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::jsonb[])"
+        "     WITH ORDINALITY AS r(instance_id, topic, key, value, headers, ord)"
         "  ORDER BY r.ord"},
     [Q_USER_EVENTS] = {"factord_user_events", 2,
         "SELECT " STORE_EVENT_COLUMNS
@@ -227,8 +231,15 @@ static const store_stmt store_stmts[Q__COUNT] = {
         "INSERT INTO factord.schema_migrations (version, name) VALUES ($1::int, $2)"},
 };
 
+#define STORE_FIELD(buf) (buf), sizeof(buf)
+
+/* Binary arrays of es_store_write (pgarr.h): the events' columns, the
+ * outbox's, one table's rows at a time, the hashes. Kept between batches. */
+#define STORE_COLS (12 + 5 + 14 + 1)
+
 struct es_store {
     PGconn *conn;
+    es_pga cols[STORE_COLS];
     uint32_t prepared;   /* bit q: store_stmts[q] is prepared on conn */
     es_chain_hasher *chain; /* the chain key's hasher; NULL until the first
                                write or es_store_set_chain_key */
@@ -245,72 +256,6 @@ static void *store_xmalloc(size_t n)
         abort();
     return p;
 }
-
-static void *store_xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (!q)
-        abort();
-    return q;
-}
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-} store_buf;
-
-static void buf_reserve(store_buf *b, size_t more)
-{
-    if (b->len + more + 1 <= b->cap)
-        return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + more + 1)
-        cap *= 2;
-    b->p = store_xrealloc(b->p, cap);
-    b->cap = cap;
-}
-
-static void buf_putn(store_buf *b, const char *s, size_t n)
-{
-    buf_reserve(b, n);
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void buf_putc(store_buf *b, char c) { buf_putn(b, &c, 1); }
-
-/* One element of a text[] literal: always double-quoted, with " and \
- * backslash-escaped, so commas, braces, blanks and the word NULL are plain
- * data. Reads at most max bytes of s (fixed-size struct fields). */
-static void buf_put_array_elem(store_buf *b, const char *s, size_t max)
-{
-    size_t n = strnlen(s, max);
-    buf_reserve(b, 2 * n + 2);
-    b->p[b->len++] = '"';
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '"' || s[i] == '\\')
-            b->p[b->len++] = '\\';
-        b->p[b->len++] = s[i];
-    }
-    b->p[b->len++] = '"';
-    b->p[b->len] = '\0';
-}
-
-static const char store_hex_digits[] = "0123456789abcdef";
-
-static char *store_hex_encode(const void *data, size_t n)
-{
-    const unsigned char *d = data;
-    char *out = store_xmalloc(2 * n + 1);
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = store_hex_digits[d[i] >> 4];
-        out[2 * i + 1] = store_hex_digits[d[i] & 15];
-    }
-    out[2 * n] = '\0';
-    return out;
-}
-
 
 /* Decode n hex characters into out (n/2 bytes); false on a bad digit. */
 static bool store_hex_decode(const char *hex, size_t n, unsigned char *out)
@@ -450,8 +395,7 @@ es_result es_store_open(const char *conninfo, es_store **out, es_error *err)
     }
 
     st = store_xmalloc(sizeof *st);
-    st->prepared = 0;
-    st->chain = NULL;
+    memset(st, 0, sizeof *st);
     /* dbname last: values in the caller's string override our defaults.
      * A bounded connect (10 s unless the string or PGCONNECT_TIMEOUT says
      * otherwise; an empty value leaves libpq's own lookup): libpq would
@@ -489,6 +433,8 @@ void es_store_free(es_store *st)
         return;
     PQfinish(st->conn);
     es_chain_hasher_free(st->chain);
+    for (int i = 0; i < STORE_COLS; i++)
+        es_pga_free(&st->cols[i]);
     free(st);
 }
 
@@ -513,9 +459,11 @@ es_result es_store_reset(es_store *st, es_error *err)
 }
 
 /* Run prepared statement q (preparing it first on this connection). Text
- * parameters and results. Never returns NULL (libpq only does on OOM or a
- * dead connection; then an error result stands in). */
-static PGresult *store_run(es_store *st, store_q q, const char *const *params)
+ * results; parameters in text, or as given by lengths and formats (binary
+ * arrays, pgarr.h) when those are not NULL. Never returns NULL (libpq only
+ * does on OOM or a dead connection; then an error result stands in). */
+static PGresult *store_run(es_store *st, store_q q, const char *const *params, const int *lengths,
+                           const int *formats)
 {
     const store_stmt *s = &store_stmts[q];
     if (!(st->prepared & (UINT32_C(1) << q))) {
@@ -525,19 +473,49 @@ static PGresult *store_run(es_store *st, store_q q, const char *const *params)
         PQclear(res);
         st->prepared |= UINT32_C(1) << q;
     }
-    PGresult *res = PQexecPrepared(st->conn, s->name, s->nparams, params, NULL, NULL, 0);
+    PGresult *res = PQexecPrepared(st->conn, s->name, s->nparams, params, lengths, formats, 0);
     return res ? res : PQmakeEmptyPGresult(st->conn, PGRES_FATAL_ERROR);
 }
 
 /* Run q and expect `want`; on anything else fill err. *res is set either
  * way (the caller PQclears it at out:). */
-static es_result store_query(es_store *st, store_q q, const char *const *params,
-                             ExecStatusType want, PGresult **res, es_error *err)
+static es_result store_query_bin(es_store *st, store_q q, const char *const *params, const int *lengths,
+                                 const int *formats, ExecStatusType want, PGresult **res, es_error *err)
 {
-    *res = store_run(st, q, params);
+    *res = store_run(st, q, params, lengths, formats);
     if (PQresultStatus(*res) != want)
         return store_fail(st, *res, err, store_stmts[q].name + sizeof "factord_" - 1);
     return ES_OK;
+}
+
+static es_result store_query(es_store *st, store_q q, const char *const *params,
+                             ExecStatusType want, PGresult **res, es_error *err)
+{
+    return store_query_bin(st, q, params, NULL, NULL, want, res, err);
+}
+
+/* Statement q with parameters 0..n-1: fixed[i] as text where given, else
+ * the next binary array of cols. */
+static es_result store_query_cols(es_store *st, store_q q, const char *const *fixed, es_pga *cols,
+                                  ExecStatusType want, PGresult **res, es_error *err)
+{
+    enum { MAXP = 20 };
+    const char *values[MAXP];
+    int lengths[MAXP], formats[MAXP];
+    int n = store_stmts[q].nparams, k = 0;
+    if (n > MAXP)
+        abort();
+    for (int i = 0; i < n; i++) {
+        if (fixed && fixed[i]) {
+            values[i] = fixed[i];
+            lengths[i] = 0;
+            formats[i] = 0;
+        } else {
+            values[i] = es_pga_finish(&cols[k++], &lengths[i]);
+            formats[i] = 1;
+        }
+    }
+    return store_query_bin(st, q, values, lengths, formats, want, res, err);
 }
 
 /* A constant statement without parameters (transaction control, locks). */
@@ -761,27 +739,21 @@ es_result es_store_find_commands(es_store *st, const char *const *ids, size_t n,
 {
     es_result rc = ES_OK;
     PGresult *res = NULL;
-    store_buf arr = {0};
+    es_pga *arr = &st->cols[0];
 
     for (size_t i = 0; i < n; i++)
         memset(&out[i], 0, sizeof out[i]);
     if (n == 0)
         goto out;
 
-    buf_putc(&arr, '{');
+    es_pga_begin(arr, ES_PG_UUID);
     for (size_t i = 0; i < n; i++) {
-        if (!ids[i] || !store_is_uuid(ids[i])) {
+        if (!ids[i] || !store_is_uuid(ids[i]) || !es_pga_uuid(arr, ids[i])) {
             rc = es_error_set(err, ES_EINVAL, "find commands: id %zu is not a canonical UUID", i);
             goto out;
         }
-        if (i)
-            buf_putc(&arr, ',');
-        buf_putn(&arr, ids[i], DOM_UUID_LEN);
     }
-    buf_putc(&arr, '}');
-
-    const char *params[] = {arr.p};
-    rc = store_query(st, Q_FIND_COMMANDS, params, PGRES_TUPLES_OK, &res, err);
+    rc = store_query_cols(st, Q_FIND_COMMANDS, NULL, arr, PGRES_TUPLES_OK, &res, err);
     if (rc != ES_OK)
         goto out;
     for (int r = 0; r < PQntuples(res); r++) {
@@ -806,7 +778,6 @@ es_result es_store_find_commands(es_store *st, const char *const *ids, size_t n,
     }
 out:
     PQclear(res);
-    free(arr.p);
     if (rc != ES_OK)
         for (size_t i = 0; i < n; i++)
             es_known_cmd_clear(&out[i]);
@@ -867,7 +838,7 @@ es_result es_store_load_users(es_store *st, dom_user *users, bool *found, size_t
 {
     es_result rc = ES_OK;
     PGresult *res = NULL;
-    store_buf inst = {0}, uids = {0};
+    es_pga *cols = st->cols;
     store_user_key *keys = NULL;
 
     for (size_t i = 0; i < n; i++) {
@@ -880,23 +851,19 @@ es_result es_store_load_users(es_store *st, dom_user *users, bool *found, size_t
         goto out;
 
     keys = store_xmalloc(n * sizeof *keys);
-    buf_putc(&inst, '{');
-    buf_putc(&uids, '{');
+    es_pga_begin(&cols[0], ES_PG_TEXT);
+    es_pga_begin(&cols[1], ES_PG_TEXT);
     for (size_t i = 0; i < n; i++) {
-        if (i) {
-            buf_putc(&inst, ',');
-            buf_putc(&uids, ',');
+        if (!es_pga_text(&cols[0], STORE_FIELD(users[i].instance_id)) ||
+            !es_pga_text(&cols[1], STORE_FIELD(users[i].user_id))) {
+            rc = es_error_set(err, ES_EINVAL, "load users: user %zu: invalid UTF-8", i);
+            goto out;
         }
-        buf_put_array_elem(&inst, users[i].instance_id, sizeof users[i].instance_id);
-        buf_put_array_elem(&uids, users[i].user_id, sizeof users[i].user_id);
         keys[i] = (store_user_key){users[i].instance_id, users[i].user_id, i};
     }
-    buf_putc(&inst, '}');
-    buf_putc(&uids, '}');
     qsort(keys, n, sizeof *keys, store_user_key_cmp);
 
-    const char *params[] = {inst.p, uids.p};
-    rc = store_query(st, Q_LOAD_USERS, params, PGRES_TUPLES_OK, &res, err);
+    rc = store_query_cols(st, Q_LOAD_USERS, NULL, cols, PGRES_TUPLES_OK, &res, err);
     if (rc != ES_OK)
         goto out;
 
@@ -931,8 +898,6 @@ es_result es_store_load_users(es_store *st, dom_user *users, bool *found, size_t
     }
 out:
     PQclear(res);
-    free(inst.p);
-    free(uids.p);
     free(keys);
     return rc;
 }
@@ -953,227 +918,162 @@ es_result es_store_user_name_taken(es_store *st, const char *instance_id,
 
 /* --- writing a batch -------------------------------------------------------- */
 
-/* json_string() refuses invalid UTF-8 (NULL): that is the caller's data. */
-/* The rows of each table travel as one JSON array of objects (jsonw.h),
- * written straight as text: ",\"key\":" then the value. */
-static void jw_sep_key(es_jw *w, const char *key)
+/* Each table's rows travel as one binary array per column (pgarr.h),
+ * read by the statement with unnest(...) WITH ORDINALITY. Text is checked
+ * for UTF-8 here (the caller's data: a clear error, not a server one),
+ * times for RFC 3339's years 1..9999 (what dom_time_format can print back). */
+static bool store_time_ok(int64_t us) { return us >= DOM_TIME_MIN_US && us <= DOM_TIME_MAX_US; }
+
+static void store_cols_begin(es_pga *cols, const uint32_t *oids, size_t n)
 {
-    es_jw_c(w, ',');
-    es_jw_key(w, key);
+    for (size_t i = 0; i < n; i++)
+        es_pga_begin(&cols[i], oids[i]);
 }
 
-static bool jw_field_str(es_jw *w, const char *key, const char *s, size_t max)
-{
-    jw_sep_key(w, key);
-    return es_jw_str(w, s, max);
-}
+enum { EV_INSTANCE, EV_AGGTYPE, EV_AGGREGATE, EV_SEQUENCE, EV_TYPE, EV_REVISION, EV_CREATED, EV_CREATOR,
+       EV_OWNER, EV_COMMAND, EV_LAST, EV_PAYLOAD, EV__COUNT };
+static const uint32_t store_event_oids[EV__COUNT] = {
+    ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_INT8, ES_PG_TEXT, ES_PG_INT2,
+    ES_PG_TIMESTAMPTZ, ES_PG_TEXT, ES_PG_TEXT, ES_PG_UUID, ES_PG_BOOL, ES_PG_JSONB};
 
-static void jw_field_i64(es_jw *w, const char *key, int64_t v)
+static es_result store_encode_events(const es_write *w, es_pga *cols, es_error *err)
 {
-    jw_sep_key(w, key);
-    es_jw_i64(w, v);
-}
-
-static void jw_field_bool(es_jw *w, const char *key, bool v)
-{
-    jw_sep_key(w, key);
-    es_jw_bool(w, v);
-}
-
-/* False for a time outside RFC 3339's years 1..9999 (dom_time_format gives ""). */
-static bool jw_field_time(es_jw *w, const char *key, int64_t us)
-{
-    char ts[40];
-    dom_time_format(us, ts, sizeof ts);
-    if (!ts[0])
-        return false;
-    return jw_field_str(w, key, ts, sizeof ts);
-}
-
-/* Row i's opening: "[{" or ",{", then "ord":i. */
-static void jw_row_open(es_jw *w, size_t i, bool first)
-{
-    es_jw_raw(w, first ? "[{" : ",{", 2);
-    es_jw_key(w, "ord");
-    es_jw_i64(w, (int64_t)i);
-}
-
-/* The text of w, handed over (w is left empty); "[]" when no row. */
-static char *jw_take_rows(es_jw *w, bool any)
-{
-    if (!any)
-        es_jw_c(w, '[');
-    es_jw_c(w, ']');
-    char *text = w->p;
-    w->p = NULL;
-    w->len = w->cap = 0;
-    return text;
-}
-
-#define STORE_FIELD(buf) (buf), sizeof(buf)
-
-static es_result store_encode_events(const es_write *w, char **out, es_error *err)
-{
-    es_jw j = {0};
+    store_cols_begin(cols, store_event_oids, EV__COUNT);
     for (size_t i = 0; i < w->n_events; i++) {
         const dom_evt *e = &w->events[i];
         const char *type = dom_evt_type_name(e->type);
-        if (!type || !*type) {
-            es_jw_free(&j);
+        if (!type || !*type)
             return es_error_set(err, ES_EINVAL, "write: event %zu has no known type", i);
-        }
-        jw_row_open(&j, i, i == 0);
-        if (!jw_field_str(&j, "instance_id", STORE_FIELD(e->instance_id)) ||
-            !jw_field_str(&j, "aggregate_id", STORE_FIELD(e->aggregate_id)) ||
-            !jw_field_str(&j, "creator", STORE_FIELD(e->creator)) ||
-            !jw_field_str(&j, "resource_owner", STORE_FIELD(e->resource_owner))) {
-            es_jw_free(&j);
+        if (!store_time_ok(e->created_at_us))
+            return es_error_set(err, ES_EINVAL, "write: event %zu: creation time out of range", i);
+        if (e->command_id[0] && !store_is_uuid(e->command_id))
+            return es_error_set(err, ES_EINVAL, "write: event %zu: command id is not a UUID", i);
+        if (!es_pga_text(&cols[EV_INSTANCE], STORE_FIELD(e->instance_id)) ||
+            !es_pga_text(&cols[EV_AGGREGATE], STORE_FIELD(e->aggregate_id)) ||
+            !es_pga_text(&cols[EV_CREATOR], STORE_FIELD(e->creator)) ||
+            !es_pga_text(&cols[EV_OWNER], STORE_FIELD(e->resource_owner)))
             return es_error_set(err, ES_EINVAL, "write: event %zu: invalid UTF-8 or payload", i);
-        }
-        /* Most events carry an empty payload: no jansson tree for those. */
+        /* Most events carry an empty payload: no jansson text for those. */
         json_t *payload = dom_evt_payload_to_json(e);
-        if (!payload) {
-            es_jw_free(&j);
+        if (!payload)
             return es_error_set(err, ES_EINVAL, "write: event %zu: invalid UTF-8 or payload", i);
-        }
-        jw_sep_key(&j, "payload");
         if (json_object_size(payload) == 0) {
-            es_jw_raw(&j, "{}", 2);
+            es_pga_jsonb(&cols[EV_PAYLOAD], "{}", 2);
         } else {
             char *text = json_dumps(payload, JSON_COMPACT);
             if (!text)
                 abort();
-            es_jw_raw(&j, text, strlen(text));
+            es_pga_jsonb(&cols[EV_PAYLOAD], text, strlen(text)); /* jansson's output: UTF-8 */
             free(text);
         }
         json_decref(payload);
-        jw_sep_key(&j, "aggregate_type");
-        es_jw_str(&j, DOM_AGGREGATE_USER, SIZE_MAX);
-        jw_sep_key(&j, "type");
-        es_jw_str(&j, type, SIZE_MAX);
-        jw_field_i64(&j, "sequence", e->sequence);
-        jw_field_i64(&j, "revision", e->revision);
-        if (!jw_field_time(&j, "created_at", e->created_at_us)) {
-            es_jw_free(&j);
-            return es_error_set(err, ES_EINVAL, "write: event %zu: creation time out of range", i);
-        }
-        if (e->command_id[0]) {
-            if (!store_is_uuid(e->command_id)) {
-                es_jw_free(&j);
-                return es_error_set(err, ES_EINVAL, "write: event %zu: command id is not a UUID", i);
-            }
-            jw_field_str(&j, "command_id", STORE_FIELD(e->command_id));
-        }
-        jw_field_bool(&j, "last_of_command", e->last_of_command);
-        es_jw_c(&j, '}');
+        es_pga_text(&cols[EV_AGGTYPE], DOM_AGGREGATE_USER, SIZE_MAX);
+        es_pga_text(&cols[EV_TYPE], type, SIZE_MAX);
+        es_pga_i64(&cols[EV_SEQUENCE], e->sequence);
+        es_pga_i16(&cols[EV_REVISION], (int16_t)e->revision);
+        es_pga_time(&cols[EV_CREATED], e->created_at_us);
+        if (e->command_id[0])
+            es_pga_uuid(&cols[EV_COMMAND], e->command_id);
+        else
+            es_pga_null(&cols[EV_COMMAND]);
+        es_pga_bool(&cols[EV_LAST], e->last_of_command);
     }
-    *out = jw_take_rows(&j, w->n_events > 0);
     return ES_OK;
 }
 
+enum { US_INSTANCE, US_USER, US_OWNER, US_NAME, US_STATUS, US_SEQUENCE, US_PHONE, US_PHONE_VERIFIED,
+       US_VERIFIED_PHONE, US_OTP_SMS, US_CODE_ENC, US_CODE_EXPIRES, US_CREATED, US_CHANGED, US__COUNT };
+static const uint32_t store_user_oids[US__COUNT] = {
+    ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_INT8, ES_PG_TEXT, ES_PG_BOOL,
+    ES_PG_TEXT, ES_PG_BOOL, ES_PG_TEXT, ES_PG_TIMESTAMPTZ, ES_PG_TIMESTAMPTZ, ES_PG_TIMESTAMPTZ};
+
 /* Users still in DOM_USER_NONE (a command for an unknown user was
  * rejected) have no events and nothing to store: they are skipped, so the
- * table holds only users that exist. *out stays NULL when none is left. */
-static es_result store_encode_users(const es_write *w, char **out, es_error *err)
+ * table holds only users that exist. *any is false when none is left. */
+static es_result store_encode_users(const es_write *w, es_pga *cols, bool *any, es_error *err)
 {
-    es_jw j = {0};
-    bool any = false;
+    store_cols_begin(cols, store_user_oids, US__COUNT);
+    *any = false;
     for (size_t i = 0; i < w->n_users; i++) {
         const dom_user *u = &w->users[i];
         if (u->status == DOM_USER_NONE)
             continue;
-        jw_row_open(&j, i, !any);
-        any = true;
-        if (!jw_field_str(&j, "instance_id", STORE_FIELD(u->instance_id)) ||
-            !jw_field_str(&j, "user_id", STORE_FIELD(u->user_id)) ||
-            !jw_field_str(&j, "resource_owner", STORE_FIELD(u->resource_owner)) ||
-            !jw_field_str(&j, "user_name", STORE_FIELD(u->user_name)) ||
-            !jw_field_str(&j, "phone", STORE_FIELD(u->phone)) ||
-            !jw_field_str(&j, "verified_phone", STORE_FIELD(u->verified_phone)) ||
-            !jw_field_str(&j, "code_enc", STORE_FIELD(u->code_enc))) {
-            es_jw_free(&j);
-            return es_error_set(err, ES_EINVAL, "write: user %zu: invalid UTF-8", i);
-        }
-        jw_field_str(&j, "status", dom_user_status_name(u->status), SIZE_MAX);
-        jw_field_i64(&j, "sequence", u->sequence);
-        jw_field_bool(&j, "phone_verified", u->phone_verified);
-        jw_field_bool(&j, "otp_sms", u->otp_sms);
-        if ((u->code_expires_at_us && !jw_field_time(&j, "code_expires_at", u->code_expires_at_us)) ||
-            !jw_field_time(&j, "created_at", u->created_at_us) ||
-            !jw_field_time(&j, "changed_at", u->changed_at_us)) {
-            es_jw_free(&j);
+        if ((u->code_expires_at_us && !store_time_ok(u->code_expires_at_us)) || !store_time_ok(u->created_at_us) ||
+            !store_time_ok(u->changed_at_us))
             return es_error_set(err, ES_EINVAL, "write: user %zu: a time out of range", i);
-        }
-        es_jw_c(&j, '}');
+        if (!es_pga_text(&cols[US_INSTANCE], STORE_FIELD(u->instance_id)) ||
+            !es_pga_text(&cols[US_USER], STORE_FIELD(u->user_id)) ||
+            !es_pga_text(&cols[US_OWNER], STORE_FIELD(u->resource_owner)) ||
+            !es_pga_text(&cols[US_NAME], STORE_FIELD(u->user_name)) ||
+            !es_pga_text(&cols[US_PHONE], STORE_FIELD(u->phone)) ||
+            !es_pga_text(&cols[US_VERIFIED_PHONE], STORE_FIELD(u->verified_phone)) ||
+            !es_pga_text(&cols[US_CODE_ENC], STORE_FIELD(u->code_enc)))
+            return es_error_set(err, ES_EINVAL, "write: user %zu: invalid UTF-8", i);
+        es_pga_text(&cols[US_STATUS], dom_user_status_name(u->status), SIZE_MAX);
+        es_pga_i64(&cols[US_SEQUENCE], u->sequence);
+        es_pga_bool(&cols[US_PHONE_VERIFIED], u->phone_verified);
+        es_pga_bool(&cols[US_OTP_SMS], u->otp_sms);
+        if (u->code_expires_at_us)
+            es_pga_time(&cols[US_CODE_EXPIRES], u->code_expires_at_us);
+        else
+            es_pga_null(&cols[US_CODE_EXPIRES]);
+        es_pga_time(&cols[US_CREATED], u->created_at_us);
+        es_pga_time(&cols[US_CHANGED], u->changed_at_us);
+        *any = true;
     }
-    if (!any) {
-        es_jw_free(&j);
-        return ES_OK;
-    }
-    *out = jw_take_rows(&j, true);
     return ES_OK;
 }
 
-static es_result store_encode_commands(const es_write *w, char **out, es_error *err)
+enum { CM_ID, CM_INSTANCE, CM_TYPE, CM_USER, CM_HASH, CM_STATUS, CM_BODY, CM_REPLY_TO, CM__COUNT };
+static const uint32_t store_command_oids[CM__COUNT] = {
+    ES_PG_UUID, ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_BYTEA, ES_PG_INT4, ES_PG_TEXT, ES_PG_TEXT};
+
+static es_result store_encode_commands(const es_write *w, es_pga *cols, es_error *err)
 {
-    es_jw j = {0};
+    store_cols_begin(cols, store_command_oids, CM__COUNT);
     for (size_t i = 0; i < w->n_outcomes; i++) {
         const es_cmd_outcome *c = &w->outcomes[i];
-        if (!c->cmd || !c->hash || !c->body || !store_is_uuid(c->cmd->id)) {
-            es_jw_free(&j);
-            return es_error_set(err, ES_EINVAL,
-                                "write: outcome %zu needs a command with a UUID, a hash and a body", i);
-        }
-        char hash[65];
-        es_chain_hex(c->hash, 32, hash);
-        es_jw_raw(&j, i == 0 ? "[{" : ",{", 2);
-        es_jw_key(&j, "content_hash");
-        es_jw_str(&j, hash, sizeof hash);
-        jw_field_str(&j, "id", STORE_FIELD(c->cmd->id));
+        if (!c->cmd || !c->hash || !c->body || !store_is_uuid(c->cmd->id))
+            return es_error_set(err, ES_EINVAL, "write: outcome %zu needs a command with a UUID, a hash and a body",
+                                i);
         const char *type = dom_cmd_type_name(c->cmd->type);
-        if (!jw_field_str(&j, "instance_id", STORE_FIELD(c->cmd->instance_id)) ||
-            !jw_field_str(&j, "user_id", STORE_FIELD(c->cmd->user_id)) ||
-            !jw_field_str(&j, "type", type ? type : "", DOM_TEXT_MAX) ||
-            !jw_field_str(&j, "reply_to", c->reply_to ? c->reply_to : "", DOM_TOPIC_MAX) ||
-            !jw_field_str(&j, "body", c->body, SIZE_MAX)) {
-            es_jw_free(&j);
+        if (!es_pga_text(&cols[CM_INSTANCE], STORE_FIELD(c->cmd->instance_id)) ||
+            !es_pga_text(&cols[CM_USER], STORE_FIELD(c->cmd->user_id)) ||
+            !es_pga_text(&cols[CM_TYPE], type ? type : "", DOM_TEXT_MAX) ||
+            !es_pga_text(&cols[CM_REPLY_TO], c->reply_to ? c->reply_to : "", DOM_TOPIC_MAX) ||
+            !es_pga_text(&cols[CM_BODY], c->body, SIZE_MAX))
             return es_error_set(err, ES_EINVAL, "write: outcome %zu: invalid UTF-8", i);
-        }
-        jw_field_i64(&j, "http_status", c->http_status);
-        es_jw_c(&j, '}');
+        es_pga_uuid(&cols[CM_ID], c->cmd->id);
+        es_pga_bytes(&cols[CM_HASH], c->hash, 32);
+        es_pga_i32(&cols[CM_STATUS], c->http_status);
     }
-    *out = jw_take_rows(&j, w->n_outcomes > 0);
     return ES_OK;
 }
 
-static es_result store_encode_outbox(const es_write *w, char **out, es_error *err)
+enum { OB_INSTANCE, OB_TOPIC, OB_KEY, OB_VALUE, OB_HEADERS, OB__COUNT };
+static const uint32_t store_outbox_oids[OB__COUNT] = {ES_PG_TEXT, ES_PG_TEXT, ES_PG_BYTEA, ES_PG_BYTEA,
+                                                      ES_PG_JSONB};
+
+static es_result store_encode_outbox(const es_write *w, es_pga *cols, es_error *err)
 {
-    es_jw j = {0};
+    store_cols_begin(cols, store_outbox_oids, OB__COUNT);
     for (size_t i = 0; i < w->n_outbox; i++) {
         const es_outbox_msg *m = &w->outbox[i];
-        if (!m->topic || !*m->topic || (!m->value && m->value_len) || (!m->key && m->key_len)) {
-            es_jw_free(&j);
+        if (!m->topic || !*m->topic || (!m->value && m->value_len) || (!m->key && m->key_len))
             return es_error_set(err, ES_EINVAL, "write: outbox message %zu needs a topic", i);
-        }
-        jw_row_open(&j, i, i == 0);
-        if (!jw_field_str(&j, "instance_id", m->instance_id ? m->instance_id : "", SIZE_MAX) ||
-            !jw_field_str(&j, "topic", m->topic, SIZE_MAX) ||
-            (m->headers_json && !jw_field_str(&j, "headers", m->headers_json, SIZE_MAX))) {
-            es_jw_free(&j);
+        if (!es_pga_text(&cols[OB_INSTANCE], m->instance_id ? m->instance_id : "", SIZE_MAX) ||
+            !es_pga_text(&cols[OB_TOPIC], m->topic, SIZE_MAX) ||
+            (m->headers_json && !es_pga_jsonb(&cols[OB_HEADERS], m->headers_json, strlen(m->headers_json))))
             return es_error_set(err, ES_EINVAL, "write: outbox message %zu: invalid UTF-8", i);
-        }
+        if (!m->headers_json)
+            es_pga_null(&cols[OB_HEADERS]);
         /* Binary-safe: dead letters carry whatever bytes the record had. */
-        char *hex = store_hex_encode(m->value ? m->value : "", m->value_len);
-        jw_field_str(&j, "value", hex, SIZE_MAX);
-        free(hex);
-        if (m->key) {
-            hex = store_hex_encode(m->key, m->key_len);
-            jw_field_str(&j, "key", hex, SIZE_MAX);
-            free(hex);
-        }
-        es_jw_c(&j, '}');
+        es_pga_bytes(&cols[OB_VALUE], m->value ? m->value : "", m->value_len);
+        if (m->key)
+            es_pga_bytes(&cols[OB_KEY], m->key, m->key_len);
+        else
+            es_pga_null(&cols[OB_KEY]);
     }
-    *out = jw_take_rows(&j, w->n_outbox > 0);
     return ES_OK;
 }
 
@@ -1181,46 +1081,53 @@ es_result es_store_write(es_store *st, es_write *w, es_error *err)
 {
     es_result rc = ES_OK;
     PGresult *res = NULL;
-    char *events = NULL, *users = NULL, *commands = NULL, *outbox = NULL;
     size_t total = w->n_events + w->n_outbox;
     int64_t first = 0;
     char count_s[24], first_s[24], head_s[24];
-    char head_hex[2 * ES_CHAIN_HASH_LEN + 1];
     unsigned char head[ES_CHAIN_HASH_LEN];
     es_chain_canon *canon = NULL;
-    store_buf hashes = {0};
+    _Static_assert(EV__COUNT + OB__COUNT + US__COUNT + 1 == STORE_COLS, "es_store.cols");
+    _Static_assert((int)US__COUNT >= (int)CM__COUNT, "rows holds the commands' columns too");
+    es_pga *ev = st->cols, *ob = ev + EV__COUNT, *rows = ob + OB__COUNT, *hashes = rows + US__COUNT;
 
     if (w->n_events && !st->chain) {
         es_chain_key pub;
         es_chain_key_public(&pub);
         st->chain = es_chain_hasher_new(&pub);
     }
-    /* Encode everything before touching the counter, the events' canonical
-     * bytes (without their positions) included. */
+    /* Encode what follows the counter before touching it, the events'
+     * canonical bytes (without their positions) included. */
     if (w->n_events) {
         canon = store_xmalloc(w->n_events * sizeof *canon);
         memset(canon, 0, w->n_events * sizeof *canon);
-        for (size_t i = 0; i < w->n_events; i++)
-            if ((rc = es_chain_canon_prepare(&w->events[i], &canon[i], err)) != ES_OK)
+        for (size_t i = 0; i < w->n_events; i++) {
+            if ((rc = es_chain_canon_prepare(&w->events[i], &canon[i], err)) != ES_OK) {
+                char why[sizeof err->text];
+                snprintf(why, sizeof why, "%s", err ? err->text : "");
+                rc = es_error_set(err, rc, "write: event %zu: %s", i, why);
                 goto out;
+            }
+        }
+        if ((rc = store_encode_events(w, ev, err)) != ES_OK)
+            goto out;
     }
-    if ((w->n_events && (rc = store_encode_events(w, &events, err)) != ES_OK) ||
-        (w->n_users && (rc = store_encode_users(w, &users, err)) != ES_OK) ||
-        (w->n_outcomes && (rc = store_encode_commands(w, &commands, err)) != ES_OK) ||
-        (w->n_outbox && (rc = store_encode_outbox(w, &outbox, err)) != ES_OK))
+    if (w->n_outbox && (rc = store_encode_outbox(w, ob, err)) != ES_OK)
         goto out;
 
-    if (users) {
-        const char *params[] = {users};
-        rc = store_query(st, Q_UPSERT_USERS, params, PGRES_COMMAND_OK, &res, err);
+    bool any_user = false;
+    if (w->n_users && (rc = store_encode_users(w, rows, &any_user, err)) != ES_OK)
+        goto out;
+    if (any_user) {
+        rc = store_query_cols(st, Q_UPSERT_USERS, NULL, rows, PGRES_COMMAND_OK, &res, err);
         if (rc != ES_OK)
             goto out;
         PQclear(res);
         res = NULL;
     }
-    if (commands) {
-        const char *params[] = {commands};
-        rc = store_query(st, Q_INSERT_COMMANDS, params, PGRES_COMMAND_OK, &res, err);
+    if (w->n_outcomes) {
+        if ((rc = store_encode_commands(w, rows, err)) != ES_OK)
+            goto out;
+        rc = store_query_cols(st, Q_INSERT_COMMANDS, NULL, rows, PGRES_COMMAND_OK, &res, err);
         if (rc != ES_OK)
             goto out;
         PQclear(res);
@@ -1246,27 +1153,38 @@ es_result es_store_write(es_store *st, es_write *w, es_error *err)
         PQclear(res);
         res = NULL;
     }
-    if (events) {
+    if (w->n_events) {
         /* The chain, in position order, from the head the counter held. */
-        buf_putn(&hashes, "\\x", 2); /* bytea's hex input form */
+        es_pga_begin(hashes, ES_PG_BYTEA);
         for (size_t i = 0; i < w->n_events; i++) {
             es_chain_hash_canon(st->chain, head, &canon[i], first + (int64_t)i, head);
-            es_chain_hex(head, sizeof head, head_hex);
-            buf_putn(&hashes, head_hex, 2 * ES_CHAIN_HASH_LEN);
+            es_pga_bytes(hashes, head, sizeof head);
         }
         snprintf(first_s, sizeof first_s, "%" PRId64, first);
         snprintf(head_s, sizeof head_s, "%" PRId64, first + (int64_t)w->n_events - 1);
-        const char *params[] = {events, first_s, hashes.p, head_s, head_hex};
-        rc = store_query(st, Q_INSERT_EVENTS, params, PGRES_COMMAND_OK, &res, err);
+        /* $1 and $15 in text, the columns and the hashes as arrays, the
+         * new head ($16) as a plain bytea's bytes. */
+        const char *values[EV__COUNT + 4];
+        int lengths[EV__COUNT + 4], formats[EV__COUNT + 4];
+        values[0] = first_s, lengths[0] = 0, formats[0] = 0;
+        for (int i = 0; i < EV__COUNT; i++)
+            values[1 + i] = es_pga_finish(&ev[i], &lengths[1 + i]), formats[1 + i] = 1;
+        values[EV__COUNT + 1] = es_pga_finish(hashes, &lengths[EV__COUNT + 1]);
+        formats[EV__COUNT + 1] = 1;
+        values[EV__COUNT + 2] = head_s, lengths[EV__COUNT + 2] = 0, formats[EV__COUNT + 2] = 0;
+        values[EV__COUNT + 3] = (const char *)head, lengths[EV__COUNT + 3] = (int)sizeof head;
+        formats[EV__COUNT + 3] = 1;
+        _Static_assert(EV__COUNT + 4 == 16, "factord_insert_events takes 16 parameters");
+        rc = store_query_bin(st, Q_INSERT_EVENTS, values, lengths, formats, PGRES_COMMAND_OK, &res, err);
         if (rc != ES_OK)
             goto out;
         PQclear(res);
         res = NULL;
     }
-    if (outbox) {
+    if (w->n_outbox) {
         snprintf(first_s, sizeof first_s, "%" PRId64, first + (int64_t)w->n_events);
-        const char *params[] = {outbox, first_s};
-        rc = store_query(st, Q_INSERT_OUTBOX, params, PGRES_COMMAND_OK, &res, err);
+        const char *fixed[OB__COUNT + 1] = {first_s};
+        rc = store_query_cols(st, Q_INSERT_OUTBOX, fixed, ob, PGRES_COMMAND_OK, &res, err);
         if (rc != ES_OK)
             goto out;
     }
@@ -1277,11 +1195,6 @@ out:
     for (size_t i = 0; canon && i < w->n_events; i++)
         es_chain_canon_clear(&canon[i]);
     free(canon);
-    free(hashes.p);
-    free(events);
-    free(users);
-    free(commands);
-    free(outbox);
     return rc;
 }
 

@@ -1219,3 +1219,52 @@ Test(store, binary_arrays_reach_the_server_intact)
     es_pga_free(&a);
     es_store_free(st);
 }
+
+/* Bad data in a batch is refused before any statement runs on it: a clear
+ * ES_EINVAL naming the row, and nothing of the batch in the tables. */
+Test(store, write_refuses_bad_rows_with_a_clear_error)
+{
+    es_store *st = itest_open();
+    es_error err = {0};
+    char inst[DOM_ID_MAX];
+    itest_instance(inst);
+    struct {
+        const char *what, *want;
+    } cases[] = {
+        {"creator not UTF-8", "write: event 1: chain: an event holds invalid UTF-8"},
+        {"event time before year 1", "event 0: creation time out of range"},
+        {"command id not a UUID", "event 1: command id is not a UUID"},
+        {"user name not UTF-8", "user 0: invalid UTF-8"},
+        {"user time after year 9999", "user 0: a time out of range"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        dom_evt ev[2];
+        itest_event(&ev[0], inst, "u1", 1, DOM_EVT_HUMAN_ADDED);
+        itest_event(&ev[1], inst, "u1", 2, DOM_EVT_PHONE_CHANGED);
+        dom_user u;
+        itest_user(&u, inst, "u1", 2);
+        switch (c) {
+        case 0: snprintf(ev[1].creator, sizeof ev[1].creator, "bad \xc3("); break;
+        case 1: ev[0].created_at_us = DOM_TIME_MIN_US - 1; break;
+        case 2: snprintf(ev[1].command_id, sizeof ev[1].command_id, "not-a-uuid"); break;
+        case 3: snprintf(u.user_name, sizeof u.user_name, "\xff\xfe"); break;
+        default: u.changed_at_us = DOM_TIME_MAX_US + 1; break;
+        }
+        es_write w = {.events = ev, .n_events = 2, .users = &u, .n_users = 1};
+        es_result rc = itest_write(st, &w, &err);
+        cr_assert_eq(rc, ES_EINVAL, "%s: %d (%s)", cases[c].what, rc, err.text);
+        cr_assert(strstr(err.text, cases[c].want), "%s: \"%s\"", cases[c].what, err.text);
+    }
+    dom_evt *got = NULL;
+    size_t n = 0;
+    assert_ok(es_store_user_events(st, inst, "u1", &got, &n, &err), &err, "user events");
+    cr_assert_eq(n, 0, "a refused batch left %zu events", n);
+    free(got);
+    dom_user ld;
+    bool found = true;
+    snprintf(ld.instance_id, sizeof ld.instance_id, "%s", inst);
+    snprintf(ld.user_id, sizeof ld.user_id, "u1");
+    assert_ok(es_store_load_users(st, &ld, &found, 1, &err), &err, "load");
+    cr_assert_not(found, "a refused batch left its user");
+    es_store_free(st);
+}
