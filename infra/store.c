@@ -92,13 +92,17 @@ static const store_stmt store_stmts[Q__COUNT] = {
     [Q_FIND_COMMANDS] = {"factord_find_commands", 1,
         "SELECT id::text, instance_id, encode(content_hash, 'hex'), http_status, body::text"
         "  FROM factord.commands WHERE id = ANY ($1::uuid[])"},
-    /* ORDER BY under FOR UPDATE: rows are locked in key order, the same in
-     * every transaction, so two batches never deadlock on user rows. */
+    /* Rows are locked in key order, the same in every transaction, so two
+     * batches never deadlock on user rows. One primary-key probe per user,
+     * whatever the batch's size: FOR UPDATE keeps the LATERAL subquery from
+     * becoming a join, which the planner may make a hash join over the whole
+     * table when it sees a long array (projector.c, the same lesson). */
     [Q_LOAD_USERS] = {"factord_load_users", 2,
-        "SELECT " STORE_USER_COLUMNS
-        "  FROM factord.users"
-        " WHERE (instance_id, user_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-        " ORDER BY instance_id, user_id FOR UPDATE"},
+        "SELECT u.* FROM (SELECT DISTINCT r.i, r.u FROM unnest($1::text[], $2::text[]) AS r(i, u)"
+        "                  ORDER BY r.i, r.u) AS r"
+        " CROSS JOIN LATERAL (SELECT " STORE_USER_COLUMNS " FROM factord.users"
+        "                      WHERE instance_id = r.i AND user_id = r.u FOR UPDATE) AS u"
+        " ORDER BY r.i, r.u"},
     /* Same predicate as the partial unique index users_user_name_key. */
     [Q_NAME_TAKEN] = {"factord_name_taken", 3,
         "SELECT EXISTS (SELECT 1 FROM factord.users"
