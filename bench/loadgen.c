@@ -369,6 +369,22 @@ int main(int argc, char **argv)
             t_last = r.recv_ns[i];
         lat[nl++] = r.recv_ns[i] - send_ns[i];
     }
+    /* FACTORD_BENCH_LATENCY_DUMP=FILE (paced mode): one line per replied
+     * command, in send order: ms since the first send, latency ms, ms to
+     * the decision (-1 when unknown). For finding when the slow ones
+     * happen. */
+    const char *dump = getenv("FACTORD_BENCH_LATENCY_DUMP");
+    if (dump && *dump && !strcmp(o.mode, "paced")) {
+        FILE *f = fopen(dump, "w");
+        if (!f)
+            die("cannot write FACTORD_BENCH_LATENCY_DUMP", dump);
+        for (long i = 0; i < o.count; i++)
+            if (r.recv_ns[i])
+                fprintf(f, "%.3f %.3f %.3f\n", (double)(send_ns[i] - t0) / 1e6,
+                        (double)(r.recv_ns[i] - send_ns[i]) / 1e6,
+                        r.decided_ns[i] ? (double)(r.decided_ns[i] - send_ns[i]) / 1e6 : -1.0);
+        fclose(f);
+    }
     qsort(lat, (size_t)nl, sizeof *lat, cmp_i64);
     /* The split at the decision (the event's creation time, the
      * processor's wall clock, microseconds): Kafka in + batching + deciding,
