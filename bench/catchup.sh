@@ -79,6 +79,8 @@ export FACTORD_LOG_LEVEL=${FACTORD_LOG_LEVEL:-warn}
 PSQL=$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | sort -V | tail -1)
 PSQL=${PSQL:-psql}
 sql() { "$PSQL" -qAtX "$bench_url" -c "$1"; }
+# shellcheck source=bench/catchup-lib.sh
+source "$ROOT/bench/catchup-lib.sh"
 
 # --- load ---------------------------------------------------------------------
 users=$(( (EVENTS + 2) / 3 ))
@@ -115,24 +117,27 @@ pids=()
 
 # --- catch up -----------------------------------------------------------------
 say "starting factord project on the fresh group $FACTORD_PROJECTOR_GROUP"
+targets=$(catchup_targets "$FACTORD_KAFKA_BROKERS" "$FACTORD_EVENTS_TOPIC")
 start=$(now)
 "$FACTORD" project 2>>"$work/project.log" & pids+=($!)
 first=
 deadline=$(( $(date +%s) + 600 ))
-last_say=0
+last_say=$(date +%s)
 while :; do
-    applied=$(sql "SELECT coalesce(sum(sequence), 0) FROM factord.projected_sequences")
+    read -r started done < <(catchup_state "$targets")
     t=$(now)
-    [[ -z $first && $applied -gt 0 ]] && first=$t
-    [[ $applied -ge $total ]] && break
+    [[ -z $first && $started == t ]] && first=$t
+    [[ $done == t ]] && break
     if (( $(date +%s) - last_say >= 2 )); then
-        say "catching up: $applied/$total events applied"
+        say "catching up: $(catchup_applied)/$total events applied"
         last_say=$(date +%s)
     fi
     (( $(date +%s) < deadline )) || die "catch-up did not finish within 10 minutes (logs in $work)"
     kill -0 "${pids[0]}" 2>/dev/null || die "the projector stopped: $(tail -3 "$work/project.log")"
     sleep 0.1
 done
+applied=$(catchup_applied)
+[[ $applied -eq $total ]] || die "caught up, but $applied of $total events applied"
 factors=$(sql "SELECT count(*) FROM factord.auth_factors")
 [[ $factors -eq $users ]] || die "expected $users factor rows, found $factors"
 join_s=$(awk -v a="$start" -v b="$first" 'BEGIN { printf "%.2f", b - a }')
