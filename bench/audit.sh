@@ -48,12 +48,21 @@ ADMIN_URL=$FACTORD_DATABASE_URL
 BENCH_URL=${FACTORD_DATABASE_URL%/*}/$DB
 [[ $BENCH_URL == postgres*://* ]] || die "FACTORD_DATABASE_URL must be a postgresql:// URI here"
 psql_admin() { PGOPTIONS="-c client_min_messages=warning" psql "$ADMIN_URL" -X -q -v ON_ERROR_STOP=1 "$@"; }
-cleanup() { psql_admin -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; }
+cleanup() {
+    psql_admin -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+    [[ -z ${FACTORD_STATE_DIR:-} ]] || rm -rf "$FACTORD_STATE_DIR"
+}
 trap cleanup EXIT
 psql_admin -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
 
 export FACTORD_DATABASE_URL=$BENCH_URL
 export FACTORD_LOG_LEVEL=warn
+# The generator chains the log with the public key (no FACTORD_CHAIN_KEY):
+# verify must use it too, not a development key that `factord run` left in
+# ./.factord (it would find the first hash wrong).
+unset FACTORD_CHAIN_KEY FACTORD_CHAIN_KEY_FILE
+FACTORD_STATE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/factord-audit-state.XXXXXX")
+export FACTORD_STATE_DIR
 "$BIN" migrate >/dev/null 2>&1 || die "factord migrate failed"
 printf 'generating %s events ... ' "$EVENTS" >&2
 "$GEN" --events "$EVENTS" >&2

@@ -80,15 +80,20 @@ static const char SQL_READ_PAGE[] =
 enum { EC_INSTANCE, EC_AGGREGATE, EC_SEQUENCE, EC_POSITION, EC_TYPE, EC_REVISION, EC_CREATED,
        EC_CREATOR, EC_OWNER, EC_COMMAND, EC_LAST, EC_PAYLOAD };
 
+/* One primary-key probe per user (LIMIT 1 keeps the LATERAL subquery from
+ * becoming a join): the shadow is new and grows during the rebuild, so its
+ * statistics lag, and a join was planned as a hash join over a sequential
+ * scan of the whole shadow, once per page (a rebuild of 1,000,000 events
+ * ran at 33,000 events/s instead of 150,000). */
 static const char SQL_LOAD_USERS[] =
-    "SELECT u.instance_id, u.user_id, u.resource_owner, u.user_name, u.status, u.sequence,"
-    "       u.phone, u.phone_verified, u.verified_phone, u.otp_sms, u.code_enc,"
-    "       (extract(epoch FROM u.code_expires_at) * 1000000)::bigint,"
-    "       (extract(epoch FROM u.created_at) * 1000000)::bigint,"
-    "       (extract(epoch FROM u.changed_at) * 1000000)::bigint"
-    "  FROM factord.users_rebuild u"
-    "  JOIN json_to_recordset($1::json) AS r(i text, u text)"
-    "    ON u.instance_id = r.i AND u.user_id = r.u";
+    "SELECT u.* FROM json_to_recordset($1::json) AS r(i text, u text)"
+    " CROSS JOIN LATERAL ("
+    "   SELECT u.instance_id, u.user_id, u.resource_owner, u.user_name, u.status, u.sequence,"
+    "          u.phone, u.phone_verified, u.verified_phone, u.otp_sms, u.code_enc,"
+    "          (extract(epoch FROM u.code_expires_at) * 1000000)::bigint,"
+    "          (extract(epoch FROM u.created_at) * 1000000)::bigint,"
+    "          (extract(epoch FROM u.changed_at) * 1000000)::bigint"
+    "     FROM factord.users_rebuild u WHERE u.instance_id = r.i AND u.user_id = r.u LIMIT 1) AS u";
 enum { UC_INSTANCE, UC_USER, UC_OWNER, UC_NAME, UC_STATUS, UC_SEQUENCE, UC_PHONE,
        UC_PHONE_VERIFIED, UC_VERIFIED_PHONE, UC_OTP_SMS, UC_CODE_ENC, UC_CODE_EXPIRES,
        UC_CREATED, UC_CHANGED };
@@ -123,9 +128,12 @@ static const char SQL_PUT_SEQUENCES[] =
     "    updated_at = now() WHERE s.sequence < EXCLUDED.sequence";
 
 static const char SQL_DELETE_FACTORS[] =
-    "DELETE FROM factord.auth_factors_rebuild f"
-    " USING json_to_recordset($1::json) AS r(i text, u text, t text)"
-    " WHERE f.instance_id = r.i AND f.user_id = r.u AND f.type = r.t";
+    "DELETE FROM factord.auth_factors_rebuild"
+    " WHERE ctid = ANY (ARRAY("
+    "   SELECT f.ctid FROM json_to_recordset($1::json) AS r(i text, u text, t text)"
+    "    CROSS JOIN LATERAL (SELECT f.ctid FROM factord.auth_factors_rebuild f"
+    "                         WHERE f.instance_id = r.i AND f.user_id = r.u AND f.type = r.t"
+    "                         LIMIT 1) AS f))";
 
 static const char SQL_PUT_FACTORS[] =
     "INSERT INTO factord.auth_factors_rebuild AS f (instance_id, user_id, type, state, sequence,"
