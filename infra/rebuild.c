@@ -70,15 +70,20 @@ const char *es_rebuild_target_name(es_rebuild_target t)
 
 /* --- SQL --------------------------------------------------------------------- */
 
+/* Every event of the page, whatever its aggregate (the fold skips what is
+ * not a user's): a filter on aggregate_type here made the planner, on a
+ * log never analysed, guess that few rows match and read the whole table
+ * and sort it for every page instead of walking the position index. */
 static const char SQL_READ_PAGE[] =
     "SELECT e.instance_id, e.aggregate_id, e.sequence, e.position, e.type, e.revision,"
     "       (extract(epoch FROM e.created_at) * 1000000)::bigint, e.creator, e.resource_owner,"
-    "       coalesce(e.command_id::text, ''), e.last_of_command, e.payload::text"
+    "       coalesce(e.command_id::text, ''), e.last_of_command, e.payload::text,"
+    "       e.aggregate_type = 'user'"
     "  FROM factord.events e"
-    " WHERE e.position > $1::bigint AND e.aggregate_type = 'user'"
+    " WHERE e.position > $1::bigint"
     " ORDER BY e.position LIMIT $2::bigint";
 enum { EC_INSTANCE, EC_AGGREGATE, EC_SEQUENCE, EC_POSITION, EC_TYPE, EC_REVISION, EC_CREATED,
-       EC_CREATOR, EC_OWNER, EC_COMMAND, EC_LAST, EC_PAYLOAD };
+       EC_CREATOR, EC_OWNER, EC_COMMAND, EC_LAST, EC_PAYLOAD, EC_IS_USER };
 
 /* One primary-key probe per user (LIMIT 1 keeps the LATERAL subquery from
  * becoming a join): the shadow is new and grows during the rebuild, so its
@@ -291,12 +296,13 @@ static es_result rb_row_to_event(const PGresult *res, int r, dom_evt *evt, es_er
     return ES_OK;
 }
 
-/* Up to page_size events after c->reached into c->evts; *n of them. */
-static es_result rb_read_page(rb_ctx *c, size_t *n, es_error *err)
+/* The next page_size events after c->reached: *rows of them read, the
+ * last at *last; the users' events of them into c->evts, *n of them. */
+static es_result rb_read_page(rb_ctx *c, size_t *rows, int64_t *last, size_t *n, es_error *err)
 {
     char after[24], limit[24];
     PGresult *res = NULL;
-    *n = 0;
+    *n = *rows = 0;
     snprintf(after, sizeof after, "%" PRId64, c->reached);
     snprintf(limit, sizeof limit, "%d", c->o.page_size);
     const char *params[] = {after, limit};
@@ -304,11 +310,18 @@ static es_result rb_read_page(rb_ctx *c, size_t *n, es_error *err)
                                  err);
     if (rc != ES_OK)
         goto out;
-    size_t rows = (size_t)PQntuples(res);
-    for (size_t i = 0; i < rows && rc == ES_OK; i++)
-        rc = rb_row_to_event(res, (int)i, &c->evts[i], err);
-    if (rc == ES_OK)
-        *n = rows;
+    size_t got = (size_t)PQntuples(res), k = 0;
+    for (size_t i = 0; i < got && rc == ES_OK; i++) {
+        if (PQgetvalue(res, (int)i, EC_IS_USER)[0] != 't')
+            continue;
+        rc = rb_row_to_event(res, (int)i, &c->evts[k++], err);
+    }
+    if (rc == ES_OK && got && !es_parse_i64(PQgetvalue(res, (int)got - 1, EC_POSITION), last))
+        rc = es_error_set(err, ES_EFATAL, "rebuild: read events: malformed position");
+    if (rc == ES_OK) {
+        *rows = got;
+        *n = k;
+    }
 out:
     PQclear(res);
     return rc;
@@ -537,23 +550,25 @@ static es_result rb_pass(rb_ctx *c, bool locked, int64_t *folded, es_error *err)
     for (;;) {
         if (!locked && c->o.stop && *c->o.stop)
             return es_error_set(err, ES_ETRANSIENT, "rebuild interrupted; the live table is untouched");
-        size_t n = 0;
-        es_result rc = rb_read_page(c, &n, err);
+        size_t rows = 0, n = 0;
+        int64_t last = 0;
+        es_result rc = rb_read_page(c, &rows, &last, &n, err);
         if (rc != ES_OK)
             return rc;
-        if (n == 0)
+        if (rows == 0)
             return ES_OK;
-        rc = c->o.target == ES_REBUILD_USERS ? rb_fold_users(c, n, err) : rb_fold_auth_factors(c, n, err);
+        if (n)
+            rc = c->o.target == ES_REBUILD_USERS ? rb_fold_users(c, n, err) : rb_fold_auth_factors(c, n, err);
         if (rc != ES_OK)
             return rc;
-        c->reached = c->evts[n - 1].position;
+        c->reached = last;
         c->stats->events += (int64_t)n;
         *folded += (int64_t)n;
         es_error herr = {0};
         if (es_store_head(c->st, &c->head, &herr) != ES_OK)
             c->head = c->reached;
         rb_report(c);
-        if (n < (size_t)c->o.page_size)
+        if (rows < (size_t)c->o.page_size)
             return ES_OK;
     }
 }
