@@ -19,7 +19,9 @@
 #include <time.h>
 
 #include "infra/migrations.h"
+#include "infra/log.h"
 #include "infra/pgarr.h"
+#include "infra/projector.h"
 #include "tests/integration/itest.h"
 
 static void sleep_us(long us)
@@ -1266,5 +1268,133 @@ Test(store, write_refuses_bad_rows_with_a_clear_error)
     snprintf(ld.user_id, sizeof ld.user_id, "u1");
     assert_ok(es_store_load_users(st, &ld, &found, 1, &err), &err, "load");
     cr_assert_not(found, "a refused batch left its user");
+    es_store_free(st);
+}
+
+/* --- plans -------------------------------------------------------------------- */
+
+/* The batch statements reach rows by key whatever a batch's size or the
+ * tables' statistics. Their rows travel as arrays whose lengths the planner
+ * sees; as joins, with 1,000-2,000 keys against a table of 100,000 rows,
+ * they were planned as hash joins over sequential scans of the whole table
+ * (docs/performance.md). auto_explain hands each executed statement's plan
+ * back as a notice, and none may scan a keyed table or join by hashing or
+ * merging. Needs a superuser (LOAD), as scripts/pg.sh's user is. */
+typedef struct {
+    char *text;
+    size_t len, plans;
+} plan_log;
+
+static void plan_notice(void *arg, const PGresult *res)
+{
+    plan_log *l = arg;
+    const char *m = PQresultErrorMessage(res);
+    if (!strstr(m, "Query Text:"))
+        return;
+    size_t n = strlen(m);
+    l->text = realloc(l->text, l->len + n + 1);
+    memcpy(l->text + l->len, m, n + 1);
+    l->len += n;
+    l->plans++;
+}
+
+static bool plan_has(const plan_log *l, const char *what) { return l->text && strstr(l->text, what); }
+
+Test(store, keyed_batch_statements_probe_by_key_at_any_size, .timeout = 120)
+{
+    es_log_init("test", "error"); /* the replies' look-ups find no commands: warnings */
+    es_store *st = itest_open();
+    es_error err = {0};
+    char inst[DOM_ID_MAX];
+    itest_instance(inst);
+    enum { KNOWN = 100000, BATCH = 2000, NEW = 500 };
+    const char *params[] = {inst};
+    /* 100,000 users the projector has seen (sequence 1), 2,000 with an
+     * SMS factor; the users table as big; then statistics that say so. */
+    itest_exec(st,
+               "INSERT INTO factord.projected_sequences (projection, instance_id, user_id, sequence)"
+               " SELECT 'auth_factors', $1, 'u' || g, 1 FROM generate_series(1, 100000) g",
+               1, params);
+    itest_exec(st,
+               "INSERT INTO factord.auth_factors (instance_id, user_id, type, state, sequence, created_at,"
+               "    changed_at, resource_owner)"
+               " SELECT $1, 'u' || g, 'otpSms', 'AUTH_FACTOR_STATE_READY', 1, now(), now(), 'org'"
+               "   FROM generate_series(1, 2000) g",
+               1, params);
+    itest_exec(st,
+               "INSERT INTO factord.users (instance_id, user_id, resource_owner, user_name, status, sequence,"
+               "    created_at, changed_at)"
+               " SELECT $1, 'u' || g, 'org', 'u' || g, 'active', 1, now(), now()"
+               "   FROM generate_series(1, 100000) g",
+               1, params);
+    itest_exec(st, "ANALYZE factord.projected_sequences, factord.auth_factors, factord.users", 0, NULL);
+
+    plan_log log = {0};
+    PGconn *conn = es_store_conn(st);
+    PQnoticeReceiver old = PQsetNoticeReceiver(conn, plan_notice, &log);
+    itest_exec(st, "LOAD 'auto_explain'", 0, NULL);
+    itest_exec(st, "SET auto_explain.log_min_duration = 0", 0, NULL);
+    itest_exec(st, "SET auto_explain.log_level = 'notice'", 0, NULL);
+    itest_exec(st, "SET client_min_messages = notice", 0, NULL); /* the store's sessions say warning */
+
+    /* The projector: 2,000 known users (1,000 factors removed, 1,000 added)
+     * and 500 new ones, in one batch. */
+    dom_evt *ev = calloc(BATCH + NEW, sizeof *ev);
+    for (int i = 0; i < BATCH + NEW; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "u%d", i < BATCH ? i + 1 : KNOWN + i);
+        itest_event(&ev[i], inst, user, i < BATCH ? 2 : 1,
+                    i < BATCH / 2 ? DOM_EVT_OTP_SMS_REMOVED : DOM_EVT_OTP_SMS_ADDED);
+    }
+    es_projector *p = es_projector_new(st, &(es_projector_opts){0});
+    const es_reply *replies;
+    size_t n_replies;
+    es_project_stats stats;
+    assert_ok(es_projector_run_batch(p, ev, NULL, BATCH + NEW, &replies, &n_replies, &stats, &err), &err,
+              "projector batch");
+    cr_assert_eq(stats.applied, BATCH + NEW);
+    es_projector_free(p);
+
+    /* The processor's keyed reads: the users, locked; the command ids. */
+    dom_user *us = calloc(BATCH, sizeof *us);
+    bool *found = calloc(BATCH, sizeof *found);
+    char (*ids)[DOM_UUID_LEN + 1] = calloc(BATCH, sizeof *ids);
+    const char **idp = calloc(BATCH, sizeof *idp);
+    es_known_cmd *known = calloc(BATCH, sizeof *known);
+    for (int i = 0; i < BATCH; i++) {
+        snprintf(us[i].instance_id, sizeof us[i].instance_id, "%s", inst);
+        snprintf(us[i].user_id, sizeof us[i].user_id, "u%d", i * 50 + 1);
+        itest_uuid(ids[i]);
+        idp[i] = ids[i];
+    }
+    assert_ok(es_store_begin(st, &err), &err, "begin");
+    assert_ok(es_store_load_users(st, us, found, BATCH, &err), &err, "load users");
+    cr_assert(found[0] && found[BATCH - 1]);
+    assert_ok(es_store_find_commands(st, idp, BATCH, known, &err), &err, "find commands");
+    es_store_rollback(st);
+
+    size_t ours = log.plans;
+    cr_assert_geq(ours, 6, "auto_explain reported %zu plans; is the test's user a superuser?", ours);
+    /* (factord.commands is small here: its id = ANY(...) look-up, no join,
+     * may rightly scan it.) */
+    for (const char *bad = "Seq Scan on projected_sequences\0Seq Scan on auth_factors\0Seq Scan on users\0"
+                           "Hash Join\0Merge Join\0Bitmap Heap Scan on projected\0";
+         *bad; bad += strlen(bad) + 1)
+        cr_assert_not(plan_has(&log, bad), "a keyed statement's plan has \"%s\":\n%s", bad, log.text);
+
+    PQsetNoticeReceiver(conn, old, NULL);
+    free(log.text);
+    /* 200,000 rows are too many to leave in a shared test database. */
+    itest_exec(st, "DELETE FROM factord.projected_sequences WHERE instance_id = $1", 1, params);
+    itest_exec(st, "DELETE FROM factord.auth_factors WHERE instance_id = $1", 1, params);
+    itest_exec(st, "DELETE FROM factord.users WHERE instance_id = $1", 1, params);
+    for (int i = 0; i < BATCH; i++)
+        es_known_cmd_clear(&known[i]);
+    free(known);
+    free(idp);
+    free(ids);
+    free(found);
+    free(us);
+    free(ev);
     es_store_free(st);
 }
