@@ -1,12 +1,14 @@
 /*
  * infra/jsonw.h - writing JSON text straight into a growing buffer.
  *
- * For the hot paths that only ever *write* JSON of a known shape: the rows
- * that the store and the projector send to PostgreSQL as one JSON
- * parameter (json_to_recordset), and the reply envelopes. Building a
- * jansson tree first and dumping it cost an allocation per value and two
- * passes; here each value is appended once. Reading JSON, and anything
- * whose exact bytes are stored (the outcomes' bodies), stays with jansson.
+ * For the hot paths that only ever *write* JSON of a known shape: the reply
+ * envelopes and the projector's common success reply (byte for byte what
+ * jansson prints, test_jsonw), the gateway's and the JWT code's small
+ * documents. Building a jansson tree
+ * first and dumping it cost an allocation per value and two passes; here
+ * each value is appended once. Reading JSON, and the outcomes' bodies the
+ * processor stores, stay with jansson. (The store's and the projector's
+ * batch rows travel as binary arrays instead: infra/pgarr.h.)
  *
  * The caller writes the punctuation ('{', ',', ':' ...) with es_jw_raw or
  * es_jw_c and the values with the typed functions. The buffer is always
