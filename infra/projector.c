@@ -323,6 +323,8 @@ char *es_success_reply(const dom_evt *last, const char *code)
 
 static reply_topic *find_topic(es_projector *p, const char *id)
 {
+    if (!p->n_topics)
+        return NULL; /* p->topics may be NULL: no bsearch on it */
     reply_topic key;
     snprintf(key.id, sizeof key.id, "%s", id);
     return bsearch(&key, p->topics, p->n_topics, sizeof *p->topics, topic_cmp);
@@ -386,7 +388,8 @@ static es_result prepare_replies(es_projector *p, const dom_evt *evts, const cha
         t->replied = false;
         p->n_topics++;
     }
-    qsort(p->topics, p->n_topics, sizeof *p->topics, topic_cmp);
+    if (p->n_topics > 1)
+        qsort(p->topics, p->n_topics, sizeof *p->topics, topic_cmp);
 
     GROW(p, replies, n);
     for (size_t i = 0; i < n; i++) {
