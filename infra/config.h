@@ -31,6 +31,7 @@ typedef struct {
     int64_t topic_partitions;
     int64_t batch_max;
     int64_t projector_batch_max;
+    int64_t projector_split_min;
     int64_t batch_linger_ms;
     int64_t relay_batch;
     int64_t relay_idle_ms;

@@ -340,14 +340,15 @@ static const char *given_topic(const char *const *reply_to, size_t i)
  * published beside the event (it read it from the accepted command's row),
  * else looked up in factord.commands, in one query for the whole batch.
  * Then build their replies in event order. */
-static es_result prepare_replies(es_projector *p, const dom_evt *evts, const char *const *reply_to, size_t n,
-                                 es_error *err)
+static es_result prepare_replies(es_projector *p, const dom_evt *evts, const char *const *reply_to,
+                                 const size_t *idx, size_t n, es_error *err)
 {
     es_result rc = ES_OK;
     PGresult *res = NULL;
     static const uint32_t topic_cols[] = {ES_PG_UUID, ES_PG_TEXT};
     cols_begin(p, topic_cols, 2);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t k = 0; k < n; k++) {
+        size_t i = idx ? idx[k] : k;
         const dom_evt *e = &evts[i];
         if (!e->last_of_command)
             continue;
@@ -392,7 +393,8 @@ static es_result prepare_replies(es_projector *p, const dom_evt *evts, const cha
         qsort(p->topics, p->n_topics, sizeof *p->topics, topic_cmp);
 
     GROW(p, replies, n);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t k = 0; k < n; k++) {
+        size_t i = idx ? idx[k] : k;
         const dom_evt *e = &evts[i];
         if (!e->last_of_command || !is_uuid(e->command_id))
             continue;
@@ -435,8 +437,8 @@ out:
 
 /* --- one attempt ------------------------------------------------------------- */
 
-static es_result attempt(es_projector *p, const dom_evt *evts, const char *const *reply_to, size_t n,
-                         es_project_stats *stats, es_error *err)
+static es_result attempt(es_projector *p, const dom_evt *evts, const char *const *reply_to, const size_t *idx,
+                         size_t n, es_project_stats *stats, es_error *err)
 {
     es_result rc;
     PGresult *res = NULL;
@@ -447,7 +449,7 @@ static es_result attempt(es_projector *p, const dom_evt *evts, const char *const
     /* 1. Users in key order, each user's events in offset order. */
     GROW(p, order, n);
     for (size_t i = 0; i < n; i++)
-        p->order[i] = i;
+        p->order[i] = idx ? idx[i] : i;
     sort_evts = evts;
     qsort(p->order, n, sizeof *p->order, order_cmp);
     GROW(p, users, n);
@@ -586,7 +588,7 @@ static es_result attempt(es_projector *p, const dom_evt *evts, const char *const
     }
 
     /* 5. Replies due (applied or skipped), then COMMIT. */
-    rc = prepare_replies(p, evts, reply_to, n, err);
+    rc = prepare_replies(p, evts, reply_to, idx, n, err);
     if (rc != ES_OK)
         goto fail;
     rc = es_store_commit(p->st, err);
@@ -607,6 +609,13 @@ es_result es_projector_run_batch(es_projector *p, const dom_evt *evts, const cha
                                  const es_reply **replies, size_t *n_replies, es_project_stats *stats,
                                  es_error *err)
 {
+    return es_projector_run_subset(p, evts, reply_to, NULL, n, replies, n_replies, stats, err);
+}
+
+es_result es_projector_run_subset(es_projector *p, const dom_evt *evts, const char *const *reply_to,
+                                  const size_t *idx, size_t n, const es_reply **replies, size_t *n_replies,
+                                  es_project_stats *stats, es_error *err)
+{
     *replies = NULL;
     *n_replies = 0;
     if (n == 0) {
@@ -615,7 +624,7 @@ es_result es_projector_run_batch(es_projector *p, const dom_evt *evts, const cha
         return ES_OK;
     }
     for (int tries = 1;; tries++) {
-        es_result rc = attempt(p, evts, reply_to, n, stats, err);
+        es_result rc = attempt(p, evts, reply_to, idx, n, stats, err);
         stats->attempts = (size_t)tries;
         if (rc == ES_OK) {
             *replies = p->replies;

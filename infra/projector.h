@@ -74,6 +74,14 @@ es_result es_projector_run_batch(es_projector *p, const dom_evt *evts, const cha
                                  const es_reply **replies, size_t *n_replies, es_project_stats *stats,
                                  es_error *err) ES_WUR;
 
+/* The same for the events evts[idx[0]], ..., evts[idx[n - 1]] (idx in
+ * increasing order; NULL: evts[0..n)), reply_to indexed like evts. Two
+ * projectors on two connections may apply disjoint users' subsets of one
+ * batch at once (factord project does, cmd/factord/project.c). */
+es_result es_projector_run_subset(es_projector *p, const dom_evt *evts, const char *const *reply_to,
+                                  const size_t *idx, size_t n, const es_reply **replies, size_t *n_replies,
+                                  es_project_stats *stats, es_error *err) ES_WUR;
+
 /* The read model of one user: up to max rows (by type) into out, *n of
  * them. Outside a transaction of the caller's, a consistent snapshot. */
 es_result es_auth_factors_list(es_store *st, const char *instance_id, const char *user_id,

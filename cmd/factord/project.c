@@ -17,6 +17,15 @@
  * offsets are stored in order). A crash at any point re-reads what was not
  * stored: the events are skipped in PostgreSQL and the replies sent again,
  * identically (at least once).
+ * A batch of FACTORD_PROJECTOR_SPLIT_MIN events or more is applied as two
+ * halves at once, by users (a hash of instance and user id): the main thread
+ * applies one on its connection, a helper thread the other on a second
+ * connection, each in its own transaction. A user's events stay in one half
+ * and in order; the halves lock disjoint rows. The batch counts as applied
+ * when both have committed; if one fails, the whole batch is applied again,
+ * and the half that had committed is skipped by its applied sequences (its
+ * replies are built again all the same). In a catch-up PostgreSQL's work
+ * was most of the time and ran on one core (docs/performance.md).
  * SIGTERM/SIGINT finish the batch in hand, or abandon it while PostgreSQL
  * or Kafka is away (nothing is half-done: it is re-read on restart).
  */
@@ -419,6 +428,158 @@ int fd_project_main(int argc, char **argv)
     return fd_component_main(argc, argv, "project", fd_project_loop);
 }
 
+/* --- applying a batch, split over two connections --------------------------- */
+
+typedef struct {
+    /* the helper: a second connection and projector, and its thread */
+    es_store *st;
+    es_projector *proj;
+    pthread_t th;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool job, done, quit;
+    /* its job and result */
+    const dom_evt *evts;
+    const char *const *reply_to;
+    const size_t *idx;
+    size_t n;
+    es_result rc;
+    es_error err;
+    const es_reply *replies;
+    size_t n_replies;
+    es_project_stats stats;
+    /* the split and the merged replies, kept between batches */
+    size_t *half[2];
+    size_t half_cap;
+    es_reply *merged;
+    size_t merged_cap;
+} splitter;
+
+static void *splitter_main(void *arg)
+{
+    splitter *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->job && !s->quit)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (s->quit)
+            break;
+        pthread_mutex_unlock(&s->mu);
+        es_error err = {0};
+        es_result rc = es_projector_run_subset(s->proj, s->evts, s->reply_to, s->idx, s->n, &s->replies,
+                                               &s->n_replies, &s->stats, &err);
+        pthread_mutex_lock(&s->mu);
+        s->rc = rc;
+        s->err = err;
+        s->job = false;
+        s->done = true;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* The half a user's events go to. */
+static int split_half(const dom_evt *e)
+{
+    uint32_t h = 2166136261u; /* FNV-1a over "instance\0user" */
+    for (const char *c = e->instance_id; *c; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
+    h *= 16777619u;
+    for (const char *c = e->aggregate_id; *c; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
+    return (int)(h >> 31);
+}
+
+/* Apply evts: on proj alone when the batch is short (or no helper), else
+ * in two halves at once. Replies and stats as es_projector_run_batch's; the
+ * worse result of the two halves (a fatal error over a transient one). */
+static es_result apply_batch(splitter *s, es_projector *proj, size_t split_min, const dom_evt *evts,
+                             const char *const *reply_to, size_t n, const es_reply **replies, size_t *n_replies,
+                             es_project_stats *ps, es_error *err)
+{
+    if (!s->started || split_min == 0 || n < split_min)
+        return es_projector_run_batch(proj, evts, reply_to, n, replies, n_replies, ps, err);
+    if (n > s->half_cap) {
+        for (int h = 0; h < 2; h++) {
+            s->half[h] = realloc(s->half[h], n * sizeof *s->half[h]);
+            if (!s->half[h])
+                abort();
+        }
+        s->half_cap = n;
+    }
+    size_t count[2] = {0, 0};
+    for (size_t i = 0; i < n; i++) {
+        int h = split_half(&evts[i]);
+        s->half[h][count[h]++] = i;
+    }
+    if (!count[0] || !count[1])
+        return es_projector_run_batch(proj, evts, reply_to, n, replies, n_replies, ps, err);
+
+    pthread_mutex_lock(&s->mu);
+    s->evts = evts;
+    s->reply_to = reply_to;
+    s->idx = s->half[1];
+    s->n = count[1];
+    s->done = false;
+    s->job = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+
+    const es_reply *r0 = NULL;
+    size_t n0 = 0;
+    es_project_stats st0 = {0};
+    es_result rc0 = es_projector_run_subset(proj, evts, reply_to, s->half[0], count[0], &r0, &n0, &st0, err);
+
+    pthread_mutex_lock(&s->mu);
+    while (!s->done)
+        pthread_cond_wait(&s->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+
+    if (rc0 != ES_OK || s->rc != ES_OK) {
+        if (rc0 == ES_OK || (s->rc == ES_EFATAL && rc0 != ES_EFATAL)) {
+            if (err)
+                *err = s->err;
+            return s->rc;
+        }
+        return rc0;
+    }
+    size_t total = n0 + s->n_replies;
+    if (total > s->merged_cap) {
+        s->merged = realloc(s->merged, total * sizeof *s->merged);
+        if (!s->merged)
+            abort();
+        s->merged_cap = total;
+    }
+    if (n0)
+        memcpy(s->merged, r0, n0 * sizeof *r0);
+    if (s->n_replies)
+        memcpy(s->merged + n0, s->replies, s->n_replies * sizeof *s->replies);
+    *replies = s->merged;
+    *n_replies = total;
+    ps->applied = st0.applied + s->stats.applied;
+    ps->skipped = st0.skipped + s->stats.skipped;
+    ps->gaps = st0.gaps + s->stats.gaps;
+    ps->replies = total;
+    ps->attempts = st0.attempts > s->stats.attempts ? st0.attempts : s->stats.attempts;
+    return ES_OK;
+}
+
+static void splitter_stop(splitter *s)
+{
+    if (s->started) {
+        pthread_mutex_lock(&s->mu);
+        s->quit = true;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->th, NULL);
+        s->started = false;
+    }
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+}
+
 int fd_project_loop(const es_config *cfgp)
 {
     const es_config cfg = *cfgp; /* borrowed strings; never freed here */
@@ -433,6 +594,7 @@ int fd_project_loop(const es_config *cfgp)
     bool reader_started = false;
     pthread_t reader_thread;
     inflight fly = {0};
+    splitter sp = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     unsigned char keybytes[32];
     es_codekey ck;
 
@@ -474,6 +636,20 @@ int fd_project_loop(const es_config *cfgp)
     }
     es_projector_opts po = {.code_key = &ck};
     proj = es_projector_new(st, &po);
+    if (cfg.projector_split_min > 0) {
+        sp.st = connect_store(&cfg);
+        if (!sp.st) {
+            if (fd_stop)
+                exit_code = 0;
+            goto out;
+        }
+        sp.proj = es_projector_new(sp.st, &po);
+        if (pthread_create(&sp.th, NULL, splitter_main, &sp) != 0) {
+            es_err("cannot start the second applying thread");
+            goto out;
+        }
+        sp.started = true;
+    }
     rd.rk = rk;
     rd.max = (size_t)cfg.projector_batch_max;
     rd.linger_ms = cfg.batch_linger_ms;
@@ -487,7 +663,8 @@ int fd_project_loop(const es_config *cfgp)
     }
     reader_started = true;
     es_info("projector started", "topic", cfg.events_topic, "group", cfg.projector_group, "batch_max",
-            es_log_i64(cfg.projector_batch_max), "code_key_id", ck.key_id);
+            es_log_i64(cfg.projector_batch_max), "split_min", es_log_i64(cfg.projector_split_min), "code_key_id",
+            ck.key_id);
 
     unsigned long long totals[4] = {0}; /* applied, skipped, gaps, replied */
     unsigned long long undecodable = 0;
@@ -518,7 +695,8 @@ int fd_project_loop(const es_config *cfgp)
         int64_t backoff = 100;
         bool committed = false, fatal = false;
         for (;;) {
-            es_result rc = es_projector_run_batch(proj, evts, b->reply_to, n, &replies, &n_replies, &ps, &err);
+            es_result rc = apply_batch(&sp, proj, (size_t)cfg.projector_split_min, evts, b->reply_to, n, &replies,
+                                       &n_replies, &ps, &err);
             if (rc == ES_OK) {
                 committed = true;
                 break;
@@ -540,6 +718,8 @@ int fd_project_loop(const es_config *cfgp)
             es_error rerr = {0};
             if (es_store_reset(st, &rerr) != ES_OK)
                 es_debug("reconnect failed", "error", rerr.text);
+            if (sp.st && es_store_reset(sp.st, &rerr) != ES_OK)
+                es_debug("reconnect failed (second connection)", "error", rerr.text);
         }
 
         /* 3. Replies after the commit, offsets after the replies: the
@@ -586,6 +766,12 @@ out:
     }
     inflight_clear(&fly);
     free(fly.replies);
+    splitter_stop(&sp);
+    es_projector_free(sp.proj);
+    es_store_free(sp.st);
+    free(sp.half[0]);
+    free(sp.half[1]);
+    free(sp.merged);
     es_projector_free(proj); /* before the batches: its replies point into them */
     batch_free(&rd.b[0]);
     batch_free(&rd.b[1]);

@@ -383,9 +383,12 @@ Test(readpath, projector_killed_mid_stream_applies_once_and_replies_all, .timeou
     pid_t proc = h_spawn(&e, "process", NULL), relay = h_spawn(&e, "relay", NULL);
     /* Killed right after its third commit, before that batch's replies
      * and offsets: the restarted projector must skip those events in
-     * PostgreSQL and still send their replies. */
-    static const char *const fp[] = {"FACTORD_FAILPOINT=project.after_commit:3", "FACTORD_PROJECTOR_BATCH_MAX=40", NULL};
-    static const char *const small[] = {"FACTORD_PROJECTOR_BATCH_MAX=40", NULL};
+     * PostgreSQL and still send their replies. Batches of 40 split in two
+     * halves on two connections (SPLIT_MIN=2): the random kill below can
+     * land between the halves' commits, one half applied, the other not. */
+    static const char *const fp[] = {"FACTORD_FAILPOINT=project.after_commit:3", "FACTORD_PROJECTOR_BATCH_MAX=40",
+                                     "FACTORD_PROJECTOR_SPLIT_MIN=2", NULL};
+    static const char *const small[] = {"FACTORD_PROJECTOR_BATCH_MAX=40", "FACTORD_PROJECTOR_SPLIT_MIN=2", NULL};
     pid_t proj = h_spawn(&e, "project", fp);
     cr_assert_eq(h_wait(proj, 90000), -9, "the failpoint kills the projector after its third commit");
     /* Then SIGKILL at a random moment once it is applying again (it first
