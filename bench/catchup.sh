@@ -124,9 +124,9 @@ first=
 deadline=$(( $(date +%s) + 600 ))
 last_say=$(date +%s)
 while :; do
-    read -r started done < <(catchup_state "$targets")
+    read -r any_applied done < <(catchup_state "$targets")
     t=$(now)
-    [[ -z $first && $started == t ]] && first=$t
+    [[ -z $first && $any_applied == t ]] && first=$t
     [[ $done == t ]] && break
     if (( $(date +%s) - last_say >= 2 )); then
         say "catching up: $(catchup_applied)/$total events applied"
