@@ -10,7 +10,6 @@
  * SIGTERM/SIGINT finish the batch in hand (or abandon it while PostgreSQL is
  * away: nothing is half-committed) and leave the group cleanly.
  */
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,11 +199,6 @@ int fd_process_loop(const es_config *cfgp)
         }
         for (size_t i = 0; i < n; i++)
             rd_kafka_message_destroy(msgs[i]);
-        /* Give back the pages a large batch freed inside the heap: without
-         * it the peak RSS carried 5-8 MB of free heap in a bench run of
-         * imports and bursts (docs/performance.md, memory). */
-        if (n >= 256)
-            malloc_trim(0);
         if (!committed && !fd_stop)
             goto out;
         if (es_clock_mono_ms() - last_report >= 10000) {
