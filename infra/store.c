@@ -237,8 +237,10 @@ static const store_stmt store_stmts[Q__COUNT] = {
 
 #define STORE_FIELD(buf) (buf), sizeof(buf)
 
-/* Binary arrays of es_store_write (pgarr.h): the events' columns, the
- * outbox's, one table's rows at a time, the hashes. Kept between batches. */
+/* Binary arrays (pgarr.h), kept between batches: es_store_write's events'
+ * columns, the outbox's, one table's rows at a time, the hashes; the keys
+ * of es_store_load_users and es_store_find_commands reuse the first ones
+ * (a connection runs one statement at a time). */
 #define STORE_COLS (12 + 5 + 14 + 1)
 
 struct es_store {
