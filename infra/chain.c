@@ -199,19 +199,8 @@ typedef struct {
     bool bad;            /* invalid UTF-8 met */
 } chain_buf;
 
-static void cb_reserve(chain_buf *b, size_t more)
-{
-    if (b->len + more + 1 <= b->cap)
-        return;
-    size_t cap = b->cap ? b->cap : 512;
-    while (cap < b->len + more + 1)
-        cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p)
-        abort();
-    b->p = p;
-    b->cap = cap;
-}
+/* Room for more bytes and the NUL. */
+static void cb_reserve(chain_buf *b, size_t more) { b->p = es_grow(b->p, &b->cap, b->len + more + 1, 1); }
 
 static void cb_putn(chain_buf *b, const char *s, size_t n)
 {

@@ -3,25 +3,15 @@
  * jsonw.h).
  */
 #include "infra/jsonw.h"
+#include "infra/util.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void reserve(es_jw *w, size_t more)
-{
-    if (w->p && w->len + more + 1 <= w->cap)
-        return;
-    size_t cap = w->cap ? w->cap : 256;
-    while (cap < w->len + more + 1)
-        cap *= 2;
-    char *p = realloc(w->p, cap);
-    if (!p)
-        abort();
-    w->p = p;
-    w->cap = cap;
-}
+/* Room for more bytes and the NUL. */
+static void reserve(es_jw *w, size_t more) { w->p = es_grow(w->p, &w->cap, w->len + more + 1, 1); }
 
 void es_jw_reset(es_jw *w)
 {

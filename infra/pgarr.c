@@ -13,19 +13,7 @@
 /* 2000-01-01 00:00:00 UTC in Unix microseconds. */
 #define PG_EPOCH_US INT64_C(946684800000000)
 
-static void reserve(es_pga *a, size_t more)
-{
-    if (a->len + more <= a->cap)
-        return;
-    size_t cap = a->cap ? a->cap : 256;
-    while (cap < a->len + more)
-        cap *= 2;
-    char *p = realloc(a->p, cap);
-    if (!p)
-        abort();
-    a->p = p;
-    a->cap = cap;
-}
+static void reserve(es_pga *a, size_t more) { a->p = es_grow(a->p, &a->cap, a->len + more, 1); }
 
 static void put_u32(char *at, uint32_t v)
 {
@@ -62,6 +50,12 @@ void es_pga_begin(es_pga *a, uint32_t elem_oid)
     a->nulls = false;
     reserve(a, HEADER);
     a->len = HEADER;
+}
+
+void es_pga_begin_all(es_pga *cols, const uint32_t *oids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        es_pga_begin(&cols[i], oids[i]);
 }
 
 void es_pga_free(es_pga *a)
@@ -155,4 +149,19 @@ const char *es_pga_finish(es_pga *a, int *len)
     put_u32(a->p + 16, 1);
     *len = (int)a->len;
     return a->p;
+}
+
+void es_pga_params(int n, const char *const *fixed, es_pga *cols, const char **values, int *lengths,
+                   int *formats)
+{
+    for (int i = 0, k = 0; i < n; i++) {
+        if (fixed && fixed[i]) {
+            values[i] = fixed[i];
+            lengths[i] = 0;
+            formats[i] = 0;
+        } else {
+            values[i] = es_pga_finish(&cols[k++], &lengths[i]);
+            formats[i] = 1;
+        }
+    }
 }

@@ -52,6 +52,8 @@ typedef struct {
 } es_pga;
 
 void es_pga_begin(es_pga *a, uint32_t elem_oid);
+/* es_pga_begin on cols[0..n) with element types oids[0..n). */
+void es_pga_begin_all(es_pga *cols, const uint32_t *oids, size_t n);
 void es_pga_free(es_pga *a);
 
 void es_pga_null(es_pga *a);
@@ -74,5 +76,10 @@ bool es_pga_jsonb(es_pga *a, const char *json, size_t n);
 /* The finished array: *len bytes at the returned pointer (valid until the
  * next change to a). An empty array is valid too. */
 const char *es_pga_finish(es_pga *a, int *len);
+
+/* libpq's parameters 0..n-1 of a statement: fixed[i] in text where fixed
+ * and fixed[i] are given, else the next array of cols, finished, binary. */
+void es_pga_params(int n, const char *const *fixed, es_pga *cols, const char **values, int *lengths,
+                   int *formats);
 
 #endif

@@ -241,11 +241,7 @@ static char *dump(json_t *j)
 
 /* A statement's rows go as one binary array per column (pgarr.h), the
  * projection's name first for the statements that take it. */
-static void cols_begin(es_projector *p, const uint32_t *oids, int n)
-{
-    for (int i = 0; i < n; i++)
-        es_pga_begin(&p->cols[i], oids[i]);
-}
+static void cols_begin(es_projector *p, const uint32_t *oids, size_t n) { es_pga_begin_all(p->cols, oids, n); }
 
 /* Ids come from decoded events: valid UTF-8. Should one not be, the NULL
  * makes the statement refuse the batch (NOT NULL columns). */
@@ -258,19 +254,12 @@ static void col_text(es_pga *a, const char *v)
 static es_result exec_cols(es_projector *p, const char *what, const char *sql, bool named, int ncols,
                            ExecStatusType want, PGresult **res, es_error *err)
 {
+    const char *fixed[COLS_MAX + 1] = {PROJ_AUTH_FACTORS}; /* the rest NULL: arrays */
     const char *values[COLS_MAX + 1];
     int lengths[COLS_MAX + 1], formats[COLS_MAX + 1];
-    int k = 0;
-    if (named) {
-        values[k] = PROJ_AUTH_FACTORS;
-        lengths[k] = 0;
-        formats[k++] = 0;
-    }
-    for (int i = 0; i < ncols; i++, k++) {
-        values[k] = es_pga_finish(&p->cols[i], &lengths[k]);
-        formats[k] = 1;
-    }
-    return es_store_exec_bin(p->st, what, sql, k, values, lengths, formats, want, res, err);
+    int n = ncols + (named ? 1 : 0);
+    es_pga_params(n, named ? fixed : NULL, p->cols, values, lengths, formats);
+    return es_store_exec_bin(p->st, what, sql, n, values, lengths, formats, want, res, err);
 }
 
 /* --- replies ----------------------------------------------------------------- */

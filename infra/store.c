@@ -508,19 +508,10 @@ static es_result store_query_cols(es_store *st, store_q q, const char *const *fi
     enum { MAXP = 20 };
     const char *values[MAXP];
     int lengths[MAXP], formats[MAXP];
-    int n = store_stmts[q].nparams, k = 0;
+    int n = store_stmts[q].nparams;
     if (n > MAXP)
         abort();
-    for (int i = 0; i < n; i++) {
-        if (fixed && fixed[i]) {
-            values[i] = fixed[i];
-            lengths[i] = 0;
-            formats[i] = 0;
-        } else {
-            values[i] = es_pga_finish(&cols[k++], &lengths[i]);
-            formats[i] = 1;
-        }
-    }
+    es_pga_params(n, fixed, cols, values, lengths, formats);
     return store_query_bin(st, q, values, lengths, formats, want, res, err);
 }
 
@@ -930,12 +921,6 @@ es_result es_store_user_name_taken(es_store *st, const char *instance_id,
  * times for RFC 3339's years 1..9999 (what dom_time_format can print back). */
 static bool store_time_ok(int64_t us) { return us >= DOM_TIME_MIN_US && us <= DOM_TIME_MAX_US; }
 
-static void store_cols_begin(es_pga *cols, const uint32_t *oids, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        es_pga_begin(&cols[i], oids[i]);
-}
-
 enum { EV_INSTANCE, EV_AGGTYPE, EV_AGGREGATE, EV_SEQUENCE, EV_TYPE, EV_REVISION, EV_CREATED, EV_CREATOR,
        EV_OWNER, EV_COMMAND, EV_LAST, EV_PAYLOAD, EV__COUNT };
 static const uint32_t store_event_oids[EV__COUNT] = {
@@ -944,7 +929,7 @@ static const uint32_t store_event_oids[EV__COUNT] = {
 
 static es_result store_encode_events(const es_write *w, es_pga *cols, es_error *err)
 {
-    store_cols_begin(cols, store_event_oids, EV__COUNT);
+    es_pga_begin_all(cols, store_event_oids, EV__COUNT);
     for (size_t i = 0; i < w->n_events; i++) {
         const dom_evt *e = &w->events[i];
         const char *type = dom_evt_type_name(e->type);
@@ -998,7 +983,7 @@ static const uint32_t store_user_oids[US__COUNT] = {
  * table holds only users that exist. *any is false when none is left. */
 static es_result store_encode_users(const es_write *w, es_pga *cols, bool *any, es_error *err)
 {
-    store_cols_begin(cols, store_user_oids, US__COUNT);
+    es_pga_begin_all(cols, store_user_oids, US__COUNT);
     *any = false;
     for (size_t i = 0; i < w->n_users; i++) {
         const dom_user *u = &w->users[i];
@@ -1036,7 +1021,7 @@ static const uint32_t store_command_oids[CM__COUNT] = {
 
 static es_result store_encode_commands(const es_write *w, es_pga *cols, es_error *err)
 {
-    store_cols_begin(cols, store_command_oids, CM__COUNT);
+    es_pga_begin_all(cols, store_command_oids, CM__COUNT);
     for (size_t i = 0; i < w->n_outcomes; i++) {
         const es_cmd_outcome *c = &w->outcomes[i];
         if (!c->cmd || !c->hash || !c->body || !store_is_uuid(c->cmd->id))
@@ -1062,7 +1047,7 @@ static const uint32_t store_outbox_oids[OB__COUNT] = {ES_PG_TEXT, ES_PG_TEXT, ES
 
 static es_result store_encode_outbox(const es_write *w, es_pga *cols, es_error *err)
 {
-    store_cols_begin(cols, store_outbox_oids, OB__COUNT);
+    es_pga_begin_all(cols, store_outbox_oids, OB__COUNT);
     for (size_t i = 0; i < w->n_outbox; i++) {
         const es_outbox_msg *m = &w->outbox[i];
         if (!m->topic || !*m->topic || (!m->value && m->value_len) || (!m->key && m->key_len))

@@ -449,9 +449,10 @@ typedef struct {
     const es_reply *replies;
     size_t n_replies;
     es_project_stats stats;
-    /* the split and the merged replies, kept between batches */
-    size_t *half[2];
-    size_t half_cap;
+    /* the split (both halves' indices in one array) and the merged
+     * replies, kept between batches */
+    size_t *idxs;
+    size_t idxs_cap;
     es_reply *merged;
     size_t merged_cap;
 } splitter;
@@ -501,18 +502,12 @@ static es_result apply_batch(splitter *s, es_projector *proj, size_t split_min, 
 {
     if (!s->started || split_min == 0 || n < split_min)
         return es_projector_run_batch(proj, evts, reply_to, n, replies, n_replies, ps, err);
-    if (n > s->half_cap) {
-        for (int h = 0; h < 2; h++) {
-            s->half[h] = realloc(s->half[h], n * sizeof *s->half[h]);
-            if (!s->half[h])
-                abort();
-        }
-        s->half_cap = n;
-    }
+    ES_GROW(s, idxs, 2 * n);
+    size_t *half[2] = {s->idxs, s->idxs + n};
     size_t count[2] = {0, 0};
     for (size_t i = 0; i < n; i++) {
         int h = split_half(&evts[i]);
-        s->half[h][count[h]++] = i;
+        half[h][count[h]++] = i;
     }
     if (!count[0] || !count[1])
         return es_projector_run_batch(proj, evts, reply_to, n, replies, n_replies, ps, err);
@@ -520,7 +515,7 @@ static es_result apply_batch(splitter *s, es_projector *proj, size_t split_min, 
     pthread_mutex_lock(&s->mu);
     s->evts = evts;
     s->reply_to = reply_to;
-    s->idx = s->half[1];
+    s->idx = half[1];
     s->n = count[1];
     s->done = false;
     s->job = true;
@@ -530,7 +525,7 @@ static es_result apply_batch(splitter *s, es_projector *proj, size_t split_min, 
     const es_reply *r0 = NULL;
     size_t n0 = 0;
     es_project_stats st0 = {0};
-    es_result rc0 = es_projector_run_subset(proj, evts, reply_to, s->half[0], count[0], &r0, &n0, &st0, err);
+    es_result rc0 = es_projector_run_subset(proj, evts, reply_to, half[0], count[0], &r0, &n0, &st0, err);
 
     pthread_mutex_lock(&s->mu);
     while (!s->done)
@@ -546,12 +541,7 @@ static es_result apply_batch(splitter *s, es_projector *proj, size_t split_min, 
         return rc0;
     }
     size_t total = n0 + s->n_replies;
-    if (total > s->merged_cap) {
-        s->merged = realloc(s->merged, total * sizeof *s->merged);
-        if (!s->merged)
-            abort();
-        s->merged_cap = total;
-    }
+    ES_GROW(s, merged, total);
     if (n0)
         memcpy(s->merged, r0, n0 * sizeof *r0);
     if (s->n_replies)
@@ -769,8 +759,7 @@ out:
     splitter_stop(&sp);
     es_projector_free(sp.proj);
     es_store_free(sp.st);
-    free(sp.half[0]);
-    free(sp.half[1]);
+    free(sp.idxs);
     free(sp.merged);
     es_projector_free(proj); /* before the batches: its replies point into them */
     batch_free(&rd.b[0]);
