@@ -1,6 +1,6 @@
 /*
  * bench/append.c - the append path on its own: events/s through factord's
- * event store (es_store_write, infra/store.c) from W concurrent writers.
+ * event store (es_store_write, infra/pg/store.c) from W concurrent writers.
  *
  * Each writer has its own connection and its own batch-size set of users,
  * and commits one transaction per batch the way the processor does after
@@ -27,9 +27,9 @@
 #include <time.h>
 
 #include "domain/user.h"
-#include "infra/clock.h"
-#include "infra/log.h"
-#include "infra/store.h"
+#include "infra/base/clock.h"
+#include "infra/base/log.h"
+#include "infra/pg/store.h"
 
 typedef struct {
     int id, of; /* writer id, of how many (command ids differ between runs) */

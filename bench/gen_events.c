@@ -19,9 +19,9 @@
 #include <string.h>
 
 #include "domain/user.h"
-#include "infra/clock.h"
-#include "infra/log.h"
-#include "infra/store.h"
+#include "infra/base/clock.h"
+#include "infra/base/log.h"
+#include "infra/pg/store.h"
 
 #define USERS_PER_BATCH 250
 #define EVENTS_PER_USER_MAX 5

@@ -2,7 +2,7 @@
  * bench/loadgen.c - the end-to-end load generator of bench/run.
  *
  * Produces commands to factord's commands topic (key = user id, through
- * factord's own idempotent producer, infra/kafka.c) and reads their replies
+ * factord's own idempotent producer, infra/kafka/kafka.c) and reads their replies
  * from the replies topic (key = command id), which it assigns from the
  * current end of every partition before the first send. Command ids carry
  * the run tag, the phase and the command's index, so a reply is matched to
@@ -28,8 +28,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "infra/kafka.h"
-#include "infra/log.h"
+#include "infra/kafka/kafka.h"
+#include "infra/base/log.h"
 
 enum { PHASE_IMPORT = 1, PHASE_ADD = 2 };
 

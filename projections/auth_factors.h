@@ -4,7 +4,7 @@
  *
  * Pure: an event goes in, the row changes it implies come out
  * (proj_auth_factors_reduce); the changes of one batch fold into one net
- * change per row (proj_af_fold), which the projector (infra/projector.c)
+ * change per row (proj_af_fold), which the projector (infra/components/projector.c)
  * writes in its batch transaction. No I/O, no clock: the dates are the
  * events' own.
  *

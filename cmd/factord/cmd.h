@@ -9,7 +9,7 @@
 #include <signal.h>
 #include <stdbool.h>
 
-#include "infra/config.h"
+#include "infra/base/config.h"
 
 typedef struct {
     const char *name;

@@ -1,6 +1,6 @@
 /*
  * cmd/factord/gateway.c - `factord gateway`: the HTTP face of the Auth API
- * (infra/gateway.h, docs/gateway.md).
+ * (infra/components/gateway.h, docs/gateway.md).
  *
  * Wiring only: the token keys (FACTORD_JWKS_FILE, or the development key in
  * FACTORD_STATE_DIR, said loudly), issuer and audience, then the gateway
@@ -17,12 +17,12 @@
 #include <string.h>
 
 #include "cmd/factord/cmd.h"
-#include "infra/clock.h"
-#include "infra/gateway.h"
-#include "infra/http.h"
-#include "infra/jwt.h"
-#include "infra/kafka.h"
-#include "infra/log.h"
+#include "infra/base/clock.h"
+#include "infra/components/gateway.h"
+#include "infra/http/http.h"
+#include "infra/crypto/jwt.h"
+#include "infra/kafka/kafka.h"
+#include "infra/base/log.h"
 
 /* The keys, issuer and audience the gateway checks tokens against.
  * Returns an exit code: 0 ok, 2 configuration. */

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "cmd/factord/cmd.h"
-#include "infra/log.h"
+#include "infra/base/log.h"
 
 volatile sig_atomic_t fd_stop = 0;
 

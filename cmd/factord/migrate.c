@@ -4,8 +4,8 @@
 #include <stdio.h>
 
 #include "cmd/factord/cmd.h"
-#include "infra/log.h"
-#include "infra/store.h"
+#include "infra/base/log.h"
+#include "infra/pg/store.h"
 
 int fd_migrate_main(int argc, char **argv)
 {

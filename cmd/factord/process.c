@@ -3,7 +3,7 @@
  *
  * Polls the commands topic in batches (at most FACTORD_BATCH_MAX records:
  * what is queued, or arrives within FACTORD_BATCH_LINGER_MS of the first),
- * decides each batch in one PostgreSQL transaction (infra/processor.c), and
+ * decides each batch in one PostgreSQL transaction (infra/components/processor.c), and
  * only then stores the batch's offsets for the consumer's auto-commit
  * (brief §4.5). A crash at any point redelivers the batch; the command
  * table makes that harmless.
@@ -15,14 +15,14 @@
 #include <string.h>
 
 #include "cmd/factord/cmd.h"
-#include "infra/chain.h"
-#include "infra/clock.h"
-#include "infra/codecrypt.h"
-#include "infra/failpoint.h"
-#include "infra/kafka.h"
-#include "infra/log.h"
-#include "infra/processor.h"
-#include "infra/store.h"
+#include "infra/crypto/chain.h"
+#include "infra/base/clock.h"
+#include "infra/crypto/codecrypt.h"
+#include "infra/base/failpoint.h"
+#include "infra/kafka/kafka.h"
+#include "infra/base/log.h"
+#include "infra/components/processor.h"
+#include "infra/pg/store.h"
 
 /* Connect to PostgreSQL, retrying with backoff until it answers or a stop. */
 static es_store *connect_store(const es_config *cfg)

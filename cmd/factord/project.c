@@ -7,7 +7,7 @@
  * (FACTORD_PROJECTOR_GROUP) and decodes them into one of two batch
  * buffers while the main thread applies the other: decoding overlaps
  * PostgreSQL's work. The main thread applies each batch to the read models
- * in one PostgreSQL transaction (infra/projector.c: exactly once per event,
+ * in one PostgreSQL transaction (infra/components/projector.c: exactly once per event,
  * by the user's applied sequence), and after that COMMIT produces the
  * success replies of the commands whose last event was in the batch. The
  * batch's offsets are stored only once Kafka has acknowledged every one of
@@ -36,14 +36,14 @@
 #include <string.h>
 
 #include "cmd/factord/cmd.h"
-#include "infra/clock.h"
-#include "infra/codecrypt.h"
-#include "infra/failpoint.h"
-#include "infra/kafka.h"
-#include "infra/log.h"
-#include "infra/projector.h"
-#include "infra/store.h"
-#include "infra/util.h"
+#include "infra/base/clock.h"
+#include "infra/crypto/codecrypt.h"
+#include "infra/base/failpoint.h"
+#include "infra/kafka/kafka.h"
+#include "infra/base/log.h"
+#include "infra/components/projector.h"
+#include "infra/pg/store.h"
+#include "infra/base/util.h"
 
 /* The first schema version with the read models (0008). */
 #define PROJECT_SCHEMA_MIN 8

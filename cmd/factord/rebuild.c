@@ -1,7 +1,7 @@
 /*
  * cmd/factord/rebuild.c - `factord rebuild users|auth-factors`: rebuild a
  * projection from the PostgreSQL log while factord keeps serving, and swap
- * it in atomically (infra/rebuild.c; docs/operations.md, "Rebuilding
+ * it in atomically (infra/components/rebuild.c; docs/operations.md, "Rebuilding
  * projections").
  *
  * Progress goes to stderr: a bar redrawn a few times a second when stderr
@@ -15,10 +15,10 @@
 #include <unistd.h>
 
 #include "cmd/factord/cmd.h"
-#include "infra/clock.h"
-#include "infra/log.h"
-#include "infra/rebuild.h"
-#include "infra/store.h"
+#include "infra/base/clock.h"
+#include "infra/base/log.h"
+#include "infra/components/rebuild.h"
+#include "infra/pg/store.h"
 
 typedef struct {
     const char *name;

@@ -21,11 +21,11 @@
 #include <string.h>
 
 #include "cmd/factord/cmd.h"
-#include "infra/clock.h"
-#include "infra/failpoint.h"
-#include "infra/kafka.h"
-#include "infra/log.h"
-#include "infra/store.h"
+#include "infra/base/clock.h"
+#include "infra/base/failpoint.h"
+#include "infra/kafka/kafka.h"
+#include "infra/base/log.h"
+#include "infra/pg/store.h"
 
 #define CHECKPOINT "relay"
 /* Longest single wait for a notification: fd_stop is looked at in between

@@ -1,6 +1,6 @@
 /*
  * cmd/factord/replay.c - `factord replay`: the event log as JSON lines,
- * filtered (infra/audit.h, docs/audit.md).
+ * filtered (infra/components/audit.h, docs/audit.md).
  *
  * stdout carries only data: one event per line in position order, in the
  * events topic's shape (docs/contracts.md) plus "hash". Progress goes to
@@ -14,9 +14,9 @@
 #include <unistd.h>
 
 #include "cmd/factord/cmd.h"
-#include "infra/audit.h"
-#include "infra/log.h"
-#include "infra/store.h"
+#include "infra/components/audit.h"
+#include "infra/base/log.h"
+#include "infra/pg/store.h"
 
 enum { F_INSTANCE, F_USER, F_ORG, F_TYPE, F_SINCE, F_UNTIL, F_FROM, F_TO, F__COUNT };
 

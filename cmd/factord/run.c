@@ -27,11 +27,11 @@
 #include <unistd.h>
 
 #include "cmd/factord/cmd.h"
-#include "infra/chain.h"
-#include "infra/clock.h"
-#include "infra/kafka.h"
-#include "infra/log.h"
-#include "infra/store.h"
+#include "infra/crypto/chain.h"
+#include "infra/base/clock.h"
+#include "infra/kafka/kafka.h"
+#include "infra/base/log.h"
+#include "infra/pg/store.h"
 
 typedef struct {
     const char *name;

@@ -7,7 +7,7 @@
  * (a command the processor would dead-letter never leaves), and what goes
  * out is the decoder's canonical re-encoding. The reply waiter is
  * positioned at the end of the reply topic BEFORE the command is produced
- * (infra/waiter.h), so the reply cannot be missed however fast it comes.
+ * (infra/kafka/waiter.h), so the reply cannot be missed however fast it comes.
  *
  * Exit codes: 0 the reply's httpStatus is 2xx, 1 any other status, 2 no
  * reply in time, bad input, or Kafka unreachable. Only the reply goes to
@@ -23,10 +23,10 @@
 
 #include "cmd/factord/cmd.h"
 #include "domain/command.h"
-#include "infra/clock.h"
-#include "infra/kafka.h"
-#include "infra/log.h"
-#include "infra/waiter.h"
+#include "infra/base/clock.h"
+#include "infra/kafka/kafka.h"
+#include "infra/base/log.h"
+#include "infra/kafka/waiter.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define MAX_TIMEOUT_MS 86400000LL /* one day */

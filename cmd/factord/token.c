@@ -16,9 +16,9 @@
 #include <string.h>
 
 #include "cmd/factord/cmd.h"
-#include "infra/clock.h"
-#include "infra/jwt.h"
-#include "infra/log.h"
+#include "infra/base/clock.h"
+#include "infra/crypto/jwt.h"
+#include "infra/base/log.h"
 
 #define DEFAULT_TTL_S 3600
 #define MAX_TTL_S (30LL * 86400)

@@ -35,8 +35,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "infra/kafka.h"
-#include "infra/log.h"
+#include "infra/kafka/kafka.h"
+#include "infra/base/log.h"
 
 enum kind { K_CMD, K_DUP, K_DIFF, K_BAD, K_BADNOID };
 static const char *const kind_names[] = {"cmd", "dup", "diff", "bad", "badnoid"};

@@ -2,7 +2,7 @@
  * tests/fuzz/fuzz_http.c - libFuzzer target for the gateway's request
  * handling: routing, Host, bearer token, Idempotency-Key, content type,
  * body size and body validation, through es_gateway_offline_handle (no
- * sockets, no Kafka, no PostgreSQL; infra/gateway.h).
+ * sockets, no Kafka, no PostgreSQL; infra/components/gateway.h).
  *
  * Input: a request in HTTP's own shape, "METHOD PATH\n", header lines
  * "Name: value\n" up to an empty line, then the body (bytes). The gateway
@@ -19,8 +19,8 @@
 #include <string.h>
 
 #include "domain/command.h"
-#include "infra/config.h"
-#include "infra/gateway.h"
+#include "infra/base/config.h"
+#include "infra/components/gateway.h"
 #include "tests/fuzz/fuzz_keys.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

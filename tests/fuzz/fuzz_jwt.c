@@ -1,6 +1,6 @@
 /*
  * tests/fuzz/fuzz_jwt.c - libFuzzer target for the gateway's trust
- * boundary: bearer tokens and JWKS documents (infra/jwt.h).
+ * boundary: bearer tokens and JWKS documents (infra/crypto/jwt.h).
  *
  * The first byte picks what the rest is (its value modulo 3):
  *   0  a token, checked with es_jwt_verify against a fixed key set
@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "infra/jwt.h"
+#include "infra/crypto/jwt.h"
 #include "tests/fuzz/fuzz_keys.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -12,7 +12,7 @@
 #include <openssl/pem.h>
 #include <stdlib.h>
 
-#include "infra/jwt.h"
+#include "infra/crypto/jwt.h"
 
 #define FZ_ISSUER "https://issuer.example"
 #define FZ_AUDIENCE "factord-fuzz"

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "infra/jwt.h"
+#include "infra/crypto/jwt.h"
 #include "tests/fuzz/fuzz_keys.h"
 
 /* mode >= 0: written first, as one byte (fuzz_jwt's selector). */

@@ -17,9 +17,9 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
-#include "infra/clock.h"
-#include "infra/kafka.h"
-#include "infra/log.h"
+#include "infra/base/clock.h"
+#include "infra/kafka/kafka.h"
+#include "infra/base/log.h"
 
 static void rand_hex(char *out, size_t n)
 {

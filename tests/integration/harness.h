@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "infra/store.h"
+#include "infra/pg/store.h"
 
 #define H_CODE_KEY "3f1c2b4a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7a8"
 /* The event log's chain key of every spawned component (docs/audit.md). */

@@ -22,7 +22,7 @@
 #include "domain/command.h"
 #include "domain/event.h"
 #include "domain/user.h"
-#include "infra/store.h"
+#include "infra/pg/store.h"
 
 /* FACTORD_TEST_DATABASE_URL; fails the test when unset or empty. */
 const char *itest_database_url(void);

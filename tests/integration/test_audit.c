@@ -1,6 +1,6 @@
 /*
  * tests/integration/test_audit.c - the tamper-evident log, `factord verify`,
- * `factord replay` and `factord status` (infra/audit.h, docs/audit.md).
+ * `factord replay` and `factord status` (infra/components/audit.h, docs/audit.md).
  *
  * Each test gets a database of its own: the chain is global to a database,
  * so another suite's writers must not be in it. A log is written through
@@ -21,10 +21,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "infra/audit.h"
-#include "infra/chain.h"
-#include "infra/clock.h"
-#include "infra/log.h"
+#include "infra/components/audit.h"
+#include "infra/crypto/chain.h"
+#include "infra/base/clock.h"
+#include "infra/base/log.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/itest.h"
 

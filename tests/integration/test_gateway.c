@@ -30,9 +30,9 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
-#include "infra/clock.h"
-#include "infra/codecrypt.h"
-#include "infra/jwt.h"
+#include "infra/base/clock.h"
+#include "infra/crypto/codecrypt.h"
+#include "infra/crypto/jwt.h"
 #include "tests/integration/harness.h"
 
 #define ISS "https://issuer.test"

@@ -13,8 +13,8 @@
 #include <string.h>
 
 #include "domain/command.h"
-#include "infra/clock.h"
-#include "infra/processor.h"
+#include "infra/base/clock.h"
+#include "infra/components/processor.h"
 #include "tests/integration/harness.h"
 
 #define OWNER "org-1"

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "infra/clock.h"
+#include "infra/base/clock.h"
 #include "tests/integration/harness.h"
 
 #define OWNER "org-1"

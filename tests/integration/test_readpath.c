@@ -19,9 +19,9 @@
 #include <unistd.h>
 
 #include "domain/event.h"
-#include "infra/clock.h"
-#include "infra/kafka.h"
-#include "infra/projector.h"
+#include "infra/base/clock.h"
+#include "infra/kafka/kafka.h"
+#include "infra/components/projector.h"
 #include "tests/integration/harness.h"
 
 #define OWNER "org-1"

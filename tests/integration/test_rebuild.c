@@ -33,9 +33,9 @@
 #include <unistd.h>
 
 #include "domain/user.h"
-#include "infra/clock.h"
-#include "infra/kafka.h"
-#include "infra/projector.h"
+#include "infra/base/clock.h"
+#include "infra/kafka/kafka.h"
+#include "infra/components/projector.h"
 #include "projections/auth_factors.h"
 #include "tests/integration/harness.h"
 

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "infra/clock.h"
+#include "infra/base/clock.h"
 #include "tests/integration/harness.h"
 
 static json_t *import_payload(const char *name)

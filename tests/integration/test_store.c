@@ -1,5 +1,5 @@
 /*
- * tests/integration/test_store.c - infra/store.c against a real PostgreSQL.
+ * tests/integration/test_store.c - infra/pg/store.c against a real PostgreSQL.
  *
  * Each test makes its own instance id, so the database may hold anything
  * else and other suites may run at the same time; global facts (positions)
@@ -18,10 +18,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "infra/migrations.h"
-#include "infra/log.h"
-#include "infra/pgarr.h"
-#include "infra/projector.h"
+#include "infra/pg/migrations.h"
+#include "infra/base/log.h"
+#include "infra/pg/pgarr.h"
+#include "infra/components/projector.h"
 #include "tests/integration/itest.h"
 
 static void sleep_us(long us)
@@ -1110,7 +1110,7 @@ Test(store, bad_connection_string_is_invalid)
     cr_assert_null(st);
 }
 
-/* Binary arrays (infra/pgarr.h) as the server reads them: every element
+/* Binary arrays (infra/pg/pgarr.h) as the server reads them: every element
  * type the statements use, NULLs, empty text, non-ASCII text, extreme
  * integers and times around both epochs; each printed back by PostgreSQL
  * in its text form. Refusals happen on the client: not UTF-8, not a UUID. */

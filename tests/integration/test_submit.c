@@ -24,7 +24,7 @@
 #include <uuid/uuid.h>
 
 #include "domain/command.h"
-#include "infra/clock.h"
+#include "infra/base/clock.h"
 #include "tests/integration/harness.h"
 
 typedef struct {

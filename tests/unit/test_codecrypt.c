@@ -4,7 +4,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "infra/codecrypt.h"
+#include "infra/crypto/codecrypt.h"
 
 static es_codekey key_of(unsigned char fill)
 {

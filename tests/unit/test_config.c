@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "infra/config.h"
+#include "infra/base/config.h"
 
 static const char *const *fake_env;
 

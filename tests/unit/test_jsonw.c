@@ -1,5 +1,5 @@
 /*
- * tests/unit/test_jsonw.c - the JSON writer of the hot paths (infra/jsonw.h)
+ * tests/unit/test_jsonw.c - the JSON writer of the hot paths (infra/base/jsonw.h)
  * against jansson: the same text for the same strings, and the same
  * verdict on what is not UTF-8.
  */
@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "domain/user.h"
-#include "infra/jsonw.h"
-#include "infra/projector.h"
+#include "infra/base/jsonw.h"
+#include "infra/components/projector.h"
 
 /* What jansson writes for the string s (compact, default flags). */
 static char *jansson_text(const char *s, size_t n)

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "infra/jwt.h"
+#include "infra/crypto/jwt.h"
 
 #define ISS "https://issuer.example"
 #define AUD "factord-api"

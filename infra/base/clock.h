@@ -1,0 +1,13 @@
+/*
+ * infra/base/clock.h - the clocks, in one place so the domain never reads one.
+ */
+#ifndef FACTORD_INFRA_CLOCK_H
+#define FACTORD_INFRA_CLOCK_H
+
+#include <stdint.h>
+
+int64_t es_clock_now_us(void);   /* wall clock, microseconds since the epoch */
+int64_t es_clock_mono_ms(void);  /* monotonic milliseconds, for timeouts */
+void es_sleep_ms(int64_t ms);
+
+#endif

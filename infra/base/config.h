@@ -1,0 +1,91 @@
+/*
+ * infra/base/config.h - factord's configuration: one declarative table of
+ * environment variables (name, type, default, secret, description), parsed
+ * once at start-up with every problem reported at once.
+ *
+ * The README's configuration table is kept in step with es_config_table by a
+ * unit test. librdkafka properties pass through as FACTORD_RDKAFKA_<property
+ * with dots as underscores> (see infra/kafka/kafka.h).
+ */
+#ifndef FACTORD_INFRA_CONFIG_H
+#define FACTORD_INFRA_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "domain/errors.h"
+
+typedef struct {
+    char *database_url;     /* may be NULL: libpq's PG* variables apply */
+    char *kafka_brokers;    /* may be NULL */
+    char *instance_id;
+    char *http_addr;
+    char *state_dir;
+    char *commands_topic;
+    char *events_topic;
+    char *replies_topic;
+    char *dlq_topic;
+    char *processor_group;
+    char *projector_group;
+    int64_t topic_partitions;
+    int64_t batch_max;
+    int64_t projector_batch_max;
+    int64_t projector_split_min;
+    int64_t batch_linger_ms;
+    int64_t relay_batch;
+    int64_t relay_idle_ms;
+    int64_t dlq_max_bytes;
+    int64_t session_timeout_ms;
+    char *code_key;         /* secret: 64 hex digits (AES-256) */
+    char *code_key_file;    /* or a file holding them */
+    char *chain_key;        /* secret: 64 hex digits (HMAC-SHA256 of the event hash chain) */
+    char *chain_key_file;   /* or a file holding them (infra/crypto/chain.h) */
+    int64_t code_ttl_s;
+    int64_t code_length;
+    char *log_level;
+    /* The HTTP gateway (docs/gateway.md) */
+    char *jwks_file;        /* unset: the development key in state_dir */
+    char *token_issuer;
+    char *token_audience;
+    int64_t token_leeway_s;
+    char *host_map;         /* "host=instance,..." or NULL */
+    char *gateway_replies_topic;
+    int64_t gateway_timeout_ms;
+    int64_t http_threads;
+    int64_t http_max_connections;
+    int64_t http_max_body_bytes;
+    int64_t http_idle_timeout_s;
+    /* Not from the environment: set by `factord run` for its embedded
+     * broker, which has no CreateTopics (topics are made up front). */
+    bool skip_topic_creation;
+} es_config;
+
+typedef enum { ES_CFG_STRING, ES_CFG_INT } es_cfg_type;
+
+typedef struct {
+    const char *name;        /* environment variable */
+    es_cfg_type type;
+    const char *def;         /* default as text; NULL = unset */
+    bool secret;             /* never logged */
+    int64_t min, max;        /* ES_CFG_INT bounds */
+    size_t offset;           /* into es_config */
+    const char *description;
+} es_cfg_entry;
+
+extern const es_cfg_entry es_config_table[];
+extern const size_t es_config_table_len;
+
+/* Parse from getenv_fn (getenv in production, a fake in tests). On
+ * ES_EINVAL err->text lists every problem, one per line. */
+typedef const char *(*es_getenv_fn)(const char *name);
+es_result es_config_load(es_config *cfg, es_getenv_fn getenv_fn, es_error *err) ES_WUR;
+void es_config_free(es_config *cfg);
+
+/* The 32-byte code-encryption key from FACTORD_CODE_KEY or _FILE. */
+es_result es_config_code_key(const es_config *cfg, unsigned char key[32], es_error *err) ES_WUR;
+
+/* Print the table as Markdown rows (for the README) to stdout. */
+void es_config_print_markdown(void);
+
+#endif

@@ -1,0 +1,30 @@
+/*
+ * infra/base/util.h - small helpers that several infra modules share: growing
+ * arrays, hexadecimal digits, strict integer parsing.
+ */
+#ifndef FACTORD_INFRA_UTIL_H
+#define FACTORD_INFRA_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Grow p (an array of elem-sized items with *cap of room) to hold at least
+ * need items, doubling; aborts when out of memory (house style). Returns
+ * the possibly moved array. */
+void *es_grow(void *p, size_t *cap, size_t need, size_t elem);
+/* ES_GROW(obj, field, need) grows obj->field, whose room is obj->field_cap. */
+#define ES_GROW(p, field, need) \
+    ((p)->field = es_grow((p)->field, &(p)->field##_cap, (need), sizeof *(p)->field))
+
+/* A NUL-terminated copy of n bytes of s (which need not be terminated);
+ * aborts when out of memory (house style). */
+char *es_memdup(const void *s, size_t n);
+
+/* The value of one hexadecimal digit (either case), or -1. */
+int es_hex_value(int c);
+
+/* A whole decimal int64 ("-12", no spaces, nothing after it). */
+bool es_parse_i64(const char *s, int64_t *v);
+
+#endif

@@ -1,0 +1,903 @@
+/*
+ * infra/components/gateway.c - routes, authentication, commands and replies of the
+ * HTTP gateway (see gateway.h and docs/gateway.md).
+ *
+ * A request passes, in this order: routing (404, 405), the instance from
+ * Host (404), the bearer token (401, before any body is read), the
+ * Idempotency-Key (400), the content type (415), the body size (413, in
+ * infra/http/http.c), the body itself (400), then one command is produced and
+ * its reply awaited without holding a thread (the connection is
+ * suspended). ListMyAuthFactors reads PostgreSQL on the HTTP thread: one
+ * indexed query, with a statement timeout.
+ */
+#include "infra/components/gateway.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uuid/uuid.h>
+
+#include "domain/command.h"
+#include "infra/base/clock.h"
+#include "infra/http/http.h"
+#include "infra/kafka/kafka.h"
+#include "infra/base/log.h"
+#include "infra/components/replies.h"
+
+#define MAX_HOSTS 64
+#define PG_TIMEOUT_MS "2000"
+#define HEALTH_EVERY_MS 2000
+
+/* --- endpoints ----------------------------------------------------------- */
+
+typedef enum {
+    EP_HEALTHZ,
+    EP_READYZ,
+    EP_ADD_OTP_SMS,
+    EP_REMOVE_OTP_SMS,
+    EP_LIST_AUTH_FACTORS,
+    EP_SET_PHONE,
+    EP_VERIFY_PHONE,
+    EP_REMOVE_PHONE
+} ep_id;
+
+typedef struct {
+    const char *path;
+    const char *method;
+    ep_id id;
+    dom_cmd_type cmd;   /* DOM_CMD_UNKNOWN: not a command */
+    bool body;          /* the request message is read from the body (body: "*") */
+    const char *allow;  /* every method of the path, for 405's Allow */
+} endpoint;
+
+/* Paths and methods of ZITADEL's Auth API v1 (proto/zitadel/auth.proto),
+ * under its /auth/v1 prefix. Endpoints without `body: "*"` there ignore
+ * the body, as grpc-gateway does. */
+#define OTP_SMS "/auth/v1/users/me/auth_factors/otp_sms"
+#define PHONE "/auth/v1/users/me/phone"
+static const endpoint endpoints[] = {
+    {"/healthz", "GET", EP_HEALTHZ, DOM_CMD_UNKNOWN, false, "GET, HEAD"},
+    {"/healthz", "HEAD", EP_HEALTHZ, DOM_CMD_UNKNOWN, false, "GET, HEAD"},
+    {"/readyz", "GET", EP_READYZ, DOM_CMD_UNKNOWN, false, "GET, HEAD"},
+    {"/readyz", "HEAD", EP_READYZ, DOM_CMD_UNKNOWN, false, "GET, HEAD"},
+    {OTP_SMS, "POST", EP_ADD_OTP_SMS, DOM_CMD_ADD_OTP_SMS, true, "POST, DELETE"},
+    {OTP_SMS, "DELETE", EP_REMOVE_OTP_SMS, DOM_CMD_REMOVE_OTP_SMS, false, "POST, DELETE"},
+    {"/auth/v1/users/me/auth_factors/_search", "POST", EP_LIST_AUTH_FACTORS, DOM_CMD_UNKNOWN, false, "POST"},
+    {PHONE, "PUT", EP_SET_PHONE, DOM_CMD_SET_PHONE, true, "PUT, DELETE"},
+    {PHONE, "DELETE", EP_REMOVE_PHONE, DOM_CMD_REMOVE_PHONE, false, "PUT, DELETE"},
+    {PHONE "/_verify", "POST", EP_VERIFY_PHONE, DOM_CMD_VERIFY_PHONE, true, "POST"},
+};
+#define N_ENDPOINTS (sizeof endpoints / sizeof endpoints[0])
+
+/* --- the gateway --------------------------------------------------------- */
+
+typedef struct {
+    char host[256];
+    char instance[DOM_ID_MAX];
+} host_entry;
+
+struct es_gateway {
+    const es_config *cfg;
+    es_jwks *keys;
+    char *issuer, *audience;
+    host_entry hosts[MAX_HOSTS];
+    size_t n_hosts;
+    es_http *http;
+    es_replies *replies;
+    /* Sends hold it shared; stopping takes it exclusively once, so no send
+     * is in progress when the replies are torn down. */
+    pthread_rwlock_t send_lock;
+    bool stopping; /* under send_lock */
+    /* PostgreSQL for ListMyAuthFactors: one connection per HTTP thread. */
+    pthread_mutex_t pg_mu;
+    PGconn **pg;
+    bool *pg_busy;
+    size_t n_pg;
+    /* Readiness, refreshed by the health thread. */
+    atomic_bool pg_ok, kafka_ok, health_stop;
+    PGconn *health_pg;
+    pthread_t health_thread;
+    bool health_started;
+    bool offline; /* es_gateway_offline_new: no Kafka, no PostgreSQL, no sockets */
+};
+
+typedef struct {
+    es_gateway *gw;
+    const endpoint *ep;
+    char instance[DOM_ID_MAX];
+    es_jwt_claims claims;
+    char cmd_id[DOM_UUID_LEN + 1];
+} gw_req;
+
+/* --- responses ----------------------------------------------------------- */
+
+static void respond_json(es_http_req *req, unsigned status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (!text)
+        abort();
+    es_http_respond(req, status, text, strlen(text));
+}
+
+/* google.rpc.Status with factord's ErrorDetail (id), for the gateway's own
+ * refusals; the HTTP status follows the code unless given. */
+static void respond_status(es_http_req *req, unsigned http, int code, const char *id, const char *message)
+{
+    respond_json(req, http ? http : (unsigned)dom_grpc_http_status(code), dom_status_body(code, id, message));
+}
+
+/* google.rpc.Status without details, as grpc-gateway renders errors that
+ * carry no ZITADEL id (routing, request validation). */
+static void respond_plain(es_http_req *req, unsigned http, int code, const char *message)
+{
+    respond_json(req, http, json_pack("{s:i, s:s}", "code", code, "message", message));
+}
+
+static void respond_token_invalid(es_http_req *req, const char *why)
+{
+    es_http_req_log(req, "auth_error", why);
+    es_http_req_add_header(req, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+    respond_json(req, 401, dom_rej_body(DOM_REJ_TOKEN_INVALID, NULL));
+}
+
+static void respond_unavailable(es_http_req *req, const char *what)
+{
+    respond_status(req, 0, DOM_GRPC_UNAVAILABLE, "FACTORD-GwUna", what);
+}
+
+/* --- host mapping -------------------------------------------------------- */
+
+static void trim(char *s)
+{
+    size_t n = strlen(s), i = 0;
+    while (n && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    while (isspace((unsigned char)s[i]))
+        i++;
+    memmove(s, s + i, n - i + 1);
+}
+
+static es_result parse_host_map(const char *text, host_entry *out, size_t *n, es_error *err)
+{
+    *n = 0;
+    if (!text)
+        return ES_OK;
+    char *copy = strdup(text), *save = NULL;
+    if (!copy)
+        abort();
+    es_result rc = ES_OK;
+    for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        if (!eq) {
+            rc = es_error_set(err, ES_EINVAL, "FACTORD_HOST_MAP: \"%.60s\" is not host=instance", item);
+            break;
+        }
+        *eq = '\0';
+        char *host = item, *inst = eq + 1;
+        trim(host);
+        trim(inst);
+        if (!*host || !*inst || strlen(host) >= sizeof out[0].host || strlen(inst) >= DOM_ID_MAX) {
+            rc = es_error_set(err, ES_EINVAL, "FACTORD_HOST_MAP: empty or too long host or instance in \"%.60s\"",
+                              item);
+            break;
+        }
+        if (*n == MAX_HOSTS) {
+            rc = es_error_set(err, ES_EINVAL, "FACTORD_HOST_MAP: more than %d hosts", MAX_HOSTS);
+            break;
+        }
+        for (char *c = host; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
+        for (size_t i = 0; i < *n; i++)
+            if (strcmp(out[i].host, host) == 0) {
+                rc = es_error_set(err, ES_EINVAL, "FACTORD_HOST_MAP: host %.60s appears twice", host);
+                break;
+            }
+        if (rc != ES_OK)
+            break;
+        snprintf(out[*n].host, sizeof out[0].host, "%s", host);
+        snprintf(out[*n].instance, sizeof out[0].instance, "%s", inst);
+        (*n)++;
+    }
+    if (rc == ES_OK && *n == 0)
+        rc = es_error_set(err, ES_EINVAL, "FACTORD_HOST_MAP: no host=instance entry");
+    free(copy);
+    return rc;
+}
+
+es_result es_gateway_check_host_map(const char *text, es_error *err)
+{
+    host_entry hosts[MAX_HOSTS];
+    size_t n;
+    return parse_host_map(text, hosts, &n, err);
+}
+
+/* The instance for Host: exact host[:port] first, then the host alone. */
+static bool instance_for(const es_gateway *gw, const char *host, char *out)
+{
+    if (gw->n_hosts == 0) {
+        snprintf(out, DOM_ID_MAX, "%s", gw->cfg->instance_id);
+        return true;
+    }
+    if (!host || !*host || strlen(host) >= 256)
+        return false;
+    char h[256];
+    size_t n = strlen(host);
+    for (size_t i = 0; i <= n; i++)
+        h[i] = (char)tolower((unsigned char)host[i]);
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < gw->n_hosts; i++)
+            if (strcmp(gw->hosts[i].host, h) == 0) {
+                snprintf(out, DOM_ID_MAX, "%s", gw->hosts[i].instance);
+                return true;
+            }
+        /* Without the port: "auth.example.com:443" -> "auth.example.com",
+         * "[::1]:8080" -> "[::1]". */
+        char *colon = strrchr(h, ':');
+        if (!colon || (h[0] == '[' && colon < strchr(h, ']')))
+            break;
+        *colon = '\0';
+    }
+    return false;
+}
+
+/* --- readiness and PostgreSQL ------------------------------------------- */
+
+static PGconn *pg_connect(const es_config *cfg)
+{
+    const char *kw[4] = {NULL}, *val[4] = {NULL};
+    int i = 0;
+    if (cfg->database_url) {
+        kw[i] = "dbname";
+        val[i++] = cfg->database_url;
+    }
+    kw[i] = "connect_timeout";
+    val[i++] = "3";
+    kw[i] = "application_name";
+    val[i++] = "factord-gateway";
+    PGconn *c = PQconnectdbParams(kw, val, 1);
+    if (PQstatus(c) != CONNECTION_OK) {
+        PQfinish(c);
+        return NULL;
+    }
+    PGresult *r = PQexec(c, "SET statement_timeout = " PG_TIMEOUT_MS);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) {
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+static bool pg_ping(PGconn **c, const es_config *cfg)
+{
+    if (*c && PQstatus(*c) != CONNECTION_OK) {
+        PQfinish(*c);
+        *c = NULL;
+    }
+    if (!*c && !(*c = pg_connect(cfg)))
+        return false;
+    PGresult *r = PQexec(*c, "SELECT 1");
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    PQclear(r);
+    return ok;
+}
+
+static void *health_main(void *arg)
+{
+    es_gateway *gw = arg;
+    es_log_set_component("gateway");
+    while (!atomic_load(&gw->health_stop)) {
+        bool pg = pg_ping(&gw->health_pg, gw->cfg);
+        bool kafka = es_replies_ping(gw->replies, 1000);
+        if (pg != atomic_load(&gw->pg_ok) || kafka != atomic_load(&gw->kafka_ok))
+            es_log(pg && kafka ? ES_LOG_INFO : ES_LOG_WARN, "readiness changed", "postgres",
+                   pg ? "ok" : "unreachable", "kafka", kafka ? "ok" : "unreachable", (const char *)NULL);
+        atomic_store(&gw->pg_ok, pg);
+        atomic_store(&gw->kafka_ok, kafka);
+        for (int i = 0; i < HEALTH_EVERY_MS / 100 && !atomic_load(&gw->health_stop); i++)
+            es_sleep_ms(100);
+    }
+    return NULL;
+}
+
+static PGconn *pg_acquire(es_gateway *gw, size_t *slot)
+{
+    pthread_mutex_lock(&gw->pg_mu);
+    size_t i = 0;
+    while (i < gw->n_pg && gw->pg_busy[i])
+        i++;
+    if (i == gw->n_pg) { /* cannot happen: one per HTTP thread */
+        pthread_mutex_unlock(&gw->pg_mu);
+        return NULL;
+    }
+    gw->pg_busy[i] = true;
+    pthread_mutex_unlock(&gw->pg_mu);
+    *slot = i;
+    if (gw->pg[i] && PQstatus(gw->pg[i]) != CONNECTION_OK) {
+        PQfinish(gw->pg[i]);
+        gw->pg[i] = NULL;
+    }
+    /* Known to be down: answer at once instead of waiting for a connect. */
+    if (!gw->pg[i] && atomic_load(&gw->pg_ok))
+        gw->pg[i] = pg_connect(gw->cfg);
+    return gw->pg[i];
+}
+
+static void pg_release(es_gateway *gw, size_t slot)
+{
+    pthread_mutex_lock(&gw->pg_mu);
+    gw->pg_busy[slot] = false;
+    pthread_mutex_unlock(&gw->pg_mu);
+}
+
+static void respond_readyz(es_gateway *gw, es_http_req *req)
+{
+    bool pg = atomic_load(&gw->pg_ok), kafka = atomic_load(&gw->kafka_ok);
+    respond_json(req, pg && kafka ? 200 : 503,
+                 json_pack("{s:s, s:s, s:s}", "status", pg && kafka ? "ok" : "unavailable", "postgres",
+                           pg ? "ok" : "unreachable", "kafka", kafka ? "ok" : "unreachable"));
+}
+
+/* ListMyAuthFactors: the read model's rows of the token's user. A user who
+ * is unknown, not active, or of another organisation than the token says
+ * gets AUTH-7fs1e, as every self-service call (docs/errors.md). */
+static void list_auth_factors(es_gateway *gw, es_http_req *req, const gw_req *g)
+{
+    size_t slot = 0;
+    PGconn *c = pg_acquire(gw, &slot);
+    if (!c) {
+        pg_release(gw, slot);
+        respond_unavailable(req, "The read model is unavailable");
+        return;
+    }
+    const char *params[] = {g->instance, g->claims.sub};
+    PGresult *r = PQexecParams(c,
+                               "SELECT u.status, u.resource_owner, f.type, f.state "
+                               "FROM factord.users u LEFT JOIN factord.auth_factors f "
+                               "ON f.instance_id = u.instance_id AND f.user_id = u.user_id "
+                               "WHERE u.instance_id = $1 AND u.user_id = $2 ORDER BY f.type",
+                               2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        es_warn("ListMyAuthFactors query failed", "error", PQerrorMessage(c), "sqlstate",
+                PQresultErrorField(r, PG_DIAG_SQLSTATE));
+        PQclear(r);
+        pg_release(gw, slot);
+        respond_unavailable(req, "The read model is unavailable");
+        return;
+    }
+    int n = PQntuples(r);
+    if (n == 0 || strcmp(PQgetvalue(r, 0, 0), "active") != 0 ||
+        (g->claims.org[0] && strcmp(PQgetvalue(r, 0, 1), g->claims.org) != 0)) {
+        PQclear(r);
+        pg_release(gw, slot);
+        respond_token_invalid(req, "user unknown, not active or of another organisation");
+        return;
+    }
+    /* As ZITADEL's gateway (protojson without EmitUnpopulated): an empty
+     * list is {}. */
+    json_t *body = json_object(), *result = json_array();
+    for (int i = 0; i < n; i++) {
+        if (PQgetisnull(r, i, 2))
+            continue;
+        json_t *f = json_pack("{s:s}", "state", PQgetvalue(r, i, 3));
+        json_object_set_new(f, PQgetvalue(r, i, 2), json_object());
+        json_array_append_new(result, f);
+    }
+    PQclear(r);
+    pg_release(gw, slot);
+    if (json_array_size(result))
+        json_object_set_new(body, "result", result);
+    else
+        json_decref(result);
+    respond_json(req, 200, body);
+}
+
+/* --- request checks ------------------------------------------------------ */
+
+static bool canonical_uuid(const char *in, char out[DOM_UUID_LEN + 1])
+{
+    if (strlen(in) != DOM_UUID_LEN)
+        return false;
+    for (int i = 0; i < DOM_UUID_LEN; i++) {
+        char c = in[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return false;
+        } else if (!isxdigit((unsigned char)c))
+            return false;
+        out[i] = (char)tolower((unsigned char)c);
+    }
+    out[DOM_UUID_LEN] = '\0';
+    return true;
+}
+
+static bool is_json_type(const char *ct)
+{
+    /* application/json, optionally with parameters (charset=utf-8) */
+    static const char want[] = "application/json";
+    while (*ct == ' ')
+        ct++;
+    if (strncasecmp(ct, want, sizeof want - 1) != 0)
+        return false;
+    ct += sizeof want - 1;
+    while (*ct == ' ')
+        ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
+static bool has_body(es_http_req *req)
+{
+    const char *cl = es_http_req_header(req, "Content-Length", NULL);
+    const char *te = es_http_req_header(req, "Transfer-Encoding", NULL);
+    return te || (cl && strtoull(cl, NULL, 10) > 0);
+}
+
+/* The bearer token of the request: exactly one Authorization header,
+ * "Bearer <token>" (scheme case-insensitive). */
+static const char *bearer(es_http_req *req, size_t *len, const char **why)
+{
+    unsigned count = 0;
+    const char *h = es_http_req_header(req, "Authorization", &count);
+    if (!h || count == 0) {
+        *why = "no Authorization header";
+        return NULL;
+    }
+    if (count > 1) {
+        *why = "more than one Authorization header";
+        return NULL;
+    }
+    if (strncasecmp(h, "Bearer ", 7) != 0) {
+        *why = "Authorization is not a Bearer token";
+        return NULL;
+    }
+    h += 7;
+    while (*h == ' ')
+        h++;
+    size_t n = strlen(h);
+    while (n && h[n - 1] == ' ')
+        n--;
+    if (n == 0) {
+        *why = "empty bearer token";
+        return NULL;
+    }
+    *len = n;
+    return h;
+}
+
+static void free_gw_req(void *p) { free(p); }
+
+static void on_headers(es_http_req *req, void *ctx)
+{
+    es_gateway *gw = ctx;
+    const char *method = es_http_req_method(req), *path = es_http_req_path(req);
+    const endpoint *ep = NULL, *same_path = NULL;
+    for (size_t i = 0; i < N_ENDPOINTS; i++) {
+        if (strcmp(endpoints[i].path, path) != 0)
+            continue;
+        same_path = &endpoints[i];
+        if (strcmp(endpoints[i].method, method) == 0) {
+            ep = &endpoints[i];
+            break;
+        }
+    }
+    /* Routing errors as ZITADEL's gateway renders them. */
+    if (!ep && same_path) {
+        es_http_req_add_header(req, "Allow", same_path->allow);
+        respond_plain(req, 405, 12, "Method Not Allowed");
+        return;
+    }
+    if (!ep) {
+        respond_plain(req, 404, 5, "Not Found");
+        return;
+    }
+    if (ep->id == EP_HEALTHZ) {
+        respond_json(req, 200, json_pack("{s:s}", "status", "ok"));
+        return;
+    }
+    if (ep->id == EP_READYZ) {
+        respond_readyz(gw, req);
+        return;
+    }
+
+    gw_req *g = calloc(1, sizeof *g);
+    if (!g)
+        abort();
+    g->gw = gw;
+    g->ep = ep;
+    es_http_req_set_user(req, g, free_gw_req);
+    if (!instance_for(gw, es_http_req_header(req, "Host", NULL), g->instance)) {
+        respond_status(req, 0, DOM_GRPC_NOT_FOUND, "FACTORD-GwHst", "No instance is served at this host");
+        return;
+    }
+
+    size_t tlen = 0;
+    const char *why = NULL;
+    const char *token = bearer(req, &tlen, &why);
+    es_error err = {0};
+    es_jwt_policy pol = {.issuer = gw->issuer, .audience = gw->audience, .leeway_s = gw->cfg->token_leeway_s,
+                         .now_s = es_clock_now_us() / 1000000};
+    if (!token) {
+        respond_token_invalid(req, why);
+        return;
+    }
+    if (es_jwt_verify(gw->keys, token, tlen, &pol, &g->claims, &err) != ES_OK) {
+        respond_token_invalid(req, err.text);
+        return;
+    }
+    es_http_req_log(req, "user", g->claims.sub);
+
+    if (ep->cmd != DOM_CMD_UNKNOWN) {
+        unsigned count = 0;
+        const char *key = es_http_req_header(req, "Idempotency-Key", &count);
+        if (key && (count > 1 || !canonical_uuid(key, g->cmd_id))) {
+            respond_status(req, 0, DOM_GRPC_INVALID_ARGUMENT, "FACTORD-GwIdk",
+                           "Idempotency-Key must be one UUID");
+            return;
+        }
+        if (!key) {
+            uuid_t u;
+            uuid_generate_random(u);
+            uuid_unparse_lower(u, g->cmd_id);
+        }
+        es_http_req_log(req, "command_id", g->cmd_id);
+    }
+    if (ep->body && has_body(req)) {
+        unsigned count = 0;
+        const char *ct = es_http_req_header(req, "Content-Type", &count);
+        if (!ct || count != 1 || !is_json_type(ct)) {
+            respond_status(req, 415, DOM_GRPC_INVALID_ARGUMENT, "FACTORD-GwTyp",
+                           "Content-Type must be application/json");
+            return;
+        }
+    }
+}
+
+/* --- commands and replies ----------------------------------------------- */
+
+static void on_reply(void *ctx, es_reply_outcome outcome, int http_status, const char *body, size_t len)
+{
+    es_http_req *req = ctx;
+    switch (outcome) {
+    case ES_REPLY_OK: {
+        char *copy = malloc(len ? len : 1);
+        if (!copy)
+            abort();
+        memcpy(copy, body, len);
+        es_http_respond(req, (unsigned)http_status, copy, len);
+        return;
+    }
+    case ES_REPLY_TIMEOUT:
+        respond_status(req, 0, DOM_GRPC_DEADLINE_EXCEEDED, "FACTORD-GwTmo",
+                       "No answer in time; the command may still take effect: retry with the same "
+                       "Idempotency-Key to learn its outcome");
+        return;
+    case ES_REPLY_UNAVAILABLE:
+        respond_unavailable(req, "The command service is unavailable (Kafka did not take the command)");
+        return;
+    case ES_REPLY_MALFORMED:
+        respond_status(req, 0, DOM_GRPC_INTERNAL, "FACTORD-GwRep", "The command's reply is malformed");
+        return;
+    case ES_REPLY_SHUTDOWN:
+        respond_unavailable(req, "The gateway is shutting down");
+        return;
+    }
+}
+
+static size_t runes(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+/* A string field of the request message: absent or null = "" (proto3). */
+static bool string_field(const json_t *body, const char *name, const char **out)
+{
+    const json_t *v = json_object_get(body, name);
+    *out = "";
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_string(v))
+        return false;
+    *out = json_string_value(v);
+    return true;
+}
+
+/* Copy at most dst_len-1 bytes, never splitting a UTF-8 character. */
+static void copy_utf8(char *dst, size_t dst_len, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= dst_len) {
+        n = dst_len - 1;
+        while (n && ((unsigned char)src[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* Fill cmd's payload from the body; false after answering 400. */
+static bool read_payload(es_http_req *req, const gw_req *g, dom_cmd *cmd)
+{
+    size_t len = 0;
+    const char *text = es_http_req_body(req, &len);
+    size_t i = 0;
+    while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r' || text[i] == '\n'))
+        i++;
+    json_t *body = NULL;
+    if (i < len) {
+        json_error_t jerr;
+        body = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!json_is_object(body)) {
+            json_decref(body);
+            respond_status(req, 0, DOM_GRPC_INVALID_ARGUMENT, "FACTORD-GwJsn",
+                           "The request body is not a JSON object");
+            return false;
+        }
+    }
+    const char *s = "";
+    bool ok = true;
+    if (g->ep->id == EP_SET_PHONE) {
+        if (!string_field(body, "phone", &s)) {
+            respond_status(req, 0, DOM_GRPC_INVALID_ARGUMENT, "FACTORD-GwJsn", "phone must be a string");
+            ok = false;
+        } else if (runes(s) < 1 || runes(s) > 50) {
+            /* ZITADEL's request validation (protoc-gen-validate) */
+            respond_plain(req, 400, DOM_GRPC_INVALID_ARGUMENT,
+                          "invalid SetMyPhoneRequest.Phone: value length must be between 1 and 50 runes, inclusive");
+            ok = false;
+        } else if (s[0] != '+') {
+            respond_plain(req, 400, DOM_GRPC_INVALID_ARGUMENT,
+                          "invalid SetMyPhoneRequest.Phone: value does not have prefix \"+\"");
+            ok = false;
+        } else
+            copy_utf8(cmd->phone, sizeof cmd->phone, s);
+    } else if (g->ep->id == EP_VERIFY_PHONE) {
+        if (!string_field(body, "code", &s)) {
+            respond_status(req, 0, DOM_GRPC_INVALID_ARGUMENT, "FACTORD-GwJsn", "code must be a string");
+            ok = false;
+        } else if (runes(s) < 1 || runes(s) > 200) {
+            respond_plain(req, 400, DOM_GRPC_INVALID_ARGUMENT,
+                          "invalid VerifyMyPhoneRequest.Code: value length must be between 1 and 200 runes, "
+                          "inclusive");
+            ok = false;
+        } else {
+            /* Codes have at most 12 digits: a longer input is cut to the
+             * command's limit, which still never matches, so the outcome
+             * (Code is invalid, a failed attempt) is ZITADEL's. */
+            copy_utf8(cmd->code, sizeof cmd->code, s);
+        }
+    }
+    /* Other fields are ignored, as ZITADEL's gateway discards unknown ones;
+     * returnCode in particular is never taken from a caller. */
+    json_decref(body);
+    return ok;
+}
+
+static void on_request(es_http_req *req, void *ctx)
+{
+    es_gateway *gw = ctx;
+    gw_req *g = es_http_req_user(req);
+    if (g->ep->id == EP_LIST_AUTH_FACTORS) {
+        list_auth_factors(gw, req, g);
+        return;
+    }
+    dom_cmd *cmd = calloc(1, sizeof *cmd);
+    if (!cmd)
+        abort();
+    cmd->type = g->ep->cmd;
+    memcpy(cmd->id, g->cmd_id, sizeof cmd->id);
+    snprintf(cmd->instance_id, sizeof cmd->instance_id, "%s", g->instance);
+    snprintf(cmd->user_id, sizeof cmd->user_id, "%s", g->claims.sub);
+    snprintf(cmd->resource_owner, sizeof cmd->resource_owner, "%s", g->claims.org);
+    snprintf(cmd->reply_to, sizeof cmd->reply_to, "%s", gw->cfg->gateway_replies_topic);
+    if (g->ep->body && !read_payload(req, g, cmd)) {
+        free(cmd);
+        return;
+    }
+    json_t *j = dom_cmd_to_json(cmd, true);
+    char *value = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    free(cmd);
+    if (!value)
+        abort();
+    es_http_req_add_header(req, "Factord-Command-Id", g->cmd_id);
+    if (gw->offline) { /* es_gateway_offline_new: what would be sent */
+        es_http_respond(req, 202, value, strlen(value));
+        return;
+    }
+
+    es_error err = {0};
+    pthread_rwlock_rdlock(&gw->send_lock);
+    if (gw->stopping) {
+        pthread_rwlock_unlock(&gw->send_lock);
+        free(value);
+        respond_unavailable(req, "The gateway is shutting down");
+        return;
+    }
+    /* After a successful send, req belongs to the reply callback. */
+    es_result rc = es_replies_send(gw->replies, gw->cfg->commands_topic, g->claims.sub, strlen(g->claims.sub),
+                                   value, strlen(value), g->cmd_id, on_reply, req, &err);
+    pthread_rwlock_unlock(&gw->send_lock);
+    free(value);
+    if (rc == ES_ECONFLICT)
+        respond_status(req, 0, 10 /* Aborted */, "FACTORD-GwBsy",
+                       "A request with this Idempotency-Key is in progress");
+    else if (rc != ES_OK)
+        respond_status(req, 0, DOM_GRPC_INTERNAL, "FACTORD-GwInt", "The command could not be sent");
+}
+
+/* --- life cycle ---------------------------------------------------------- */
+
+int es_gateway_port(const es_gateway *gw) { return es_http_port(gw->http); }
+
+/* A gateway with o's settings and its locks, nothing started: what the
+ * running and the offline gateway share. */
+static es_gateway *gateway_alloc(const es_gateway_opts *o)
+{
+    es_gateway *gw = calloc(1, sizeof *gw);
+    if (!gw)
+        abort();
+    gw->cfg = o->cfg;
+    gw->keys = o->keys;
+    gw->issuer = strdup(o->issuer);
+    gw->audience = strdup(o->audience);
+    if (!gw->issuer || !gw->audience)
+        abort();
+    pthread_rwlock_init(&gw->send_lock, NULL);
+    pthread_mutex_init(&gw->pg_mu, NULL);
+    return gw;
+}
+
+es_result es_gateway_start(const es_gateway_opts *o, es_gateway **out, es_error *err)
+{
+    const es_config *cfg = o->cfg;
+    es_gateway *gw = gateway_alloc(o);
+    es_result rc = parse_host_map(cfg->host_map, gw->hosts, &gw->n_hosts, err);
+    if (rc != ES_OK)
+        goto fail;
+    /* The reply topic is the gateway's own; the commands topic is the
+     * processor's, made here too so that a gateway started first works.
+     * Brokers without CreateTopics (the embedded one) or without the right
+     * to create are fine as long as the topics exist: es_replies_new says. */
+    const char *topics[] = {cfg->commands_topic, cfg->gateway_replies_topic};
+    es_error terr = {0};
+    if (!cfg->skip_topic_creation &&
+        es_kafka_ensure_topics(cfg->kafka_brokers, topics, 2, (int)cfg->topic_partitions, 10000, &terr) != ES_OK)
+        es_warn("cannot create the gateway's topics; using them if they exist", "error", terr.text);
+    es_replies_opts ro = {.brokers = cfg->kafka_brokers, .reply_topic = cfg->gateway_replies_topic,
+                          .timeout_ms = (int)cfg->gateway_timeout_ms, .client_id = "factord-gateway"};
+    if ((rc = es_replies_new(&ro, &gw->replies, err)) != ES_OK)
+        goto fail;
+    gw->n_pg = (size_t)cfg->http_threads;
+    gw->pg = calloc(gw->n_pg, sizeof *gw->pg);
+    gw->pg_busy = calloc(gw->n_pg, sizeof *gw->pg_busy);
+    if (!gw->pg || !gw->pg_busy)
+        abort();
+    /* Readiness before the first request. */
+    atomic_store(&gw->pg_ok, pg_ping(&gw->health_pg, cfg));
+    atomic_store(&gw->kafka_ok, es_replies_ping(gw->replies, 2000));
+    if (pthread_create(&gw->health_thread, NULL, health_main, gw) != 0) {
+        rc = es_error_set(err, ES_EFATAL, "cannot start the health thread");
+        goto fail;
+    }
+    gw->health_started = true;
+
+    json_t *tl = dom_status_body(8 /* ResourceExhausted */, "FACTORD-GwBig", "The request body is too large");
+    char *too_large = json_dumps(tl, JSON_COMPACT);
+    json_decref(tl);
+    es_http_opts ho = {.addr = cfg->http_addr, .threads = (unsigned)cfg->http_threads,
+                       .max_connections = (unsigned)cfg->http_max_connections,
+                       .idle_timeout_s = (unsigned)cfg->http_idle_timeout_s,
+                       .max_body = (size_t)cfg->http_max_body_bytes, .too_large_body = too_large,
+                       .on_headers = on_headers, .on_request = on_request, .ctx = gw, .component = "gateway"};
+    rc = es_http_start(&ho, &gw->http, err);
+    free(too_large);
+    if (rc != ES_OK)
+        goto fail;
+    es_info("gateway listening", "addr", cfg->http_addr, "port", es_log_i64(es_http_port(gw->http)),
+            "commands_topic", cfg->commands_topic, "replies_topic", cfg->gateway_replies_topic, "issuer",
+            gw->issuer, "audience", gw->audience, "keys", es_log_i64((long long)es_jwks_count(gw->keys)),
+            "instances", gw->n_hosts ? "FACTORD_HOST_MAP" : cfg->instance_id);
+    *out = gw;
+    return ES_OK;
+fail:
+    es_gateway_stop(gw);
+    return rc;
+}
+
+/* --- offline -------------------------------------------------------------- */
+
+es_result es_gateway_offline_new(const es_gateway_opts *o, es_gateway **out, es_error *err)
+{
+    es_gateway *gw = gateway_alloc(o);
+    gw->offline = true;
+    /* One PostgreSQL slot that never connects (pg_ok stays false). */
+    gw->n_pg = 1;
+    gw->pg = calloc(1, sizeof *gw->pg);
+    gw->pg_busy = calloc(1, sizeof *gw->pg_busy);
+    if (!gw->pg || !gw->pg_busy)
+        abort();
+    es_result rc = parse_host_map(o->cfg->host_map, gw->hosts, &gw->n_hosts, err);
+    if (rc != ES_OK) {
+        es_gateway_stop(gw);
+        return rc;
+    }
+    *out = gw;
+    return ES_OK;
+}
+
+unsigned es_gateway_offline_handle(es_gateway *gw, const char *method, const char *path,
+                                   const char *const *headers, size_t n, const char *body, size_t len,
+                                   char **resp, size_t *resp_len)
+{
+    es_http_req *req = es_http_req_detached(method, path, headers, n, body, len);
+    /* As infra/http/http.c: headers first, then the size, then the body. */
+    on_headers(req, gw);
+    unsigned status = 0;
+    const char *text = NULL;
+    size_t tlen = 0;
+    if (!es_http_req_detached_answer(req, &status, &text, &tlen)) {
+        if (len > (size_t)gw->cfg->http_max_body_bytes) {
+            json_t *tl = dom_status_body(8 /* ResourceExhausted */, "FACTORD-GwBig", "The request body is too large");
+            respond_json(req, 413, tl);
+        } else
+            on_request(req, gw);
+    }
+    if (!es_http_req_detached_answer(req, &status, &text, &tlen))
+        abort(); /* every request is answered (http.h) */
+    *resp = malloc(tlen + 1);
+    if (!*resp)
+        abort();
+    memcpy(*resp, text, tlen);
+    (*resp)[tlen] = '\0';
+    *resp_len = tlen;
+    es_http_req_detached_free(req);
+    return status;
+}
+
+void es_gateway_stop(es_gateway *gw)
+{
+    if (!gw)
+        return;
+    if (gw->http)
+        es_http_quiesce(gw->http);
+    pthread_rwlock_wrlock(&gw->send_lock);
+    gw->stopping = true;
+    pthread_rwlock_unlock(&gw->send_lock);
+    if (gw->health_started) { /* it pings through the replies' producer */
+        atomic_store(&gw->health_stop, true);
+        pthread_join(gw->health_thread, NULL);
+        gw->health_started = false;
+    }
+    /* Every waiting request is answered (503) and its connection resumed. */
+    es_replies_free(gw->replies);
+    gw->replies = NULL;
+    if (gw->http) {
+        /* Let the answers be written (a client that keeps sending on a
+         * keep-alive connection gets 503s until the deadline). */
+        int64_t end = es_clock_mono_ms() + 2000;
+        while ((es_http_pending(gw->http) || es_http_active(gw->http)) && es_clock_mono_ms() < end)
+            es_sleep_ms(10);
+        es_http_stop(gw->http);
+    }
+    PQfinish(gw->health_pg);
+    for (size_t i = 0; i < gw->n_pg; i++)
+        PQfinish(gw->pg[i]);
+    free(gw->pg);
+    free(gw->pg_busy);
+    pthread_mutex_destroy(&gw->pg_mu);
+    pthread_rwlock_destroy(&gw->send_lock);
+    es_jwks_free(gw->keys);
+    free(gw->issuer);
+    free(gw->audience);
+    free(gw);
+}

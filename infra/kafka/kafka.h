@@ -1,0 +1,109 @@
+/*
+ * infra/kafka/kafka.h - librdkafka 2.0.2 set up the way factord needs it.
+ *
+ * Configuration: bootstrap servers, Nagle off, librdkafka's logs routed into
+ * factord's JSON log, and every FACTORD_RDKAFKA_<property, dots as
+ * underscores> environment variable passed through (security settings).
+ * Producers are idempotent (acks=all) and partition by murmur2 like Java
+ * clients, so a user's commands and events land on the partition any Kafka
+ * client would pick. Consumers store offsets explicitly, after PostgreSQL
+ * has committed (enable.auto.offset.store=false), and keep the eager
+ * range assignor.
+ */
+#ifndef FACTORD_INFRA_KAFKA_H
+#define FACTORD_INFRA_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "domain/errors.h"
+#include "infra/base/backoff.h"
+
+/* A base configuration. Caller owns the result. */
+rd_kafka_conf_t *es_kafka_conf(const char *brokers, const char *client_id, es_error *err) ES_WUR;
+
+/* Set one property on conf; false with err (ES_EINVAL, naming the
+ * property) when librdkafka refuses it. */
+bool es_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, es_error *err) ES_WUR;
+
+/* Create the topics that are missing (partitions each, replication from the
+ * broker's default). Topics that exist are left as they are. */
+es_result es_kafka_ensure_topics(const char *brokers, const char *const *topics, size_t n,
+                                 int partitions, int timeout_ms, es_error *err) ES_WUR;
+
+/* es_kafka_ensure_topics for a long-running component: retried every 2 s
+ * (logged) while the cluster does not answer, until stop is set
+ * (ES_ETRANSIENT then). */
+es_result es_kafka_ensure_topics_retry(const char *brokers, const char *const *topics, size_t n, int partitions,
+                                       const es_stop_flag *stop, es_error *err) ES_WUR;
+
+typedef struct es_producer es_producer;
+
+es_result es_producer_new(const char *brokers, const char *client_id, es_producer **out,
+                          es_error *err) ES_WUR;
+/* Flushes for up to 10 s, then destroys. NULL-safe. */
+void es_producer_free(es_producer *p);
+
+/* Enqueue one record (copied). headers_json: {"name":"value",...} or NULL.
+ * Waits while the local queue is full. */
+es_result es_producer_send(es_producer *p, const char *topic, const void *key, size_t key_len,
+                           const void *value, size_t value_len, const char *headers_json,
+                           es_error *err) ES_WUR;
+
+/* The same with one header, name = value (both NUL-terminated): no JSON
+ * to build and parse per record (the relay's reply-topic header). */
+es_result es_producer_send_header(es_producer *p, const char *topic, const void *key, size_t key_len,
+                                  const void *value, size_t value_len, const char *name, const char *hvalue,
+                                  es_error *err) ES_WUR;
+
+/* Wait until every enqueued record is delivered or failed (timeout_ms).
+ * *failed = deliveries that failed since the previous flush. ES_ETRANSIENT
+ * on timeout; ES_EFATAL when the producer hit a fatal error and must be
+ * recreated (es_producer_recreate). */
+es_result es_producer_flush(es_producer *p, int timeout_ms, size_t *failed, es_error *err) ES_WUR;
+
+/* Replace the librdkafka handle after a fatal error (brief §5). */
+es_result es_producer_recreate(es_producer *p, es_error *err) ES_WUR;
+
+rd_kafka_t *es_producer_handle(es_producer *p);
+
+/* Read topic's metadata now (up to timeout_ms), so that the first records
+ * for it do not wait for the lookup; a failure is only logged (debug): the
+ * records then wait for it as usual. */
+void es_producer_prime(es_producer *p, const char *topic, int timeout_ms);
+
+/* A consumer in group subscribed to topics. */
+es_result es_consumer_new(const char *brokers, const char *group, int session_timeout_ms,
+                          const char *const *topics, size_t n, rd_kafka_t **out,
+                          es_error *err) ES_WUR;
+
+/* What es_consumer_next keeps between calls for one consumer: the batch's
+ * linger deadline and the fetch wake-up's bookkeeping (kafka.c). The caller
+ * owns it, zeroes it once per consumer handle and passes it to every call
+ * for that handle; it holds no resources. */
+typedef struct es_consumer_poll {
+    int64_t deadline;      /* monotonic ms: the batch's linger ends */
+    int64_t next_check_ms; /* monotonic ms: the wake-up's next look */
+    size_t removed;        /* records and errors polled since that look */
+    size_t last_qlen;      /* the consumer queue's length at that look */
+    size_t queued_min;     /* queued.min.messages; 0: not read yet */
+    int cursor;            /* round robin over the assigned partitions */
+    bool armed;            /* the queue was long enough to stop fetching */
+    bool woke;             /* a wake-up was sent at the last look */
+    bool quiet;            /* it fetched nothing: none until something is */
+    unsigned long long wakeups; /* queries sent, for the stop log line */
+} es_consumer_poll;
+
+/* The next record of a batch being filled (processor, projector): waits
+ * up to 200 ms for the first one (got == 0), then until linger_ms after
+ * the first, then takes what is already queued without waiting (linger 0:
+ * a batch is what arrived while the previous one was being committed).
+ * NULL: nothing yet (got == 0; the caller checks its stop flag and asks
+ * again) or the batch is complete (got > 0; the count bound is the
+ * caller's). Consumer errors are logged and skipped. May block for one
+ * ListOffsets round trip to wake librdkafka's fetcher (kafka.c). */
+rd_kafka_message_t *es_consumer_next(rd_kafka_t *rk, es_consumer_poll *cp, size_t got, int64_t linger_ms);
+
+#endif
