@@ -365,7 +365,7 @@ static bool send_command(const char *brokers, const es_config *cfg, const dom_cm
     ok = true;
 out:
     if (p && !ok) /* whatever is still queued must not go out later */
-        rd_kafka_purge(es_producer_handle(p), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        es_producer_purge(p);
     es_producer_free(p);
     free(value);
     return ok;

@@ -10,7 +10,6 @@
  * 2 usage or configuration error, 1 anything else.
  */
 #include <jansson.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,35 +80,15 @@ int fd_token_main(int argc, char **argv)
     if (!fd_load_config(&cfg, "token"))
         return 2;
     int rc = 1;
-    EVP_PKEY *key = NULL;
-    char path[1100], kid[44], *token = NULL;
+    char path[1100], *token = NULL;
     bool created = false;
     es_error err = {0};
-    if (es_jwt_dev_key_ensure(cfg.state_dir, &key, path, sizeof path, &created, &err) != ES_OK ||
-        es_jwk_thumbprint(key, kid, &err) != ES_OK) {
-        fprintf(stderr, "factord token: %s\n", err.text);
-        rc = 2;
-        goto out;
-    }
-    unsigned char rnd[16];
-    char jti[32];
-    if (RAND_bytes(rnd, sizeof rnd) != 1)
-        goto out;
-    es_b64url_encode(rnd, sizeof rnd, jti, sizeof jti);
-    int64_t now = es_clock_now_us() / 1000000;
-    json_t *claims = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s}", "iss",
-                               cfg.token_issuer ? cfg.token_issuer : ES_JWT_DEV_ISSUER, "aud",
-                               cfg.token_audience ? cfg.token_audience : ES_JWT_DEV_AUDIENCE, "sub", user, "iat",
-                               (json_int_t)now, "nbf", (json_int_t)now, "exp", (json_int_t)(now + ttl), "scope",
-                               scope, "jti", jti);
-    if (!claims)
-        goto out;
-    if (org)
-        json_object_set_new(claims, ES_JWT_ORG_CLAIM, json_string(org));
-    es_result sr = es_jwt_sign(key, kid, claims, &token, &err);
-    json_decref(claims);
+    es_jwt_dev_claims claims = {.issuer = cfg.token_issuer, .audience = cfg.token_audience, .user = user,
+                                .org = org, .scope = scope, .ttl_s = ttl, .now_s = es_clock_now_us() / 1000000};
+    es_result sr = es_jwt_dev_token(cfg.state_dir, &claims, &token, path, sizeof path, &created, &err);
     if (sr != ES_OK) {
         fprintf(stderr, "factord token: %s\n", err.text);
+        rc = sr == ES_EFATAL ? 1 : 2;
         goto out;
     }
     fprintf(stderr,
@@ -121,7 +100,6 @@ int fd_token_main(int argc, char **argv)
     rc = fflush(stdout) == 0 ? 0 : 1;
 out:
     free(token);
-    EVP_PKEY_free(key);
     es_config_free(&cfg);
     return rc;
 }

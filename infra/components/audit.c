@@ -917,98 +917,6 @@ out:
     return rc;
 }
 
-/* Partitions of topic (0 when it does not exist). */
-static es_result status_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms, int32_t *ids,
-                                   size_t *n, es_error *err)
-{
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
-    rd_kafka_topic_destroy(rkt);
-    *n = 0;
-    if (e)
-        return es_error_set(err, ES_ETRANSIENT, "metadata of %.200s: %s", topic, rd_kafka_err2str(e));
-    if (md->topic_cnt == 1 && !md->topics[0].err)
-        for (int i = 0; i < md->topics[0].partition_cnt && *n < ES_STATUS_MAX_PARTITIONS; i++)
-            ids[(*n)++] = md->topics[0].partitions[i].id;
-    rd_kafka_metadata_destroy(md);
-    return ES_OK;
-}
-
-static rd_kafka_t *status_client(const char *brokers, const char *group, es_error *err)
-{
-    char errstr[256];
-    rd_kafka_conf_t *conf = es_kafka_conf(brokers, "factord-status", err);
-    if (!conf)
-        return NULL;
-    /* A group member never joins: committed offsets are read with the
-     * group's id, nothing is consumed or committed. */
-    if (group && (rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr) != RD_KAFKA_CONF_OK ||
-                  rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr) !=
-                      RD_KAFKA_CONF_OK)) {
-        rd_kafka_conf_destroy(conf);
-        es_error_set(err, ES_EINVAL, "status: %s", errstr);
-        return NULL;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        es_error_set(err, ES_EINVAL, "status: %s", errstr);
-    }
-    return rk;
-}
-
-static es_result status_group(const char *brokers, es_group_lag *g, int timeout_ms, es_error *err)
-{
-    int32_t ids[ES_STATUS_MAX_PARTITIONS];
-    size_t n = 0;
-    rd_kafka_topic_partition_list_t *l = NULL;
-    es_result rc = ES_OK;
-    rd_kafka_t *rk = status_client(brokers, g->group, err);
-    if (!rk)
-        return ES_EINVAL;
-    if ((rc = status_partitions(rk, g->topic, timeout_ms, ids, &n, err)) != ES_OK)
-        goto out;
-    g->n = n;
-    g->lag = 0;
-    l = rd_kafka_topic_partition_list_new(n ? (int)n : 1);
-    for (size_t i = 0; i < n; i++)
-        rd_kafka_topic_partition_list_add(l, g->topic, ids[i])->offset = RD_KAFKA_OFFSET_INVALID;
-    if (n && g->group) {
-        rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, timeout_ms);
-        if (e) {
-            rc = es_error_set(err, ES_ETRANSIENT, "committed offsets of %.200s: %s", g->group,
-                              rd_kafka_err2str(e));
-            goto out;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        es_partition_lag *p = &g->parts[i];
-        int64_t low = 0, high = 0;
-        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, g->topic, ids[i], &low, &high, timeout_ms);
-        if (e) {
-            rc = es_error_set(err, ES_ETRANSIENT, "watermarks of %.200s [%d]: %s", g->topic, (int)ids[i],
-                              rd_kafka_err2str(e));
-            goto out;
-        }
-        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(l, g->topic, ids[i]);
-        p->partition = ids[i];
-        p->low = low;
-        p->high = high;
-        p->committed = tp && tp->offset >= 0 ? tp->offset : -1;
-        p->lag = p->committed >= 0 ? high - p->committed : high - low;
-        if (p->lag < 0)
-            p->lag = 0;
-        g->lag += p->lag;
-    }
-    g->ok = true;
-out:
-    if (l)
-        rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_destroy(rk);
-    return rc;
-}
-
 es_result es_audit_status_kafka(const char *brokers, const char *events_topic,
                                 const char *projector_group, const char *commands_topic,
                                 const char *processor_group, const char *dlq_topic,
@@ -1020,12 +928,12 @@ es_result es_audit_status_kafka(const char *brokers, const char *events_topic,
     s->projector.topic = events_topic;
     s->processor.group = processor_group;
     s->processor.topic = commands_topic;
-    if ((rc = status_group(brokers, &s->projector, timeout_ms, err)) != ES_OK ||
-        (rc = status_group(brokers, &s->processor, timeout_ms, err)) != ES_OK)
+    if ((rc = es_kafka_group_lag(brokers, &s->projector, timeout_ms, err)) != ES_OK ||
+        (rc = es_kafka_group_lag(brokers, &s->processor, timeout_ms, err)) != ES_OK)
         goto out;
     /* Dead letters: everything the topic holds. */
     es_group_lag dlq = {.group = NULL, .topic = dlq_topic};
-    if ((rc = status_group(brokers, &dlq, timeout_ms, err)) != ES_OK)
+    if ((rc = es_kafka_group_lag(brokers, &dlq, timeout_ms, err)) != ES_OK)
         goto out;
     s->dead_letters = 0;
     for (size_t i = 0; i < dlq.n; i++)

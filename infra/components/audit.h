@@ -33,6 +33,7 @@
 #include "domain/errors.h"
 #include "domain/event.h"
 #include "infra/crypto/chain.h"
+#include "infra/kafka/lag.h"
 #include "infra/pg/store.h"
 
 /* Progress of a long run, every second or so (for stderr). */
@@ -101,23 +102,6 @@ es_result es_audit_replay(es_store *st, const es_replay_filter *f, FILE *out, in
                           es_error *err) ES_WUR;
 
 /* --- status -------------------------------------------------------------- */
-
-#define ES_STATUS_MAX_PARTITIONS 256
-
-typedef struct {
-    int32_t partition;
-    int64_t committed;   /* the group's committed offset; -1 = none */
-    int64_t low, high;   /* watermarks */
-    int64_t lag;         /* high - committed (high - low when none) */
-} es_partition_lag;
-
-typedef struct {
-    const char *group, *topic;          /* borrowed from the caller */
-    bool ok;                            /* read from Kafka */
-    int64_t lag;                        /* sum over partitions */
-    size_t n;
-    es_partition_lag parts[ES_STATUS_MAX_PARTITIONS];
-} es_group_lag;
 
 typedef struct {
     /* PostgreSQL */

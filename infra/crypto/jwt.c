@@ -984,3 +984,38 @@ es_result es_jwt_dev_key_ensure(const char *state_dir, EVP_PKEY **key, char *pat
     *key = k;
     return ES_OK;
 }
+
+es_result es_jwt_dev_token(const char *state_dir, const es_jwt_dev_claims *c, char **token, char *path,
+                           size_t path_len, bool *created, es_error *err)
+{
+    EVP_PKEY *key = NULL;
+    json_t *claims = NULL;
+    char kid[44], jti[32];
+    unsigned char rnd[16];
+    *token = NULL;
+    es_result rc = es_jwt_dev_key_ensure(state_dir, &key, path, path_len, created, err);
+    if (rc == ES_OK)
+        rc = es_jwk_thumbprint(key, kid, err);
+    if (rc != ES_OK)
+        goto out;
+    if (RAND_bytes(rnd, sizeof rnd) != 1) {
+        rc = es_error_set(err, ES_EFATAL, "no random bytes for the token's jti");
+        goto out;
+    }
+    es_b64url_encode(rnd, sizeof rnd, jti, sizeof jti);
+    claims = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s}", "iss", c->issuer ? c->issuer : ES_JWT_DEV_ISSUER,
+                       "aud", c->audience ? c->audience : ES_JWT_DEV_AUDIENCE, "sub", c->user, "iat",
+                       (json_int_t)c->now_s, "nbf", (json_int_t)c->now_s, "exp", (json_int_t)(c->now_s + c->ttl_s),
+                       "scope", c->scope, "jti", jti);
+    if (!claims) {
+        rc = es_error_set(err, ES_EINVAL, "cannot build the token's claims");
+        goto out;
+    }
+    if (c->org)
+        json_object_set_new(claims, ES_JWT_ORG_CLAIM, json_string(c->org));
+    rc = es_jwt_sign(key, kid, claims, token, err);
+out:
+    json_decref(claims);
+    EVP_PKEY_free(key);
+    return rc;
+}

@@ -104,4 +104,20 @@ es_result es_jwk_thumbprint(EVP_PKEY *key, char out[44], es_error *err) ES_WUR;
 es_result es_jwt_dev_key_ensure(const char *state_dir, EVP_PKEY **key, char *path, size_t path_len,
                                 bool *created, es_error *err) ES_WUR;
 
+/* What a DEVELOPMENT access token says (`factord token`). */
+typedef struct {
+    const char *issuer, *audience; /* NULL: ES_JWT_DEV_ISSUER / ES_JWT_DEV_AUDIENCE */
+    const char *user;              /* sub */
+    const char *org;               /* ES_JWT_ORG_CLAIM; NULL: none */
+    const char *scope;
+    long long ttl_s;
+    int64_t now_s;                 /* iat and nbf; exp = now_s + ttl_s */
+} es_jwt_dev_claims;
+
+/* A token signed with the development key in state_dir (created when
+ * missing, as es_jwt_dev_key_ensure), with a random jti. *token is the
+ * caller's (free); path and *created as es_jwt_dev_key_ensure's. */
+es_result es_jwt_dev_token(const char *state_dir, const es_jwt_dev_claims *c, char **token, char *path,
+                           size_t path_len, bool *created, es_error *err) ES_WUR;
+
 #endif

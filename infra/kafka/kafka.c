@@ -244,6 +244,11 @@ void es_producer_prime(es_producer *p, const char *topic, int timeout_ms)
         rd_kafka_topic_destroy(rkt);
 }
 
+void es_producer_purge(es_producer *p)
+{
+    rd_kafka_purge(es_producer_handle(p), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+}
+
 es_result es_producer_recreate(es_producer *p, es_error *err)
 {
     if (p->rk) {

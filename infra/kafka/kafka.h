@@ -69,6 +69,10 @@ es_result es_producer_recreate(es_producer *p, es_error *err) ES_WUR;
 
 rd_kafka_t *es_producer_handle(es_producer *p);
 
+/* Drop every record still queued or in flight (they fail, none is sent
+ * later): for a client that gave up on what it sent. */
+void es_producer_purge(es_producer *p);
+
 /* Read topic's metadata now (up to timeout_ms), so that the first records
  * for it do not wait for the lookup; a failure is only logged (debug): the
  * records then wait for it as usual. */
