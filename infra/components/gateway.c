@@ -14,7 +14,6 @@
 
 #include <ctype.h>
 #include <jansson.h>
-#include <libpq-fe.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -26,11 +25,11 @@
 #include "infra/base/clock.h"
 #include "infra/http/http.h"
 #include "infra/kafka/kafka.h"
+#include "infra/pg/readmodel.h"
 #include "infra/base/log.h"
 #include "infra/components/replies.h"
 
 #define MAX_HOSTS 64
-#define PG_TIMEOUT_MS "2000"
 #define HEALTH_EVERY_MS 2000
 
 /* --- endpoints ----------------------------------------------------------- */
@@ -95,12 +94,12 @@ struct es_gateway {
     bool stopping; /* under send_lock */
     /* PostgreSQL for ListMyAuthFactors: one connection per HTTP thread. */
     pthread_mutex_t pg_mu;
-    PGconn **pg;
+    es_readmodel **pg;
     bool *pg_busy;
     size_t n_pg;
     /* Readiness, refreshed by the health thread. */
     atomic_bool pg_ok, kafka_ok, health_stop;
-    PGconn *health_pg;
+    es_readmodel *health_pg;
     pthread_t health_thread;
     bool health_started;
     bool offline; /* es_gateway_offline_new: no Kafka, no PostgreSQL, no sockets */
@@ -248,53 +247,12 @@ static bool instance_for(const es_gateway *gw, const char *host, char *out)
 
 /* --- readiness and PostgreSQL ------------------------------------------- */
 
-static PGconn *pg_connect(const es_config *cfg)
-{
-    const char *kw[4] = {NULL}, *val[4] = {NULL};
-    int i = 0;
-    if (cfg->database_url) {
-        kw[i] = "dbname";
-        val[i++] = cfg->database_url;
-    }
-    kw[i] = "connect_timeout";
-    val[i++] = "3";
-    kw[i] = "application_name";
-    val[i++] = "factord-gateway";
-    PGconn *c = PQconnectdbParams(kw, val, 1);
-    if (PQstatus(c) != CONNECTION_OK) {
-        PQfinish(c);
-        return NULL;
-    }
-    PGresult *r = PQexec(c, "SET statement_timeout = " PG_TIMEOUT_MS);
-    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    if (!ok) {
-        PQfinish(c);
-        return NULL;
-    }
-    return c;
-}
-
-static bool pg_ping(PGconn **c, const es_config *cfg)
-{
-    if (*c && PQstatus(*c) != CONNECTION_OK) {
-        PQfinish(*c);
-        *c = NULL;
-    }
-    if (!*c && !(*c = pg_connect(cfg)))
-        return false;
-    PGresult *r = PQexec(*c, "SELECT 1");
-    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
-    PQclear(r);
-    return ok;
-}
-
 static void *health_main(void *arg)
 {
     es_gateway *gw = arg;
     es_log_set_component("gateway");
     while (!atomic_load(&gw->health_stop)) {
-        bool pg = pg_ping(&gw->health_pg, gw->cfg);
+        bool pg = es_readmodel_ping(&gw->health_pg, gw->cfg->database_url);
         bool kafka = es_replies_ping(gw->replies, 1000);
         if (pg != atomic_load(&gw->pg_ok) || kafka != atomic_load(&gw->kafka_ok))
             es_log(pg && kafka ? ES_LOG_INFO : ES_LOG_WARN, "readiness changed", "postgres",
@@ -307,7 +265,7 @@ static void *health_main(void *arg)
     return NULL;
 }
 
-static PGconn *pg_acquire(es_gateway *gw, size_t *slot)
+static es_readmodel *pg_acquire(es_gateway *gw, size_t *slot)
 {
     pthread_mutex_lock(&gw->pg_mu);
     size_t i = 0;
@@ -320,13 +278,13 @@ static PGconn *pg_acquire(es_gateway *gw, size_t *slot)
     gw->pg_busy[i] = true;
     pthread_mutex_unlock(&gw->pg_mu);
     *slot = i;
-    if (gw->pg[i] && PQstatus(gw->pg[i]) != CONNECTION_OK) {
-        PQfinish(gw->pg[i]);
+    if (gw->pg[i] && !es_readmodel_usable(gw->pg[i])) {
+        es_readmodel_free(gw->pg[i]);
         gw->pg[i] = NULL;
     }
     /* Known to be down: answer at once instead of waiting for a connect. */
     if (!gw->pg[i] && atomic_load(&gw->pg_ok))
-        gw->pg[i] = pg_connect(gw->cfg);
+        gw->pg[i] = es_readmodel_connect(gw->cfg->database_url);
     return gw->pg[i];
 }
 
@@ -351,47 +309,39 @@ static void respond_readyz(es_gateway *gw, es_http_req *req)
 static void list_auth_factors(es_gateway *gw, es_http_req *req, const gw_req *g)
 {
     size_t slot = 0;
-    PGconn *c = pg_acquire(gw, &slot);
+    es_readmodel *c = pg_acquire(gw, &slot);
     if (!c) {
         pg_release(gw, slot);
         respond_unavailable(req, "The read model is unavailable");
         return;
     }
-    const char *params[] = {g->instance, g->claims.sub};
-    PGresult *r = PQexecParams(c,
-                               "SELECT u.status, u.resource_owner, f.type, f.state "
-                               "FROM factord.users u LEFT JOIN factord.auth_factors f "
-                               "ON f.instance_id = u.instance_id AND f.user_id = u.user_id "
-                               "WHERE u.instance_id = $1 AND u.user_id = $2 ORDER BY f.type",
-                               2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        es_warn("ListMyAuthFactors query failed", "error", PQerrorMessage(c), "sqlstate",
-                PQresultErrorField(r, PG_DIAG_SQLSTATE));
-        PQclear(r);
-        pg_release(gw, slot);
+    es_user_auth_factors *u = malloc(sizeof *u);
+    if (!u)
+        abort();
+    es_error err = {0};
+    es_result rc = es_readmodel_auth_factors(c, g->instance, g->claims.sub, u, &err);
+    pg_release(gw, slot);
+    if (rc != ES_OK) {
+        es_warn("ListMyAuthFactors query failed", "error", err.text, "sqlstate", err.sqlstate);
+        free(u);
         respond_unavailable(req, "The read model is unavailable");
         return;
     }
-    int n = PQntuples(r);
-    if (n == 0 || strcmp(PQgetvalue(r, 0, 0), "active") != 0 ||
-        (g->claims.org[0] && strcmp(PQgetvalue(r, 0, 1), g->claims.org) != 0)) {
-        PQclear(r);
-        pg_release(gw, slot);
+    if (!u->found || strcmp(u->status, "active") != 0 ||
+        (g->claims.org[0] && strcmp(u->resource_owner, g->claims.org) != 0)) {
+        free(u);
         respond_token_invalid(req, "user unknown, not active or of another organisation");
         return;
     }
     /* As ZITADEL's gateway (protojson without EmitUnpopulated): an empty
      * list is {}. */
     json_t *body = json_object(), *result = json_array();
-    for (int i = 0; i < n; i++) {
-        if (PQgetisnull(r, i, 2))
-            continue;
-        json_t *f = json_pack("{s:s}", "state", PQgetvalue(r, i, 3));
-        json_object_set_new(f, PQgetvalue(r, i, 2), json_object());
+    for (size_t i = 0; i < u->n; i++) {
+        json_t *f = json_pack("{s:s}", "state", u->factors[i].state);
+        json_object_set_new(f, u->factors[i].type, json_object());
         json_array_append_new(result, f);
     }
-    PQclear(r);
-    pg_release(gw, slot);
+    free(u);
     if (json_array_size(result))
         json_object_set_new(body, "result", result);
     else
@@ -783,7 +733,7 @@ es_result es_gateway_start(const es_gateway_opts *o, es_gateway **out, es_error 
     if (!gw->pg || !gw->pg_busy)
         abort();
     /* Readiness before the first request. */
-    atomic_store(&gw->pg_ok, pg_ping(&gw->health_pg, cfg));
+    atomic_store(&gw->pg_ok, es_readmodel_ping(&gw->health_pg, cfg->database_url));
     atomic_store(&gw->kafka_ok, es_replies_ping(gw->replies, 2000));
     if (pthread_create(&gw->health_thread, NULL, health_main, gw) != 0) {
         rc = es_error_set(err, ES_EFATAL, "cannot start the health thread");
@@ -889,9 +839,9 @@ void es_gateway_stop(es_gateway *gw)
             es_sleep_ms(10);
         es_http_stop(gw->http);
     }
-    PQfinish(gw->health_pg);
+    es_readmodel_free(gw->health_pg);
     for (size_t i = 0; i < gw->n_pg; i++)
-        PQfinish(gw->pg[i]);
+        es_readmodel_free(gw->pg[i]);
     free(gw->pg);
     free(gw->pg_busy);
     pthread_mutex_destroy(&gw->pg_mu);

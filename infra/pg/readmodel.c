@@ -1,0 +1,112 @@
+/*
+ * infra/pg/readmodel.c - read-model queries for the gateway (see
+ * readmodel.h).
+ */
+#include "infra/pg/readmodel.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+struct es_readmodel {
+    PGconn *conn;
+};
+
+es_readmodel *es_readmodel_connect(const char *conninfo)
+{
+    const char *kw[4] = {NULL}, *val[4] = {NULL};
+    int i = 0;
+    if (conninfo) {
+        kw[i] = "dbname"; /* expanded: a URI or key=value string */
+        val[i++] = conninfo;
+    }
+    kw[i] = "connect_timeout";
+    val[i++] = "3";
+    kw[i] = "application_name";
+    val[i++] = "factord-gateway";
+    PGconn *c = PQconnectdbParams(kw, val, 1);
+    PGresult *r = NULL;
+    if (PQstatus(c) != CONNECTION_OK)
+        goto fail;
+    r = PQexec(c, "SET statement_timeout = 2000");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        goto fail;
+    PQclear(r);
+    es_readmodel *rm = calloc(1, sizeof *rm);
+    if (!rm)
+        abort();
+    rm->conn = c;
+    return rm;
+fail:
+    PQclear(r);
+    PQfinish(c);
+    return NULL;
+}
+
+void es_readmodel_free(es_readmodel *rm)
+{
+    if (!rm)
+        return;
+    PQfinish(rm->conn);
+    free(rm);
+}
+
+bool es_readmodel_usable(const es_readmodel *rm) { return rm && PQstatus(rm->conn) == CONNECTION_OK; }
+
+bool es_readmodel_ping(es_readmodel **rm, const char *conninfo)
+{
+    if (*rm && !es_readmodel_usable(*rm)) {
+        es_readmodel_free(*rm);
+        *rm = NULL;
+    }
+    if (!*rm && !(*rm = es_readmodel_connect(conninfo)))
+        return false;
+    PGresult *r = PQexec((*rm)->conn, "SELECT 1");
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    PQclear(r);
+    return ok;
+}
+
+static void copy_col(char *dst, size_t size, const PGresult *r, int row, int col)
+{
+    snprintf(dst, size, "%s", PQgetvalue(r, row, col));
+}
+
+es_result es_readmodel_auth_factors(es_readmodel *rm, const char *instance_id, const char *user_id,
+                                    es_user_auth_factors *out, es_error *err)
+{
+    enum { COL_STATUS, COL_OWNER, COL_TYPE, COL_STATE };
+    memset(out, 0, sizeof *out);
+    const char *params[] = {instance_id, user_id};
+    PGresult *r = PQexecParams(rm->conn,
+                               "SELECT u.status, u.resource_owner, f.type, f.state "
+                               "FROM factord.users u LEFT JOIN factord.auth_factors f "
+                               "ON f.instance_id = u.instance_id AND f.user_id = u.user_id "
+                               "WHERE u.instance_id = $1 AND u.user_id = $2 ORDER BY f.type",
+                               2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        es_error_set(err, ES_ETRANSIENT, "auth factors of a user: %s", PQerrorMessage(rm->conn));
+        if (err)
+            snprintf(err->sqlstate, sizeof err->sqlstate, "%s", state ? state : "");
+        PQclear(r);
+        return ES_ETRANSIENT;
+    }
+    int n = PQntuples(r);
+    if (n > 0) {
+        out->found = true;
+        copy_col(out->status, sizeof out->status, r, 0, COL_STATUS);
+        copy_col(out->resource_owner, sizeof out->resource_owner, r, 0, COL_OWNER);
+    }
+    for (int i = 0; i < n && out->n < ES_READMODEL_MAX_FACTORS; i++) {
+        if (PQgetisnull(r, i, COL_TYPE))
+            continue; /* the LEFT JOIN's row of a user without factors */
+        es_auth_factor_row *f = &out->factors[out->n++];
+        copy_col(f->type, sizeof f->type, r, i, COL_TYPE);
+        copy_col(f->state, sizeof f->state, r, i, COL_STATE);
+    }
+    PQclear(r);
+    return ES_OK;
+}

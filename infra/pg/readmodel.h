@@ -1,0 +1,53 @@
+/*
+ * infra/pg/readmodel.h - layer: pg. Queries on the read models for the
+ * gateway's read calls (ListMyAuthFactors), over small connections of their
+ * own: a read call must never wait behind a batch transaction.
+ *
+ * A connection gives up fast (3 s to connect, 2 s per statement) because
+ * an HTTP caller is waiting; it names itself application_name
+ * factord-gateway. Ownership: a connection is its caller's
+ * (es_readmodel_free, NULL-safe); rows are caller storage.
+ */
+#ifndef FACTORD_INFRA_READMODEL_H
+#define FACTORD_INFRA_READMODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "domain/errors.h"
+#include "domain/command.h"
+
+typedef struct es_readmodel es_readmodel;
+
+/* Connect (conninfo NULL: libpq's PG* environment); NULL when PostgreSQL
+ * cannot be reached or refuses the session settings. */
+es_readmodel *es_readmodel_connect(const char *conninfo);
+void es_readmodel_free(es_readmodel *rm);
+/* False when the connection was lost: free it and connect again. */
+bool es_readmodel_usable(const es_readmodel *rm);
+/* Keep *rm connected (reconnecting when lost) and ask it a trivial query:
+ * true when PostgreSQL answered. */
+bool es_readmodel_ping(es_readmodel **rm, const char *conninfo);
+
+#define ES_READMODEL_MAX_FACTORS 32
+
+typedef struct {
+    char type[32];  /* e.g. "otpSms" (the read model's factor type) */
+    char state[40]; /* e.g. "AUTH_FACTOR_STATE_READY" */
+} es_auth_factor_row;
+
+typedef struct {
+    bool found;                  /* the user is in factord.users */
+    char status[16];             /* its status ("active", "locked", ...) */
+    char resource_owner[DOM_ID_MAX];
+    size_t n;                    /* factors, by type */
+    es_auth_factor_row factors[ES_READMODEL_MAX_FACTORS];
+} es_user_auth_factors;
+
+/* The user's state and auth factors (instance-scoped). ES_ETRANSIENT
+ * (err with the SQLSTATE) when the query failed: the read model is
+ * unavailable. */
+es_result es_readmodel_auth_factors(es_readmodel *rm, const char *instance_id, const char *user_id,
+                                    es_user_auth_factors *out, es_error *err) ES_WUR;
+
+#endif
