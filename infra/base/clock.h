@@ -1,5 +1,7 @@
 /*
  * infra/base/clock.h - the clocks, in one place so the domain never reads one.
+ *
+ * Layer: base; includes only the domain and base (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_CLOCK_H
 #define FACTORD_INFRA_CLOCK_H

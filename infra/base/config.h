@@ -6,6 +6,8 @@
  * The README's configuration table is kept in step with es_config_table by a
  * unit test. librdkafka properties pass through as FACTORD_RDKAFKA_<property
  * with dots as underscores> (see infra/kafka/kafka.h).
+ *
+ * Layer: base; includes only the domain and base (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_CONFIG_H
 #define FACTORD_INFRA_CONFIG_H

@@ -6,6 +6,8 @@
  * can crash a component exactly between two steps (for example between the
  * PostgreSQL commit and the Kafka offset store). Unset in production: one
  * getenv at the first call, then a string compare.
+ *
+ * Layer: base; includes only the domain and base (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_FAILPOINT_H
 #define FACTORD_INFRA_FAILPOINT_H

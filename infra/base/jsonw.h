@@ -13,6 +13,8 @@
  * The caller writes the punctuation ('{', ',', ':' ...) with es_jw_raw or
  * es_jw_c and the values with the typed functions. The buffer is always
  * NUL-terminated. Out of memory aborts (house style).
+ *
+ * Layer: base; includes only the domain and base (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_JSONW_H
 #define FACTORD_INFRA_JSONW_H

@@ -5,6 +5,8 @@
  * caller gives (command id, user, topic/partition/offset, SQLSTATE ...).
  * Lines are written with one write(2) so threads never interleave. Never pass
  * secrets or phone codes.
+ *
+ * Layer: base; includes only the domain and base (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_LOG_H
 #define FACTORD_INFRA_LOG_H

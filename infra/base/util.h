@@ -1,6 +1,8 @@
 /*
  * infra/base/util.h - small helpers that several infra modules share: growing
  * arrays, hexadecimal digits, strict integer parsing.
+ *
+ * Layer: base; includes only the domain and base (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_UTIL_H
 #define FACTORD_INFRA_UTIL_H

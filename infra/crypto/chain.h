@@ -17,6 +17,8 @@
  * Ownership: es_chain_key is a plain value (copy it freely; wipe it with
  * es_chain_key_wipe); es_chain_canon text is malloc'd and freed by
  * es_chain_canon_clear.
+ *
+ * Layer: crypto; includes only the domain, base and OpenSSL (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_CHAIN_H
 #define FACTORD_INFRA_CHAIN_H

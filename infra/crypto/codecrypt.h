@@ -6,6 +6,8 @@
  * The key id (first 8 hex digits of SHA-256 of the key) lets a notifier see
  * which key a code needs; the associated data binds the ciphertext to its
  * instance and user, so a copied ciphertext does not verify for another user.
+ *
+ * Layer: crypto; includes only the domain, base and OpenSSL (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_CODECRYPT_H
 #define FACTORD_INFRA_CODECRYPT_H

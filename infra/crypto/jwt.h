@@ -23,6 +23,8 @@
  * Ownership: es_jwks owns its keys; EVP_PKEY arguments are borrowed unless
  * a function says otherwise. Error texts say why a token failed, for the
  * log; they never contain the token and are never sent to a client.
+ *
+ * Layer: crypto; includes only the domain, base and OpenSSL (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_JWT_H
 #define FACTORD_INFRA_JWT_H

@@ -15,6 +15,8 @@
  * Each finished request is logged as one JSON line (method, path without
  * query, status, duration_ms, remote address, plus fields the handler adds
  * with es_http_req_log): never a header, so never a token.
+ *
+ * Layer: http; includes only the domain, base and libmicrohttpd (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_HTTP_H
 #define FACTORD_INFRA_HTTP_H

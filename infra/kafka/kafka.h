@@ -9,6 +9,8 @@
  * client would pick. Consumers store offsets explicitly, after PostgreSQL
  * has committed (enable.auto.offset.store=false), and keep the eager
  * range assignor.
+ *
+ * Layer: kafka; includes only the domain, base and librdkafka (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_KAFKA_H
 #define FACTORD_INFRA_KAFKA_H

@@ -13,6 +13,8 @@
  * Unreachable brokers fail es_waiter_new early (as soon as librdkafka
  * reports every broker down) instead of waiting out the deadline.
  * Deadlines are absolute, on es_clock_mono_ms().
+ *
+ * Layer: kafka; includes only the domain, base and librdkafka (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_WAITER_H
 #define FACTORD_INFRA_WAITER_H

@@ -8,6 +8,8 @@
  *
  * The array is sorted by version, versions are unique and positive; the
  * strings are static and NUL-terminated.
+ *
+ * Layer: pg; includes only the domain, base, crypto and libpq (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_MIGRATIONS_H
 #define FACTORD_INFRA_MIGRATIONS_H

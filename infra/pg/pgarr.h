@@ -22,6 +22,8 @@
  *
  * Out of memory aborts (house style). A builder is reused: es_pga_begin
  * empties it and keeps its memory.
+ *
+ * Layer: pg; includes only the domain, base, crypto and libpq (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_PGARR_H
 #define FACTORD_INFRA_PGARR_H

@@ -15,6 +15,8 @@
  * Ownership: the caller owns every struct it passes in; functions that fill
  * out-arrays write into caller-provided storage; strings returned inside
  * es_outbound rows are owned by the row and freed by es_outbound_clear.
+ *
+ * Layer: pg; includes only the domain, base, crypto and libpq (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_STORE_H
 #define FACTORD_INFRA_STORE_H
