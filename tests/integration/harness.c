@@ -127,6 +127,12 @@ es_store *h_store(const h_env *e)
 
 pid_t h_spawn(const h_env *e, const char *sub, const char *const *extra_env)
 {
+    const char *argv[] = {sub, NULL};
+    return h_spawn_argv(e, argv, extra_env);
+}
+
+pid_t h_spawn_argv(const h_env *e, const char *const *args, const char *const *extra_env)
+{
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
@@ -156,7 +162,11 @@ pid_t h_spawn(const h_env *e, const char *sub, const char *const *extra_env)
         unsetenv("FACTORD_FAILPOINT");
         for (const char *const *x = extra_env; x && *x; x++)
             putenv((char *)*x);
-        execl(FACTORD_BINARY, "factord", sub, (char *)NULL);
+        const char *argv[16] = {"factord"};
+        size_t n = 1;
+        for (const char *const *a = args; *a && n < sizeof argv / sizeof argv[0] - 1; a++)
+            argv[n++] = *a;
+        execv(FACTORD_BINARY, (char *const *)argv);
         _exit(127);
     }
     return pid;

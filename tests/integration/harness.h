@@ -43,6 +43,9 @@ void h_env_done(h_env *e);
 /* Start `factord <sub>` with e's settings plus extra "NAME=value" strings
  * (NULL-terminated). */
 pid_t h_spawn(const h_env *e, const char *sub, const char *const *extra_env);
+/* The same with arguments: `factord args[0] args[1] ...` (NULL-terminated,
+ * at most 14). */
+pid_t h_spawn_argv(const h_env *e, const char *const *args, const char *const *extra_env);
 /* SIGTERM (or SIGKILL when kill9) and reap; returns the exit status
  * (-signal when killed by a signal). */
 int h_stop(pid_t pid, bool kill9);

@@ -47,25 +47,11 @@
 /* `factord rebuild <what>` as a child, with e's database and logs. */
 static pid_t spawn_rebuild_page(const h_env *e, const char *what, const char *failpoint, const char *page)
 {
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(e->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        setenv("FACTORD_DATABASE_URL", e->db_url, 1);
-        setenv("FACTORD_LOG_LEVEL", "info", 1);
-        unsetenv("FACTORD_FAILPOINT");
-        if (failpoint)
-            setenv("FACTORD_FAILPOINT", failpoint, 1);
-        execl(FACTORD_BINARY, "factord", "rebuild", what, "--page-size", page, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
+    char fp[128];
+    snprintf(fp, sizeof fp, "FACTORD_FAILPOINT=%s", failpoint ? failpoint : "");
+    const char *args[] = {"rebuild", what, "--page-size", page, NULL};
+    const char *env[] = {fp, NULL};
+    return h_spawn_argv(e, args, failpoint ? env : NULL);
 }
 
 static pid_t spawn_rebuild(const h_env *e, const char *what, const char *failpoint)
