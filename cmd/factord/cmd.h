@@ -10,6 +10,7 @@
 #include <stdbool.h>
 
 #include "infra/base/config.h"
+#include "infra/pg/store.h"
 
 typedef struct {
     const char *name;
@@ -55,6 +56,11 @@ bool fd_wants_help(int argc, char **argv, const char *name, bool *bad);
 /* The `main` of a long-running component: --help, configuration, brokers
  * required, signals, then loop(cfg); returns the exit code. */
 int fd_component_main(int argc, char **argv, const char *name, int (*loop)(const es_config *cfg));
+
+/* PostgreSQL for a long-running component (es_store_connect, until fd_stop),
+ * the schema at min_schema or later. Logs why not; ES_ETRANSIENT: stopped
+ * while PostgreSQL was away (a clean stop). */
+es_result fd_connect_store(const es_config *cfg, int min_schema, es_store **st) ES_WUR;
 
 /* Brokers from the configuration or a clear message; NULL when unset. */
 const char *fd_require_brokers(const es_config *cfg, const char *component);

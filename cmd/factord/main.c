@@ -8,6 +8,7 @@
 
 #include "cmd/factord/cmd.h"
 #include "infra/base/log.h"
+#include "infra/pg/store.h"
 
 volatile sig_atomic_t fd_stop = 0;
 
@@ -115,6 +116,17 @@ int fd_component_main(int argc, char **argv, const char *name, int (*loop)(const
         rc = loop(&cfg);
     }
     es_config_free(&cfg);
+    return rc;
+}
+
+es_result fd_connect_store(const es_config *cfg, int min_schema, es_store **st)
+{
+    es_error err = {0};
+    es_result rc = es_store_connect(cfg->database_url, min_schema, &fd_stop, st, &err);
+    if (rc == ES_EFATAL && strstr(err.text, "factord migrate"))
+        es_err(err.text);
+    else if (rc != ES_OK && rc != ES_ETRANSIENT)
+        es_err("cannot use PostgreSQL", "error", err.text, "sqlstate", err.sqlstate);
     return rc;
 }
 

@@ -23,6 +23,7 @@
 #include "domain/command.h"
 #include "domain/user.h"
 #include "infra/base/clock.h"
+#include "infra/base/failpoint.h"
 #include "infra/base/log.h"
 
 typedef struct {
@@ -424,4 +425,91 @@ es_result es_processor_run_batch(es_processor *p, const es_record *recs, size_t 
                  "sqlstate", err ? err->sqlstate : "");
         es_sleep_ms(tries < 5 ? tries : 5 * tries);
     }
+}
+
+/* --- the loop ---------------------------------------------------------------- */
+
+typedef struct {
+    es_processor *p;
+    es_store *st;
+    const es_record *recs;
+    size_t n;
+    es_batch_stats *bs;
+} batch_try;
+
+static es_result batch_attempt(void *ctx, es_error *err)
+{
+    batch_try *t = ctx;
+    return es_processor_run_batch(t->p, t->recs, t->n, t->bs, err);
+}
+
+static es_result batch_reconnect(void *ctx, es_error *err)
+{
+    batch_try *t = ctx;
+    return es_store_reset(t->st, err);
+}
+
+static void log_progress(const char *msg, const es_batch_stats *t)
+{
+    es_info(msg, "accepted", es_log_i64((long long)t->accepted), "rejected", es_log_i64((long long)t->rejected),
+            "replayed", es_log_i64((long long)t->replayed), "dead_letters", es_log_i64((long long)t->dead),
+            "events", es_log_i64((long long)t->events));
+}
+
+es_result es_processor_loop(es_processor *p, es_store *st, es_consumer *c, size_t batch_max, int64_t linger_ms,
+                            const es_stop_flag *stop, es_batch_stats *total, es_error *err)
+{
+    es_kafka_msg **msgs = calloc(batch_max, sizeof *msgs);
+    es_record *recs = calloc(batch_max, sizeof *recs);
+    if (!msgs || !recs)
+        abort();
+    es_result out = ES_OK;
+    int64_t last_report = es_clock_mono_ms();
+    while (!es_stopping(stop)) {
+        size_t n = 0;
+        while (n < batch_max && !es_stopping(stop)) {
+            es_kafka_msg *m = es_consumer_next(c, n, linger_ms, &recs[n]);
+            if (!m) {
+                if (n)
+                    break;
+                continue;
+            }
+            msgs[n++] = m;
+        }
+        if (!n)
+            continue;
+        es_batch_stats bs = {0};
+        batch_try t = {.p = p, .st = st, .recs = recs, .n = n, .bs = &bs};
+        es_retry r = {.what = "PostgreSQL unavailable, retrying the batch",
+                      .attempt = batch_attempt,
+                      .before_retry = batch_reconnect,
+                      .ctx = &t};
+        es_result rc = es_retry_run(&r, stop, err);
+        if (rc == ES_OK) {
+            es_failpoint("process.after_commit");
+            es_consumer_store_records(c, recs, n);
+            total->accepted += bs.accepted;
+            total->rejected += bs.rejected;
+            total->replayed += bs.replayed;
+            total->dead += bs.dead;
+            total->events += bs.events;
+        } else if (rc == ES_ETRANSIENT) {
+            es_warn("stopping with an undecided batch; it will be redelivered", "records",
+                    es_log_i64((long long)n));
+        } else {
+            es_err("cannot decide a batch; stopping", "error", err->text, "sqlstate", err->sqlstate);
+            out = rc;
+        }
+        for (size_t i = 0; i < n; i++)
+            es_kafka_msg_free(msgs[i]);
+        if (out != ES_OK)
+            break;
+        if (es_clock_mono_ms() - last_report >= 10000) {
+            last_report = es_clock_mono_ms();
+            log_progress("progress", total);
+        }
+    }
+    free(msgs);
+    free(recs);
+    return out;
 }

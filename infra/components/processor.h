@@ -2,8 +2,8 @@
  * infra/components/processor.h - deciding a batch of command records in one
  * PostgreSQL transaction.
  *
- * The Kafka loop (cmd/factord/process.c) hands over the records it polled;
- * this module decodes them, looks up their command ids, loads the latest
+ es_processor_loop polls the commands topic and hands each batch to
+ * es_processor_run_batch, which decodes the records, looks up their command ids, loads the latest
  * state of every user they touch (FOR UPDATE, sorted), decides each command
  * in record order against that state, and writes the events, the new user
  * states, the command outcomes and the outbox rows (rejection replies,
@@ -19,15 +19,11 @@
 #include <stdint.h>
 
 #include "domain/errors.h"
+#include "infra/base/backoff.h"
 #include "infra/crypto/codecrypt.h"
+#include "infra/kafka/consumer.h"
 #include "infra/pg/store.h"
 
-/* One polled record; borrowed for the duration of the call. */
-typedef struct {
-    const char *value; size_t value_len;
-    const char *key; size_t key_len;
-    const char *topic; int32_t partition; int64_t offset;
-} es_record;
 
 typedef struct {
     const char *replies_topic;  /* default reply topic */
@@ -55,5 +51,15 @@ void es_processor_free(es_processor *p);
  * records after es_store_reset. ES_EFATAL: a bug or an unusable schema. */
 es_result es_processor_run_batch(es_processor *p, const es_record *recs, size_t n,
                                  es_batch_stats *stats, es_error *err) ES_WUR;
+
+/* `factord process`'s loop: poll batches from c (at most batch_max records:
+ * what is queued, or arrives within linger_ms of the first), decide each
+ * with es_processor_run_batch (retried with backoff while PostgreSQL is
+ * away, st reset in between), and only after its COMMIT store its offsets.
+ * A progress line every 10 s; *total sums every committed batch.
+ * ES_OK: stop was set (a batch undecided at the stop is abandoned: it is
+ * redelivered). Otherwise the non-transient error of a batch (logged). */
+es_result es_processor_loop(es_processor *p, es_store *st, es_consumer *c, size_t batch_max, int64_t linger_ms,
+                            const es_stop_flag *stop, es_batch_stats *total, es_error *err) ES_WUR;
 
 #endif

@@ -80,36 +80,4 @@ void es_producer_purge(es_producer *p);
  * records then wait for it as usual. */
 void es_producer_prime(es_producer *p, const char *topic, int timeout_ms);
 
-/* A consumer in group subscribed to topics. */
-es_result es_consumer_new(const char *brokers, const char *group, int session_timeout_ms,
-                          const char *const *topics, size_t n, rd_kafka_t **out,
-                          es_error *err) ES_WUR;
-
-/* What es_consumer_next keeps between calls for one consumer: the batch's
- * linger deadline and the fetch wake-up's bookkeeping (kafka.c). The caller
- * owns it, zeroes it once per consumer handle and passes it to every call
- * for that handle; it holds no resources. */
-typedef struct es_consumer_poll {
-    int64_t deadline;      /* monotonic ms: the batch's linger ends */
-    int64_t next_check_ms; /* monotonic ms: the wake-up's next look */
-    size_t removed;        /* records and errors polled since that look */
-    size_t last_qlen;      /* the consumer queue's length at that look */
-    size_t queued_min;     /* queued.min.messages; 0: not read yet */
-    int cursor;            /* round robin over the assigned partitions */
-    bool armed;            /* the queue was long enough to stop fetching */
-    bool woke;             /* a wake-up was sent at the last look */
-    bool quiet;            /* it fetched nothing: none until something is */
-    unsigned long long wakeups; /* queries sent, for the stop log line */
-} es_consumer_poll;
-
-/* The next record of a batch being filled (processor, projector): waits
- * up to 200 ms for the first one (got == 0), then until linger_ms after
- * the first, then takes what is already queued without waiting (linger 0:
- * a batch is what arrived while the previous one was being committed).
- * NULL: nothing yet (got == 0; the caller checks its stop flag and asks
- * again) or the batch is complete (got > 0; the count bound is the
- * caller's). Consumer errors are logged and skipped. May block for one
- * ListOffsets round trip to wake librdkafka's fetcher (kafka.c). */
-rd_kafka_message_t *es_consumer_next(rd_kafka_t *rk, es_consumer_poll *cp, size_t got, int64_t linger_ms);
-
 #endif

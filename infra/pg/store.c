@@ -452,6 +452,16 @@ void es_store_set_chain_key(es_store *st, const es_chain_key *key)
 
 PGconn *es_store_conn(es_store *st) { return st->conn; }
 
+bool es_store_connected(es_store *st) { return st && PQstatus(st->conn) == CONNECTION_OK; }
+
+es_result es_store_session_async_commit(es_store *st, es_error *err)
+{
+    PGresult *res = NULL;
+    es_result rc = es_store_exec(st, "session", "SET synchronous_commit = off", 0, NULL, PGRES_COMMAND_OK, &res, err);
+    PQclear(res);
+    return rc;
+}
+
 es_result es_store_reset(es_store *st, es_error *err)
 {
     PQreset(st->conn);

@@ -47,6 +47,12 @@ PGconn *es_store_conn(es_store *st);       /* borrowed; for tools and tests */
  * ES_ETRANSIENT when stopped before it answered. */
 es_result es_store_connect(const char *conninfo, int min_schema, const es_stop_flag *stop, es_store **out,
                            es_error *err) ES_WUR;
+/* True while st's connection is up (as far as libpq knows). */
+bool es_store_connected(es_store *st);
+/* This session's commits do not wait for the WAL flush
+ * (synchronous_commit = off): for a session whose writes may be lost in a
+ * crash, such as the relay's checkpoint. Again after every reconnect. */
+es_result es_store_session_async_commit(es_store *st, es_error *err) ES_WUR;
 /* Reconnect after a lost connection (PQreset); ES_ETRANSIENT while away. */
 es_result es_store_reset(es_store *st, es_error *err) ES_WUR;
 
