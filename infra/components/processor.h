@@ -2,15 +2,18 @@
  * infra/components/processor.h - deciding a batch of command records in one
  * PostgreSQL transaction.
  *
- es_processor_loop polls the commands topic and hands each batch to
- * es_processor_run_batch, which decodes the records, looks up their command ids, loads the latest
- * state of every user they touch (FOR UPDATE, sorted), decides each command
- * in record order against that state, and writes the events, the new user
+ * es_processor_loop polls the commands topic and hands each batch to
+ * es_processor_run_batch, which decodes the records, looks up their
+ * command ids, loads the latest state of every user they touch (FOR
+ * UPDATE, sorted), decides each command in record order against that state, and writes the events, the new user
  * states, the command outcomes and the outbox rows (rejection replies,
  * repeated replies, dead letters) in one transaction. On a concurrency
  * conflict it rolls back and decides the whole batch again on fresh state
  * (brief §4.3). Only after ES_OK may the caller store the Kafka offsets
  * (brief §4.5).
+ *
+ * Layer: components; includes the adapters and the components, no client
+ * library (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_PROCESSOR_H
 #define FACTORD_INFRA_PROCESSOR_H

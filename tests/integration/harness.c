@@ -21,6 +21,37 @@
 #include "infra/kafka/kafka.h"
 #include "infra/base/log.h"
 
+#define H_DATA_MAX 16
+
+const char *h_data(const char *rel)
+{
+    static struct {
+        char rel[128];
+        char *text;
+    } cache[H_DATA_MAX];
+    static size_t n;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(cache[i].rel, rel) == 0)
+            return cache[i].text;
+    cr_assert(n < H_DATA_MAX && strlen(rel) < sizeof cache[0].rel, "h_data: too many files or a long name");
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", FACTORD_TEST_DATA, rel);
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "h_data: cannot open %s: %s", path, strerror(errno));
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    char buf[4096];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+        fwrite(buf, 1, got, mem);
+    fclose(f);
+    fclose(mem);
+    snprintf(cache[n].rel, sizeof cache[n].rel, "%s", rel);
+    cache[n].text = text;
+    return cache[n++].text;
+}
+
 static void rand_hex(char *out, size_t n)
 {
     static int seeded;

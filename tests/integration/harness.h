@@ -42,6 +42,11 @@ void h_env_done(h_env *e);
 
 /* Start `factord <sub>` with e's settings plus extra "NAME=value" strings
  * (NULL-terminated). */
+/* The contents of tests/data/<rel> (e.g. "replies/add_otp_sms_4_not_ready.json"),
+ * as one string; read once per process and kept for its lifetime. A missing
+ * file fails the test. */
+const char *h_data(const char *rel);
+
 pid_t h_spawn(const h_env *e, const char *sub, const char *const *extra_env);
 /* The same with arguments: `factord args[0] args[1] ...` (NULL-terminated,
  * at most 14). */

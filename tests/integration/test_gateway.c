@@ -39,24 +39,11 @@
 #define AUD "factord-test-api"
 #define OWNER "org-1"
 
-static const char BODY_TOKEN[] =
-    "{\"code\":16,\"message\":\"Errors.Token.Invalid (AUTH-7fs1e)\",\"details\":[{\"@type\":"
-    "\"type.googleapis.com/zitadel.v1.ErrorDetail\",\"id\":\"AUTH-7fs1e\",\"message\":\"Errors.Token.Invalid\"}]}";
-static const char BODY_Q54J2[] =
-    "{\"code\":9,\"message\":\"Multifactor OTP (OneTimePassword) isn't ready (COMMAND-Q54j2)\","
-    "\"details\":[{\"@type\":\"type.googleapis.com/zitadel.v1.ErrorDetail\",\"id\":\"COMMAND-Q54j2\","
-    "\"message\":\"Multifactor OTP (OneTimePassword) isn't ready\"}]}";
-static const char BODY_AD3G2[] =
-    "{\"code\":6,\"message\":\"Multifactor OTP (OneTimePassword) is already set up (COMMAND-Ad3g2)\","
-    "\"details\":[{\"@type\":\"type.googleapis.com/zitadel.v1.ErrorDetail\",\"id\":\"COMMAND-Ad3g2\","
-    "\"message\":\"Multifactor OTP (OneTimePassword) is already set up\"}]}";
-static const char BODY_SR3H3[] =
-    "{\"code\":5,\"message\":\"Multifactor OTP (OneTimePassword) doesn't exist (COMMAND-Sr3h3)\","
-    "\"details\":[{\"@type\":\"type.googleapis.com/zitadel.v1.ErrorDetail\",\"id\":\"COMMAND-Sr3h3\","
-    "\"message\":\"Multifactor OTP (OneTimePassword) doesn't exist\"}]}";
-static const char BODY_SM0CS[] =
-    "{\"code\":3,\"message\":\"Code is invalid (COMMAND-sM0cs)\",\"details\":[{\"@type\":"
-    "\"type.googleapis.com/zitadel.v1.ErrorDetail\",\"id\":\"COMMAND-sM0cs\",\"message\":\"Code is invalid\"}]}";
+#define BODY_TOKEN h_data("replies/add_otp_sms_2_token_invalid.json")
+#define BODY_Q54J2 h_data("replies/add_otp_sms_4_not_ready.json")
+#define BODY_AD3G2 h_data("replies/add_otp_sms_3_already_ready.json")
+#define BODY_SR3H3 h_data("replies/remove_otp_sms_not_found.json")
+#define BODY_SM0CS h_data("replies/verify_phone_code_invalid.json")
 
 /* --- keys and tokens ------------------------------------------------------ */
 

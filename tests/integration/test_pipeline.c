@@ -64,22 +64,10 @@ static void assert_reply(json_t *replies, const char *cmd_id, int http, const ch
     json_decref(reply);
 }
 
-static const char BODY_Q54J2[] =
-    "{\"code\":9,\"message\":\"Multifactor OTP (OneTimePassword) isn't ready (COMMAND-Q54j2)\","
-    "\"details\":[{\"@type\":\"type.googleapis.com/zitadel.v1.ErrorDetail\",\"id\":\"COMMAND-Q54j2\","
-    "\"message\":\"Multifactor OTP (OneTimePassword) isn't ready\"}]}";
-static const char BODY_AD3G2[] =
-    "{\"code\":6,\"message\":\"Multifactor OTP (OneTimePassword) is already set up (COMMAND-Ad3g2)\","
-    "\"details\":[{\"@type\":\"type.googleapis.com/zitadel.v1.ErrorDetail\",\"id\":\"COMMAND-Ad3g2\","
-    "\"message\":\"Multifactor OTP (OneTimePassword) is already set up\"}]}";
-static const char BODY_QSF2S[] =
-    "{\"code\":3,\"message\":\"User ID missing (COMMAND-QSF2s)\","
-    "\"details\":[{\"@type\":\"type.googleapis.com/zitadel.v1.ErrorDetail\",\"id\":\"COMMAND-QSF2s\","
-    "\"message\":\"User ID missing\"}]}";
-static const char BODY_7FS1E[] =
-    "{\"code\":16,\"message\":\"Errors.Token.Invalid (AUTH-7fs1e)\","
-    "\"details\":[{\"@type\":\"type.googleapis.com/zitadel.v1.ErrorDetail\",\"id\":\"AUTH-7fs1e\","
-    "\"message\":\"Errors.Token.Invalid\"}]}";
+#define BODY_Q54J2 h_data("replies/add_otp_sms_4_not_ready.json")
+#define BODY_AD3G2 h_data("replies/add_otp_sms_3_already_ready.json")
+#define BODY_QSF2S h_data("replies/add_otp_sms_1_user_id_missing.json")
+#define BODY_7FS1E h_data("replies/add_otp_sms_2_token_invalid.json")
 
 Test(pipeline, decides_and_publishes_the_otp_sms_table, .timeout = 180)
 {

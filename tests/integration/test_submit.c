@@ -215,10 +215,7 @@ static void submit_against_fake_processor(const h_env *e, const char *id, const 
 
 static const char BODY_OK[] = "{\"details\":{\"sequence\":\"2\",\"creationDate\":\"2024-03-27T10:05:48.581Z\","
                               "\"changeDate\":\"2024-03-27T10:05:48.581Z\",\"resourceOwner\":\"org-1\"}}";
-static const char BODY_409[] =
-    "{\"code\":6,\"message\":\"Multifactor OTP (OneTimePassword) is already set up (COMMAND-Ad3g2)\","
-    "\"details\":[{\"@type\":\"type.googleapis.com/zitadel.v1.ErrorDetail\",\"id\":\"COMMAND-Ad3g2\","
-    "\"message\":\"Multifactor OTP (OneTimePassword) is already set up\"}]}";
+#define BODY_409 h_data("replies/add_otp_sms_3_already_ready.json")
 
 Test(submit, prints_the_matching_reply_and_exits_0)
 {

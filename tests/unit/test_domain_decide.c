@@ -954,3 +954,10 @@ Test(replies, factord_rows)
     expect_body(dom_rej_body(DOM_REJ_COMMAND_MALFORMED, "field \"instanceId\": expected a string"),
                 "command_malformed_with_detail.json");
 }
+
+/* The bodies the integration tests expect over HTTP (tests/data/replies). */
+Test(replies, remove_otp_sms_and_verify_phone_rejections)
+{
+    expect_body(dom_rej_body(DOM_REJ_OTP_SMS_NOT_ADDED, NULL), "remove_otp_sms_not_found.json");
+    expect_body(dom_rej_body(DOM_REJ_CODE_INVALID, NULL), "verify_phone_code_invalid.json");
+}
