@@ -310,6 +310,18 @@ static es_result prepare_replies(es_projector *p, const dom_evt *evts, const cha
 
 /* --- one attempt ------------------------------------------------------------- */
 
+es_projsql_factor es_projector_factor_row(const proj_auth_factor *f)
+{
+    return (es_projsql_factor){.instance_id = f->instance_id,
+                               .user_id = f->user_id,
+                               .type = proj_af_type_name(f->type),
+                               .state = proj_af_state_name(f->state),
+                               .resource_owner = f->resource_owner,
+                               .sequence = f->sequence,
+                               .created_at_us = f->created_at_us,
+                               .changed_at_us = f->changed_at_us};
+}
+
 typedef struct {
     user_seq *users;
     size_t n_users;
@@ -429,14 +441,8 @@ static es_result attempt(es_projector *p, const dom_evt *evts, const char *const
         const proj_auth_factor *f = &net->row;
         if (!net->put)
             continue;
-        es_projsql_add_factor(p->q, &(es_projsql_factor){.instance_id = f->instance_id,
-                                                         .user_id = f->user_id,
-                                                         .type = proj_af_type_name(f->type),
-                                                         .state = proj_af_state_name(f->state),
-                                                         .resource_owner = f->resource_owner,
-                                                         .sequence = f->sequence,
-                                                         .created_at_us = f->created_at_us,
-                                                         .changed_at_us = f->changed_at_us});
+        es_projsql_factor row = es_projector_factor_row(f);
+        es_projsql_add_factor(p->q, &row);
     }
     rc = es_projsql_write(p->q, p->st, err);
     if (rc != ES_OK)

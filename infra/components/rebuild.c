@@ -30,6 +30,7 @@
 #include "infra/base/clock.h"
 #include "infra/base/failpoint.h"
 #include "infra/base/log.h"
+#include "infra/components/projector.h"
 #include "infra/pg/rebuild_sql.h"
 #include "projections/auth_factors.h"
 
@@ -161,17 +162,7 @@ static es_result rb_fold_auth_factors(rb_ctx *c, size_t n, es_error *err)
     size_t n_nets = proj_af_fold(c->changes, n_changes, c->nets);
     for (size_t i = 0; i < n_nets; i++) {
         const proj_af_net *net = &c->nets[i];
-        const proj_auth_factor *f = &net->row;
-        c->rows[i] = (es_rbsql_factor){.del = net->del,
-                                       .put = net->put,
-                                       .instance_id = f->instance_id,
-                                       .user_id = f->user_id,
-                                       .type = proj_af_type_name(f->type),
-                                       .state = proj_af_state_name(f->state),
-                                       .resource_owner = f->resource_owner,
-                                       .sequence = f->sequence,
-                                       .created_at_us = f->created_at_us,
-                                       .changed_at_us = f->changed_at_us};
+        c->rows[i] = (es_rbsql_factor){.del = net->del, .put = net->put, .row = es_projector_factor_row(&net->row)};
     }
     return es_rbsql_put_factors(c->st, PROJ_AUTH_FACTORS, c->seqs, n_seqs, c->rows, n_nets, err);
 }

@@ -421,14 +421,14 @@ es_result es_rbsql_put_factors(es_store *st, const char *projection, const es_rb
         json_array_append_new(js, r);
     }
     for (size_t i = 0; i < n_rows; i++) {
-        const es_rbsql_factor *f = &rows[i];
+        const es_projsql_factor *f = &rows[i].row;
         json_t *r = json_object();
         rbsql_jset(r, "i", json_string(f->instance_id));
         rbsql_jset(r, "u", json_string(f->user_id));
         rbsql_jset(r, "t", json_string(f->type));
-        if (f->del)
+        if (rows[i].del)
             json_array_append(dels, r);
-        if (f->put) {
+        if (rows[i].put) {
             /* r may be in dels too: the extra keys are ignored there */
             rbsql_jset(r, "state", json_string(f->state));
             rbsql_jset(r, "s", json_integer(f->sequence));

@@ -29,6 +29,7 @@
 #include "domain/errors.h"
 #include "domain/event.h"
 #include "domain/user.h"
+#include "infra/pg/projection_sql.h"
 #include "infra/pg/store.h"
 
 /* The tables a rebuild replaces. */
@@ -93,9 +94,7 @@ typedef struct {
  * (keeping created_at when it is there). Strings are borrowed. */
 typedef struct {
     bool del, put;
-    const char *instance_id, *user_id, *type;
-    const char *state, *resource_owner;  /* put only */
-    int64_t sequence, created_at_us, changed_at_us;
+    es_projsql_factor row;
 } es_rbsql_factor;
 
 /* Write a folded page to the auth-factor shadows, as the projector writes
