@@ -17,10 +17,9 @@
  *   5. the reply topics of the commands whose last event is in the batch
  *      (applied or skipped): given by the relay beside the event, else
  *      looked up in one query; then COMMIT.
- * Every statement names the instance of each row it touches, and carries
- * its rows as one binary array per column (unnest, infra/pg/pgarr.h): one
- * round trip per table, never one per row, no text for the server to
- * parse, and no SQL text built from data.
+ * The statements are infra/pg/projection_sql.c: every one names the
+ * instance of each row it touches, and carries its rows as one binary array
+ * per column, one round trip per table.
  */
 #include "infra/base/util.h"
 #include "infra/components/projector.h"
@@ -34,87 +33,8 @@
 #include "domain/user.h"
 #include "infra/base/clock.h"
 #include "infra/base/jsonw.h"
-#include "infra/pg/pgarr.h"
 #include "infra/base/log.h"
-
-/* One primary-key probe per user, locked in key order. The shape is the
- * plan: FOR UPDATE keeps the LATERAL subquery from being flattened into a
- * join, so PostgreSQL can only walk the sorted users and probe the index for
- * each. As a plain join, a table whose statistics lag behind it (a fresh
- * projection, a catch-up after TRUNCATE: autovacuum has not analysed it)
- * was planned as a hash join over a bitmap scan of the whole projection,
- * per batch: 23 ms per batch at 100,000 users, growing with the table. */
-static const char SQL_LOAD_SEQUENCES[] =
-    "SELECT s.instance_id, s.user_id, s.sequence"
-    "  FROM (SELECT r.i, r.u FROM unnest($2::text[], $3::text[]) AS r(i, u)"
-    "         ORDER BY r.i, r.u) AS r"
-    " CROSS JOIN LATERAL (SELECT s.instance_id, s.user_id, s.sequence"
-    "                       FROM factord.projected_sequences s"
-    "                      WHERE s.projection = $1 AND s.instance_id = r.i AND s.user_id = r.u"
-    "                        FOR UPDATE) AS s"
-    " ORDER BY r.i, r.u";
-
-static const char SQL_INSERT_SEQUENCES[] =
-    "INSERT INTO factord.projected_sequences (projection, instance_id, user_id, sequence)"
-    " SELECT $1, r.i, r.u, r.s"
-    "   FROM unnest($2::text[], $3::text[], $4::bigint[]) AS r(i, u, s)"
-    "  ORDER BY r.i, r.u";
-
-/* Rows the load found and locked. Written as an upsert (every row is there
- * and conflicts) so that each row is reached through the primary key, one
- * probe each: an UPDATE ... FROM unnest(...) is a join, planned with the
- * arrays' real lengths, and for a batch of 1,000 users a hash join over a
- * sequential scan of the projection looked cheaper to the planner (it was
- * not: the projector's session used 2.7 times the CPU). "sequence <
- * EXCLUDED.sequence": a sequence never goes back. */
-static const char SQL_UPDATE_SEQUENCES[] =
-    "INSERT INTO factord.projected_sequences AS s (projection, instance_id, user_id, sequence)"
-    " SELECT $1, r.i, r.u, r.s"
-    "   FROM unnest($2::text[], $3::text[], $4::bigint[]) AS r(i, u, s)"
-    "  ORDER BY r.i, r.u"
-    " ON CONFLICT (projection, instance_id, user_id) DO UPDATE"
-    "    SET sequence = EXCLUDED.sequence, updated_at = now()"
-    "  WHERE s.sequence < EXCLUDED.sequence";
-
-/* The rows' places found by one primary-key probe each (LIMIT 1 keeps the
- * LATERAL subquery a probe: it cannot become a join), then deleted by
- * place (a TID scan), for the reason given above. */
-static const char SQL_DELETE_FACTORS[] =
-    "DELETE FROM factord.auth_factors"
-    " WHERE ctid = ANY (ARRAY("
-    "   SELECT f.ctid FROM unnest($1::text[], $2::text[], $3::text[]) AS r(i, u, t)"
-    "    CROSS JOIN LATERAL (SELECT f.ctid FROM factord.auth_factors f"
-    "                         WHERE f.instance_id = r.i AND f.user_id = r.u AND f.type = r.t"
-    "                         LIMIT 1) AS f))";
-
-/* An existing row keeps its created_at: the factor was added then. */
-static const char SQL_PUT_FACTORS[] =
-    "INSERT INTO factord.auth_factors AS f (instance_id, user_id, type, state, sequence,"
-    "    created_at, changed_at, resource_owner)"
-    " SELECT r.i, r.u, r.t, r.state, r.s, r.created, r.changed, r.owner"
-    "   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],"
-    "    $6::timestamptz[], $7::timestamptz[], $8::text[])"
-    "     AS r(i, u, t, state, s, created, changed, owner)"
-    "  ORDER BY r.i, r.u, r.t"
-    " ON CONFLICT (instance_id, user_id, type) DO UPDATE SET state = EXCLUDED.state,"
-    "    sequence = EXCLUDED.sequence, changed_at = EXCLUDED.changed_at,"
-    "    resource_owner = EXCLUDED.resource_owner";
-
-/* Command ids are global keys; the instance is matched too, so an event of
- * one instance can never reply on another's command. */
-static const char SQL_REPLY_TOPICS[] =
-    "SELECT c.id::text, c.reply_to, c.http_status"
-    "  FROM unnest($1::uuid[], $2::text[]) AS r(id, i)"
-    " CROSS JOIN LATERAL (SELECT c.id, c.reply_to, c.http_status FROM factord.commands c"
-    "                      WHERE c.id = r.id AND c.instance_id = r.i LIMIT 1) AS c";
-
-static const char SQL_LIST_FACTORS[] =
-    "SELECT instance_id, user_id, type, state, sequence,"
-    "       (extract(epoch FROM created_at) * 1000000)::bigint,"
-    "       (extract(epoch FROM changed_at) * 1000000)::bigint, resource_owner"
-    "  FROM factord.auth_factors"
-    " WHERE instance_id = $1 AND user_id = $2"
-    " ORDER BY type";
+#include "infra/pg/projection_sql.h"
 
 typedef struct {
     const char *instance_id, *user_id; /* borrowed from the batch's events */
@@ -130,8 +50,6 @@ typedef struct {
     bool replied;      /* a reply of this batch is already queued */
 } reply_topic;
 
-enum { COLS_MAX = 8 };
-
 struct es_projector {
     es_store *st;
     es_projector_opts o;
@@ -144,7 +62,7 @@ struct es_projector {
     size_t n_topics;
     es_reply *replies; size_t replies_cap;
     size_t n_replies;
-    es_pga cols[COLS_MAX]; /* a statement's columns (pgarr.h), kept between batches */
+    es_projsql *q;         /* the statements' rows (projection_sql.h), kept between batches */
 };
 
 #define GROW ES_GROW
@@ -169,6 +87,7 @@ es_projector *es_projector_new(es_store *st, const es_projector_opts *opts)
         abort();
     p->st = st;
     p->o = *opts;
+    p->q = es_projsql_new(PROJ_AUTH_FACTORS);
     if (p->o.max_conflict_retries <= 0)
         p->o.max_conflict_retries = 20;
     return p;
@@ -185,8 +104,7 @@ void es_projector_free(es_projector *p)
     free(p->nets);
     free(p->topics);
     free(p->replies);
-    for (int i = 0; i < COLS_MAX; i++)
-        es_pga_free(&p->cols[i]);
+    es_projsql_free(p->q);
     free(p);
 }
 
@@ -237,29 +155,6 @@ static char *dump(json_t *j)
     if (!s)
         abort();
     return s;
-}
-
-/* A statement's rows go as one binary array per column (pgarr.h), the
- * projection's name first for the statements that take it. */
-static void cols_begin(es_projector *p, const uint32_t *oids, size_t n) { es_pga_begin_all(p->cols, oids, n); }
-
-/* Ids come from decoded events: valid UTF-8. Should one not be, the NULL
- * makes the statement refuse the batch (NOT NULL columns). */
-static void col_text(es_pga *a, const char *v)
-{
-    if (!es_pga_text(a, v, SIZE_MAX))
-        es_pga_null(a);
-}
-
-static es_result exec_cols(es_projector *p, const char *what, const char *sql, bool named, int ncols,
-                           ExecStatusType want, PGresult **res, es_error *err)
-{
-    const char *fixed[COLS_MAX + 1] = {PROJ_AUTH_FACTORS}; /* the rest NULL: arrays */
-    const char *values[COLS_MAX + 1];
-    int lengths[COLS_MAX + 1], formats[COLS_MAX + 1];
-    int n = ncols + (named ? 1 : 0);
-    es_pga_params(n, named ? fixed : NULL, p->cols, values, lengths, formats);
-    return es_store_exec_bin(p->st, what, sql, n, values, lengths, formats, want, res, err);
 }
 
 /* --- replies ----------------------------------------------------------------- */
@@ -325,6 +220,23 @@ static const char *given_topic(const char *const *reply_to, size_t i)
     return reply_to && reply_to[i] && reply_to[i][0] ? reply_to[i] : NULL;
 }
 
+static void add_topic(es_projector *p, const char *id, const char *topic, int http_status)
+{
+    GROW(p, topics, p->n_topics + 1);
+    reply_topic *t = &p->topics[p->n_topics++];
+    snprintf(t->id, sizeof t->id, "%s", id);
+    t->topic = strdup(topic);
+    if (!t->topic)
+        abort();
+    t->http_status = http_status;
+    t->replied = false;
+}
+
+static void found_topic(void *arg, const char *command_id, const char *reply_to, int http_status)
+{
+    add_topic(arg, command_id, reply_to, http_status);
+}
+
 /* The reply topics of the batch's completed commands: the one the relay
  * published beside the event (it read it from the accepted command's row),
  * else looked up in factord.commands, in one query for the whole batch.
@@ -332,10 +244,7 @@ static const char *given_topic(const char *const *reply_to, size_t i)
 static es_result prepare_replies(es_projector *p, const dom_evt *evts, const char *const *reply_to,
                                  const size_t *idx, size_t n, es_error *err)
 {
-    es_result rc = ES_OK;
-    PGresult *res = NULL;
-    static const uint32_t topic_cols[] = {ES_PG_UUID, ES_PG_TEXT};
-    cols_begin(p, topic_cols, 2);
+    es_projsql_begin(p->q, ES_PROJSQL_REPLY_TOPICS);
     for (size_t k = 0; k < n; k++) {
         size_t i = idx ? idx[k] : k;
         const dom_evt *e = &evts[i];
@@ -347,37 +256,14 @@ static es_result prepare_replies(es_projector *p, const dom_evt *evts, const cha
             continue;
         }
         if (given_topic(reply_to, i)) {
-            GROW(p, topics, p->n_topics + 1);
-            reply_topic *t = &p->topics[p->n_topics++];
-            snprintf(t->id, sizeof t->id, "%s", e->command_id);
-            t->topic = strdup(reply_to[i]);
-            if (!t->topic)
-                abort();
-            t->http_status = 200;
-            t->replied = false;
+            add_topic(p, e->command_id, reply_to[i], 200);
             continue;
         }
-        (void)es_pga_uuid(&p->cols[0], e->command_id); /* is_uuid above */
-        col_text(&p->cols[1], e->instance_id);
+        (void)es_projsql_add_command(p->q, e->command_id, e->instance_id); /* is_uuid above */
     }
-    size_t rows_n = 0;
-    if (p->cols[0].n) {
-        rc = exec_cols(p, "reply topics", SQL_REPLY_TOPICS, false, 2, PGRES_TUPLES_OK, &res, err);
-        if (rc != ES_OK)
-            goto out;
-        rows_n = (size_t)PQntuples(res);
-    }
-    GROW(p, topics, p->n_topics + rows_n);
-    for (size_t r = 0; r < rows_n; r++) {
-        reply_topic *t = &p->topics[p->n_topics];
-        snprintf(t->id, sizeof t->id, "%s", PQgetvalue(res, (int)r, 0));
-        t->topic = strdup(PQgetvalue(res, (int)r, 1));
-        if (!t->topic)
-            abort();
-        t->http_status = atoi(PQgetvalue(res, (int)r, 2));
-        t->replied = false;
-        p->n_topics++;
-    }
+    es_result rc = es_projsql_reply_topics(p->q, p->st, found_topic, p, err);
+    if (rc != ES_OK)
+        return rc;
     if (p->n_topics > 1)
         qsort(p->topics, p->n_topics, sizeof *p->topics, topic_cmp);
 
@@ -419,18 +305,46 @@ static es_result prepare_replies(es_projector *p, const dom_evt *evts, const cha
         rp->value = value;
         rp->value_len = strlen(value);
     }
-out:
-    PQclear(res);
-    return rc;
+    return ES_OK;
 }
 
 /* --- one attempt ------------------------------------------------------------- */
+
+es_projsql_factor es_projector_factor_row(const proj_auth_factor *f)
+{
+    return (es_projsql_factor){.instance_id = f->instance_id,
+                               .user_id = f->user_id,
+                               .type = proj_af_type_name(f->type),
+                               .state = proj_af_state_name(f->state),
+                               .resource_owner = f->resource_owner,
+                               .sequence = f->sequence,
+                               .created_at_us = f->created_at_us,
+                               .changed_at_us = f->changed_at_us};
+}
+
+typedef struct {
+    user_seq *users;
+    size_t n_users;
+} loaded_seqs;
+
+/* A locked applied sequence: onto its user of the batch. */
+static es_result found_seq(void *arg, const char *instance_id, const char *user_id, int64_t sequence,
+                           es_error *err)
+{
+    loaded_seqs *l = arg;
+    user_seq key = {.instance_id = instance_id, .user_id = user_id};
+    user_seq *u = bsearch(&key, l->users, l->n_users, sizeof *l->users, user_cmp);
+    if (!u)
+        return es_error_set(err, ES_EFATAL, "load sequences: a row the batch did not ask for");
+    u->found = true;
+    u->applied = sequence;
+    return ES_OK;
+}
 
 static es_result attempt(es_projector *p, const dom_evt *evts, const char *const *reply_to, const size_t *idx,
                          size_t n, es_project_stats *stats, es_error *err)
 {
     es_result rc;
-    PGresult *res = NULL;
     size_t n_users = 0, n_changes = 0;
     memset(stats, 0, sizeof *stats);
     clear_replies(p);
@@ -455,27 +369,13 @@ static es_result attempt(es_projector *p, const dom_evt *evts, const char *const
         return rc;
 
     /* 2. The applied sequences, locked. */
-    static const uint32_t key_cols[] = {ES_PG_TEXT, ES_PG_TEXT};
-    cols_begin(p, key_cols, 2);
-    for (size_t u = 0; u < n_users; u++) {
-        col_text(&p->cols[0], p->users[u].instance_id);
-        col_text(&p->cols[1], p->users[u].user_id);
-    }
-    rc = exec_cols(p, "load sequences", SQL_LOAD_SEQUENCES, true, 2, PGRES_TUPLES_OK, &res, err);
+    es_projsql_begin(p->q, ES_PROJSQL_LOAD_SEQUENCES);
+    for (size_t u = 0; u < n_users; u++)
+        es_projsql_add_key(p->q, p->users[u].instance_id, p->users[u].user_id);
+    loaded_seqs loaded = {.users = p->users, .n_users = n_users};
+    rc = es_projsql_load_sequences(p->q, p->st, found_seq, &loaded, err);
     if (rc != ES_OK)
         goto fail;
-    for (int r = 0; r < PQntuples(res); r++) {
-        user_seq key = {.instance_id = PQgetvalue(res, r, 0), .user_id = PQgetvalue(res, r, 1)};
-        user_seq *u = bsearch(&key, p->users, n_users, sizeof *p->users, user_cmp);
-        if (!u) {
-            rc = es_error_set(err, ES_EFATAL, "load sequences: a row the batch did not ask for");
-            goto fail;
-        }
-        u->found = true;
-        u->applied = strtoll(PQgetvalue(res, r, 2), NULL, 10);
-    }
-    PQclear(res);
-    res = NULL;
 
     /* 3. Apply or skip, user by user. */
     GROW(p, changes, n * PROJ_AF_MAX_CHANGES);
@@ -505,31 +405,22 @@ static es_result attempt(es_projector *p, const dom_evt *evts, const char *const
 
     /* 4. Write: new users' sequences first (a racing projector fails here),
      * then the others, then the read-model rows. */
-    static const uint32_t seq_cols[] = {ES_PG_TEXT, ES_PG_TEXT, ES_PG_INT8};
     for (int found = 0; found <= 1 && rc == ES_OK; found++) {
-        cols_begin(p, seq_cols, 3);
+        es_projsql_begin(p->q, found ? ES_PROJSQL_UPDATE_SEQUENCES : ES_PROJSQL_INSERT_SEQUENCES);
         for (size_t u = 0; u < n_users; u++) {
             const user_seq *us = &p->users[u];
             if (us->last == us->applied || us->found != (bool)found)
                 continue;
-            col_text(&p->cols[0], us->instance_id);
-            col_text(&p->cols[1], us->user_id);
-            es_pga_i64(&p->cols[2], us->last);
+            es_projsql_add_seq(p->q, us->instance_id, us->user_id, us->last);
         }
-        if (!p->cols[0].n)
-            continue;
-        rc = found ? exec_cols(p, "update sequences", SQL_UPDATE_SEQUENCES, true, 3, PGRES_COMMAND_OK, &res, err)
-                   : exec_cols(p, "insert sequences", SQL_INSERT_SEQUENCES, true, 3, PGRES_COMMAND_OK, &res, err);
-        PQclear(res);
-        res = NULL;
+        rc = es_projsql_write(p->q, p->st, err);
     }
     if (rc != ES_OK)
         goto fail;
 
     GROW(p, nets, n_changes);
     size_t n_nets = proj_af_fold(p->changes, n_changes, p->nets);
-    static const uint32_t del_cols[] = {ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT};
-    cols_begin(p, del_cols, 3);
+    es_projsql_begin(p->q, ES_PROJSQL_DELETE_FACTORS);
     for (size_t i = 0; i < n_nets; i++) {
         const proj_af_net *net = &p->nets[i];
         const proj_auth_factor *f = &net->row;
@@ -538,43 +429,24 @@ static es_result attempt(es_projector *p, const dom_evt *evts, const char *const
          * delete. Saves a statement's work per new user in a catch-up. */
         user_seq key = {.instance_id = f->instance_id, .user_id = f->user_id};
         const user_seq *owner = bsearch(&key, p->users, n_users, sizeof *p->users, user_cmp);
-        if (net->del && (!owner || owner->found)) {
-            col_text(&p->cols[0], f->instance_id);
-            col_text(&p->cols[1], f->user_id);
-            col_text(&p->cols[2], proj_af_type_name(f->type));
-        }
+        if (net->del && (!owner || owner->found))
+            es_projsql_add_factor_key(p->q, f->instance_id, f->user_id, proj_af_type_name(f->type));
     }
-    if (p->cols[0].n) {
-        rc = exec_cols(p, "delete auth factors", SQL_DELETE_FACTORS, false, 3, PGRES_COMMAND_OK, &res, err);
-        PQclear(res);
-        res = NULL;
-        if (rc != ES_OK)
-            goto fail;
-    }
-    static const uint32_t put_cols[] = {ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT,
-                                        ES_PG_INT8, ES_PG_TIMESTAMPTZ, ES_PG_TIMESTAMPTZ, ES_PG_TEXT};
-    cols_begin(p, put_cols, 8);
+    rc = es_projsql_write(p->q, p->st, err);
+    if (rc != ES_OK)
+        goto fail;
+    es_projsql_begin(p->q, ES_PROJSQL_PUT_FACTORS);
     for (size_t i = 0; i < n_nets; i++) {
         const proj_af_net *net = &p->nets[i];
         const proj_auth_factor *f = &net->row;
         if (!net->put)
             continue;
-        col_text(&p->cols[0], f->instance_id);
-        col_text(&p->cols[1], f->user_id);
-        col_text(&p->cols[2], proj_af_type_name(f->type));
-        col_text(&p->cols[3], proj_af_state_name(f->state));
-        es_pga_i64(&p->cols[4], f->sequence);
-        es_pga_time(&p->cols[5], f->created_at_us);
-        es_pga_time(&p->cols[6], f->changed_at_us);
-        col_text(&p->cols[7], f->resource_owner);
+        es_projsql_factor row = es_projector_factor_row(f);
+        es_projsql_add_factor(p->q, &row);
     }
-    if (p->cols[0].n) {
-        rc = exec_cols(p, "put auth factors", SQL_PUT_FACTORS, false, 8, PGRES_COMMAND_OK, &res, err);
-        PQclear(res);
-        res = NULL;
-        if (rc != ES_OK)
-            goto fail;
-    }
+    rc = es_projsql_write(p->q, p->st, err);
+    if (rc != ES_OK)
+        goto fail;
 
     /* 5. Replies due (applied or skipped), then COMMIT. */
     rc = prepare_replies(p, evts, reply_to, idx, n, err);
@@ -588,7 +460,6 @@ static es_result attempt(es_projector *p, const dom_evt *evts, const char *const
     stats->replies = p->n_replies;
     return ES_OK;
 fail:
-    PQclear(res);
     es_store_rollback(p->st);
     clear_replies(p);
     return rc;
@@ -642,34 +513,36 @@ static bool copy_col(char *dst, size_t cap, const char *src)
     return true;
 }
 
+typedef struct {
+    proj_auth_factor *out;
+    size_t *n;
+} listed_factors;
+
+/* A listed row into the caller's next proj_auth_factor. */
+static es_result listed_factor(void *arg, const es_projsql_factor *row, es_error *err)
+{
+    listed_factors *l = arg;
+    proj_auth_factor *f = &l->out[*l->n];
+    memset(f, 0, sizeof *f);
+    int type = proj_af_type_parse(row->type);
+    int state = proj_af_state_parse(row->state);
+    if (type < 0 || state < 0 || !copy_col(f->instance_id, sizeof f->instance_id, row->instance_id) ||
+        !copy_col(f->user_id, sizeof f->user_id, row->user_id) ||
+        !copy_col(f->resource_owner, sizeof f->resource_owner, row->resource_owner))
+        return es_error_set(err, ES_EFATAL, "list auth factors: malformed row");
+    f->type = (proj_af_type)type;
+    f->state = (proj_af_state)state;
+    f->sequence = row->sequence;
+    f->created_at_us = row->created_at_us;
+    f->changed_at_us = row->changed_at_us;
+    (*l->n)++;
+    return ES_OK;
+}
+
 es_result es_auth_factors_list(es_store *st, const char *instance_id, const char *user_id, proj_auth_factor *out,
                                size_t max, size_t *n, es_error *err)
 {
-    PGresult *res = NULL;
-    const char *params[] = {instance_id, user_id};
     *n = 0;
-    es_result rc = es_store_exec(st, "list auth factors", SQL_LIST_FACTORS, 2, params, PGRES_TUPLES_OK, &res, err);
-    if (rc != ES_OK)
-        goto out;
-    for (int r = 0; r < PQntuples(res) && *n < max; r++) {
-        proj_auth_factor *f = &out[*n];
-        memset(f, 0, sizeof *f);
-        int type = proj_af_type_parse(PQgetvalue(res, r, 2));
-        int state = proj_af_state_parse(PQgetvalue(res, r, 3));
-        if (type < 0 || state < 0 || !copy_col(f->instance_id, sizeof f->instance_id, PQgetvalue(res, r, 0)) ||
-            !copy_col(f->user_id, sizeof f->user_id, PQgetvalue(res, r, 1)) ||
-            !copy_col(f->resource_owner, sizeof f->resource_owner, PQgetvalue(res, r, 7))) {
-            rc = es_error_set(err, ES_EFATAL, "list auth factors: malformed row");
-            goto out;
-        }
-        f->type = (proj_af_type)type;
-        f->state = (proj_af_state)state;
-        f->sequence = strtoll(PQgetvalue(res, r, 4), NULL, 10);
-        f->created_at_us = strtoll(PQgetvalue(res, r, 5), NULL, 10);
-        f->changed_at_us = strtoll(PQgetvalue(res, r, 6), NULL, 10);
-        (*n)++;
-    }
-out:
-    PQclear(res);
-    return rc;
+    listed_factors l = {.out = out, .n = n};
+    return es_projsql_list_factors(st, instance_id, user_id, max, listed_factor, &l, err);
 }

@@ -28,6 +28,7 @@
 #include "domain/errors.h"
 #include "domain/event.h"
 #include "infra/crypto/codecrypt.h"
+#include "infra/pg/projection_sql.h"
 #include "infra/pg/store.h"
 #include "projections/auth_factors.h"
 
@@ -86,6 +87,11 @@ es_result es_projector_run_subset(es_projector *p, const dom_evt *evts, const ch
  * them. Outside a transaction of the caller's, a consistent snapshot. */
 es_result es_auth_factors_list(es_store *st, const char *instance_id, const char *user_id,
                                proj_auth_factor *out, size_t max, size_t *n, es_error *err) ES_WUR;
+
+/* f as the row the pg layer writes (infra/pg/projection_sql.h): its
+ * strings point into f or are static names. For every writer of the
+ * auth-factor model (the projector, rebuild). */
+es_projsql_factor es_projector_factor_row(const proj_auth_factor *f);
 
 /* The success reply value for a command whose last event is last:
  * {"commandId":"<id>","httpStatus":200,"body":<dom_success_body(last, code)>},

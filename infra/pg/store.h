@@ -183,6 +183,17 @@ es_result es_store_row_event(const PGresult *res, int r, int base, dom_evt *evt,
 #define ES_STORE_USER_NCOLUMNS 14
 es_result es_store_row_user(const PGresult *res, int r, int base, dom_user *u,
                             es_error *err) ES_WUR;
+/* The column numbers of ES_STORE_EVENT_COLUMNS and ES_STORE_USER_COLUMNS,
+ * from the list's first column on (add base when it does not start the
+ * row): for callers that read one column without decoding the row. */
+enum { ES_STORE_EC_INSTANCE, ES_STORE_EC_AGGREGATE, ES_STORE_EC_SEQUENCE, ES_STORE_EC_POSITION,
+       ES_STORE_EC_TYPE, ES_STORE_EC_REVISION, ES_STORE_EC_CREATED, ES_STORE_EC_CREATOR,
+       ES_STORE_EC_OWNER, ES_STORE_EC_COMMAND, ES_STORE_EC_LAST, ES_STORE_EC_PAYLOAD,
+       ES_STORE_EC__COUNT };
+enum { ES_STORE_UC_INSTANCE, ES_STORE_UC_USER, ES_STORE_UC_OWNER, ES_STORE_UC_NAME,
+       ES_STORE_UC_STATUS, ES_STORE_UC_SEQUENCE, ES_STORE_UC_PHONE, ES_STORE_UC_PHONE_VERIFIED,
+       ES_STORE_UC_VERIFIED_PHONE, ES_STORE_UC_OTP_SMS, ES_STORE_UC_CODE_ENC,
+       ES_STORE_UC_CODE_EXPIRES, ES_STORE_UC_CREATED, ES_STORE_UC_CHANGED, ES_STORE_UC__COUNT };
 
 /* Events of one user in sequence order (for tests, rebuild and tools).
  * *out is malloc'd (NULL when *n == 0): the caller free()s it. */
