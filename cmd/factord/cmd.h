@@ -57,6 +57,10 @@ bool fd_wants_help(int argc, char **argv, const char *name, bool *bad);
  * required, signals, then loop(cfg); returns the exit code. */
 int fd_component_main(int argc, char **argv, const char *name, int (*loop)(const es_config *cfg));
 
+/* PostgreSQL for a one-shot tool: one attempt (no retry), the schema at
+ * min_schema or later (and present); NULL after logging why not. */
+es_store *fd_open_store(const es_config *cfg, int min_schema);
+
 /* PostgreSQL for a long-running component (es_store_connect, until fd_stop),
  * the schema at min_schema or later. Logs why not; ES_ETRANSIENT: stopped
  * while PostgreSQL was away (a clean stop). */

@@ -119,6 +119,29 @@ int fd_component_main(int argc, char **argv, const char *name, int (*loop)(const
     return rc;
 }
 
+es_store *fd_open_store(const es_config *cfg, int min_schema)
+{
+    es_store *st = NULL;
+    es_error err = {0};
+    int version = 0;
+    if (es_store_open(cfg->database_url, &st, &err) != ES_OK ||
+        es_store_schema_version(st, &version, &err) != ES_OK) {
+        es_err("cannot use PostgreSQL", "error", err.text, "sqlstate", err.sqlstate);
+        es_store_free(st);
+        return NULL;
+    }
+    if (version == 0 || version < min_schema) {
+        if (version == 0)
+            es_err("the factord schema is missing: run `factord migrate` first");
+        else
+            es_err("the factord schema is too old: run `factord migrate` first", "schema_version",
+                   es_log_i64(version), "needed", es_log_i64(min_schema));
+        es_store_free(st);
+        return NULL;
+    }
+    return st;
+}
+
 es_result fd_connect_store(const es_config *cfg, int min_schema, es_store **st)
 {
     es_error err = {0};

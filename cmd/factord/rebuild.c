@@ -18,7 +18,6 @@
 #include "infra/base/clock.h"
 #include "infra/base/log.h"
 #include "infra/components/rebuild.h"
-#include "infra/pg/store.h"
 
 typedef struct {
     const char *name;
@@ -75,25 +74,6 @@ static void on_progress(void *arg, const es_rebuild_progress *p)
     ui->drawn = !final;
 }
 
-static es_store *open_store(const es_config *cfg)
-{
-    es_store *st = NULL;
-    es_error err = {0};
-    int version = 0;
-    if (es_store_open(cfg->database_url, &st, &err) != ES_OK ||
-        es_store_schema_version(st, &version, &err) != ES_OK) {
-        es_err("cannot use PostgreSQL", "error", err.text, "sqlstate", err.sqlstate);
-        es_store_free(st);
-        return NULL;
-    }
-    if (version == 0) {
-        es_err("the factord schema is missing: run `factord migrate` first");
-        es_store_free(st);
-        return NULL;
-    }
-    return st;
-}
-
 int fd_rebuild_main(int argc, char **argv)
 {
     bool bad = false;
@@ -126,7 +106,7 @@ int fd_rebuild_main(int argc, char **argv)
         return 2;
     fd_install_signals();
     int exit_code = 1;
-    es_store *st = open_store(&cfg);
+    es_store *st = fd_open_store(&cfg, 1);
     if (!st)
         goto out;
 

@@ -16,6 +16,9 @@
  * when no reply comes within FACTORD_GATEWAY_TIMEOUT_MS, 503 when Kafka did
  * not take the command, and google.rpc.Status bodies for the gateway's own
  * refusals.
+ *
+ * Layer: components; includes the adapters and the components, no client
+ * library (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_GATEWAY_H
 #define FACTORD_INFRA_GATEWAY_H

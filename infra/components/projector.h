@@ -2,7 +2,7 @@
  * infra/components/projector.h - applying a batch of events to the read models in one
  * PostgreSQL transaction, and preparing the success replies it makes due.
  *
- * The Kafka loop (cmd/factord/project.c) hands over the events it polled,
+ * The Kafka loop (projector_loop.h) hands over the events it polled,
  * in offset order. In one transaction this module locks the last applied
  * sequence of every user in the batch (factord.projected_sequences, FOR
  * UPDATE, sorted), applies each event whose sequence is above it through
@@ -18,6 +18,9 @@
  * A unique violation, a serialization failure or a deadlock (a second
  * projector on the same users during a rebalance) rolls back and applies
  * the batch again on fresh rows.
+ *
+ * Layer: components; includes the adapters and the components, no client
+ * library (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_PROJECTOR_H
 #define FACTORD_INFRA_PROJECTOR_H
@@ -78,7 +81,7 @@ es_result es_projector_run_batch(es_projector *p, const dom_evt *evts, const cha
 /* The same for the events evts[idx[0]], ..., evts[idx[n - 1]] (idx in
  * increasing order; NULL: evts[0..n)), reply_to indexed like evts. Two
  * projectors on two connections may apply disjoint users' subsets of one
- * batch at once (factord project does, cmd/factord/project.c). */
+ * batch at once (factord project does, projector_loop.c). */
 es_result es_projector_run_subset(es_projector *p, const dom_evt *evts, const char *const *reply_to,
                                   const size_t *idx, size_t n, const es_reply **replies, size_t *n_replies,
                                   es_project_stats *stats, es_error *err) ES_WUR;

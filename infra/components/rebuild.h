@@ -29,6 +29,9 @@
  *
  * Ownership: the caller owns the store and the options; the store's
  * connection is used for the whole run and left idle afterwards.
+ *
+ * Layer: components; includes the adapters and the components, no client
+ * library (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_REBUILD_H
 #define FACTORD_INFRA_REBUILD_H

@@ -76,7 +76,7 @@ es_result es_store_commit(es_store *st, es_error *err) ES_WUR;
 void es_store_rollback(es_store *st);      /* best effort, never fails */
 
 /* One parameterised statement of a module with SQL of its own (the
- * read-model projector, infra/components/projector.c): text parameters and results,
+ * read-model projector, infra/pg/projection_sql.c): text parameters and results,
  * unnamed (parsed per call; batch statements, so that is cheap). ES_OK when
  * the result status is want; otherwise err is filled and classified like
  * the store's own statements (above). *res is set either way: the caller
