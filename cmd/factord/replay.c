@@ -1,6 +1,6 @@
 /*
  * cmd/factord/replay.c - `factord replay`: the event log as JSON lines,
- * filtered (infra/components/audit.h, docs/audit.md).
+ * filtered (infra/components/replay.h, docs/audit.md).
  *
  * stdout carries only data: one event per line in position order, in the
  * events topic's shape (docs/contracts.md) plus "hash". Progress goes to
@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "cmd/factord/cmd.h"
-#include "infra/components/audit.h"
+#include "infra/components/replay.h"
 #include "infra/base/log.h"
 #include "infra/pg/store.h"
 

@@ -1,6 +1,6 @@
 /*
  * cmd/factord/status.c - `factord status`: positions and lags at a glance
- * (infra/components/audit.h, docs/audit.md).
+ * (infra/components/status.h, docs/audit.md).
  *
  * From PostgreSQL: the log's head, the chain head, the relay's checkpoint
  * and its lag. From Kafka: the projector group's lag per partition of the
@@ -16,7 +16,7 @@
 #include <jansson.h>
 
 #include "cmd/factord/cmd.h"
-#include "infra/components/audit.h"
+#include "infra/components/status.h"
 #include "infra/base/log.h"
 #include "infra/pg/store.h"
 

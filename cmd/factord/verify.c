@@ -1,6 +1,6 @@
 /*
  * cmd/factord/verify.c - `factord verify`: check that the event log is
- * complete and unaltered (infra/components/audit.h, docs/audit.md).
+ * complete and unaltered (infra/components/verify.h, docs/audit.md).
  *
  * stdout gets the verdict: a summary (events, users, the chain head as
  * POS:HASH, which an auditor records for a later --expect-head) and exit 0,
@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "cmd/factord/cmd.h"
-#include "infra/components/audit.h"
+#include "infra/components/verify.h"
 #include "infra/crypto/chain.h"
 #include "infra/base/log.h"
 #include "infra/pg/store.h"

@@ -326,7 +326,7 @@ es_result es_rbsql_read_page(es_store *st, int64_t after, int limit, dom_evt *ev
             rc = es_error_set(err, rc, "rebuild: %s", why);
         }
     }
-    if (rc == ES_OK && got && !es_parse_i64(PQgetvalue(res, (int)got - 1, ES_STORE_EC_POSITION), last))
+    if (rc == ES_OK && got && !es_parse_i64(PQgetvalue(res, (int)got - 1, ES_EVT_COL_POSITION), last))
         rc = es_error_set(err, ES_EFATAL, "rebuild: read events: malformed position");
     if (rc == ES_OK) {
         *rows = got;

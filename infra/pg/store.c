@@ -49,14 +49,11 @@
 #define STORE_LOCK_CLASS_NAMED "1717658484"    /* 0x66616374 'fact' */
 #define STORE_LOCK_CLASS_MIGRATE "1718446439"  /* 0x666d6967 'fmig' */
 
-/* The columns of an event row, in this order, in every event query
- * (ES_STORE_EVENT_COLUMNS, store.h). */
+/* The columns of an event row, in this order, in every event query, and
+ * of a user row (ES_STORE_EVENT_COLUMNS with es_store_event_col and
+ * ES_STORE_USER_COLUMNS with es_store_user_col, store.h). */
 #define STORE_EVENT_COLUMNS ES_STORE_EVENT_COLUMNS
-_Static_assert(ES_STORE_EC__COUNT == ES_STORE_EVENT_NCOLUMNS, "store.h's column count");
-
-/* The columns of a user row, in this order (ES_STORE_USER_COLUMNS, store.h). */
 #define STORE_USER_COLUMNS ES_STORE_USER_COLUMNS
-_Static_assert(ES_STORE_UC__COUNT == ES_STORE_USER_NCOLUMNS, "store.h's column count");
 
 typedef enum {
     Q_FIND_COMMANDS,
@@ -825,28 +822,28 @@ static es_result store_row_to_user(const PGresult *res, int r, dom_user *u, es_e
 
 es_result es_store_row_user(const PGresult *res, int r, int base, dom_user *u, es_error *err)
 {
-    const char *status = PQgetvalue(res, r, base + ES_STORE_UC_STATUS);
+    const char *status = PQgetvalue(res, r, base + ES_USER_COL_STATUS);
     memset(u, 0, sizeof *u);
-    if (!store_copy(u->instance_id, sizeof u->instance_id, PQgetvalue(res, r, base + ES_STORE_UC_INSTANCE)) ||
-        !store_copy(u->user_id, sizeof u->user_id, PQgetvalue(res, r, base + ES_STORE_UC_USER)) ||
-        !store_copy(u->resource_owner, sizeof u->resource_owner, PQgetvalue(res, r, base + ES_STORE_UC_OWNER)) ||
-        !store_copy(u->user_name, sizeof u->user_name, PQgetvalue(res, r, base + ES_STORE_UC_NAME)) ||
-        !store_copy(u->phone, sizeof u->phone, PQgetvalue(res, r, base + ES_STORE_UC_PHONE)) ||
+    if (!store_copy(u->instance_id, sizeof u->instance_id, PQgetvalue(res, r, base + ES_USER_COL_INSTANCE)) ||
+        !store_copy(u->user_id, sizeof u->user_id, PQgetvalue(res, r, base + ES_USER_COL_USER)) ||
+        !store_copy(u->resource_owner, sizeof u->resource_owner, PQgetvalue(res, r, base + ES_USER_COL_OWNER)) ||
+        !store_copy(u->user_name, sizeof u->user_name, PQgetvalue(res, r, base + ES_USER_COL_NAME)) ||
+        !store_copy(u->phone, sizeof u->phone, PQgetvalue(res, r, base + ES_USER_COL_PHONE)) ||
         !store_copy(u->verified_phone, sizeof u->verified_phone,
-                    PQgetvalue(res, r, base + ES_STORE_UC_VERIFIED_PHONE)) ||
-        !store_copy(u->code_enc, sizeof u->code_enc, PQgetvalue(res, r, base + ES_STORE_UC_CODE_ENC)))
+                    PQgetvalue(res, r, base + ES_USER_COL_VERIFIED_PHONE)) ||
+        !store_copy(u->code_enc, sizeof u->code_enc, PQgetvalue(res, r, base + ES_USER_COL_CODE_ENC)))
         return es_error_set(err, ES_EFATAL, "load users: a column of a users row is too long");
     u->status = dom_user_status_parse(status);
     if (u->status == DOM_USER_NONE && strcmp(status, dom_user_status_name(DOM_USER_NONE)) != 0)
         return es_error_set(err, ES_EFATAL, "load users: unknown status '%.32s'", status);
-    if (!es_parse_i64(PQgetvalue(res, r, base + ES_STORE_UC_SEQUENCE), &u->sequence) ||
-        !es_parse_i64(PQgetvalue(res, r, base + ES_STORE_UC_CREATED), &u->created_at_us) ||
-        !es_parse_i64(PQgetvalue(res, r, base + ES_STORE_UC_CHANGED), &u->changed_at_us) ||
-        (!PQgetisnull(res, r, base + ES_STORE_UC_CODE_EXPIRES) &&
-         !es_parse_i64(PQgetvalue(res, r, base + ES_STORE_UC_CODE_EXPIRES), &u->code_expires_at_us)))
+    if (!es_parse_i64(PQgetvalue(res, r, base + ES_USER_COL_SEQUENCE), &u->sequence) ||
+        !es_parse_i64(PQgetvalue(res, r, base + ES_USER_COL_CREATED), &u->created_at_us) ||
+        !es_parse_i64(PQgetvalue(res, r, base + ES_USER_COL_CHANGED), &u->changed_at_us) ||
+        (!PQgetisnull(res, r, base + ES_USER_COL_CODE_EXPIRES) &&
+         !es_parse_i64(PQgetvalue(res, r, base + ES_USER_COL_CODE_EXPIRES), &u->code_expires_at_us)))
         return es_error_set(err, ES_EFATAL, "load users: malformed number in a users row");
-    u->phone_verified = PQgetvalue(res, r, base + ES_STORE_UC_PHONE_VERIFIED)[0] == 't';
-    u->otp_sms = PQgetvalue(res, r, base + ES_STORE_UC_OTP_SMS)[0] == 't';
+    u->phone_verified = PQgetvalue(res, r, base + ES_USER_COL_PHONE_VERIFIED)[0] == 't';
+    u->otp_sms = PQgetvalue(res, r, base + ES_USER_COL_OTP_SMS)[0] == 't';
     return ES_OK;
 }
 
@@ -1226,7 +1223,7 @@ out:
 
 /* --- reading the log ----------------------------------------------------------- */
 
-/* Columns base..base+ES_STORE_EC__COUNT-1 of row r into evt. */
+/* Columns base..base+ES_EVT_COL__COUNT-1 of row r into evt. */
 static es_result store_row_to_event(const PGresult *res, int r, int base, dom_evt *evt,
                                     es_error *err)
 {
@@ -1235,28 +1232,28 @@ static es_result store_row_to_event(const PGresult *res, int r, int base, dom_ev
 
 es_result es_store_row_event(const PGresult *res, int r, int base, dom_evt *evt, es_error *err)
 {
-    const char *type = PQgetvalue(res, r, base + ES_STORE_EC_TYPE);
-    const char *payload = PQgetvalue(res, r, base + ES_STORE_EC_PAYLOAD);
+    const char *type = PQgetvalue(res, r, base + ES_EVT_COL_TYPE);
+    const char *payload = PQgetvalue(res, r, base + ES_EVT_COL_PAYLOAD);
     int64_t revision = 0;
     json_t *j = NULL;
     json_error_t jerr;
     es_result rc = ES_OK;
 
     memset(evt, 0, sizeof *evt);
-    if (!store_copy(evt->instance_id, sizeof evt->instance_id, PQgetvalue(res, r, base + ES_STORE_EC_INSTANCE)) ||
-        !store_copy(evt->aggregate_id, sizeof evt->aggregate_id, PQgetvalue(res, r, base + ES_STORE_EC_AGGREGATE)) ||
-        !store_copy(evt->creator, sizeof evt->creator, PQgetvalue(res, r, base + ES_STORE_EC_CREATOR)) ||
-        !store_copy(evt->resource_owner, sizeof evt->resource_owner, PQgetvalue(res, r, base + ES_STORE_EC_OWNER)) ||
-        !store_copy(evt->command_id, sizeof evt->command_id, PQgetvalue(res, r, base + ES_STORE_EC_COMMAND)) ||
-        !es_parse_i64(PQgetvalue(res, r, base + ES_STORE_EC_SEQUENCE), &evt->sequence) ||
-        !es_parse_i64(PQgetvalue(res, r, base + ES_STORE_EC_POSITION), &evt->position) ||
-        !es_parse_i64(PQgetvalue(res, r, base + ES_STORE_EC_CREATED), &evt->created_at_us) ||
-        !es_parse_i64(PQgetvalue(res, r, base + ES_STORE_EC_REVISION), &revision)) {
+    if (!store_copy(evt->instance_id, sizeof evt->instance_id, PQgetvalue(res, r, base + ES_EVT_COL_INSTANCE)) ||
+        !store_copy(evt->aggregate_id, sizeof evt->aggregate_id, PQgetvalue(res, r, base + ES_EVT_COL_AGGREGATE)) ||
+        !store_copy(evt->creator, sizeof evt->creator, PQgetvalue(res, r, base + ES_EVT_COL_CREATOR)) ||
+        !store_copy(evt->resource_owner, sizeof evt->resource_owner, PQgetvalue(res, r, base + ES_EVT_COL_OWNER)) ||
+        !store_copy(evt->command_id, sizeof evt->command_id, PQgetvalue(res, r, base + ES_EVT_COL_COMMAND)) ||
+        !es_parse_i64(PQgetvalue(res, r, base + ES_EVT_COL_SEQUENCE), &evt->sequence) ||
+        !es_parse_i64(PQgetvalue(res, r, base + ES_EVT_COL_POSITION), &evt->position) ||
+        !es_parse_i64(PQgetvalue(res, r, base + ES_EVT_COL_CREATED), &evt->created_at_us) ||
+        !es_parse_i64(PQgetvalue(res, r, base + ES_EVT_COL_REVISION), &revision)) {
         rc = es_error_set(err, ES_EFATAL, "read events: malformed events row");
         goto out;
     }
     evt->revision = (int)revision;
-    evt->last_of_command = PQgetvalue(res, r, base + ES_STORE_EC_LAST)[0] == 't';
+    evt->last_of_command = PQgetvalue(res, r, base + ES_EVT_COL_LAST)[0] == 't';
     evt->type = dom_evt_type_parse(type);
     if (evt->type == DOM_EVT_UNKNOWN) {
         rc = es_error_set(err, ES_EFATAL, "read events: unknown type '%.64s' at position %" PRId64,
@@ -1326,7 +1323,7 @@ void es_outbound_clear(es_outbound *rows, size_t n)
 }
 
 /* Column layout of Q_READ_OUTBOUND. */
-enum { OC_POS, OC_IS_EVENT, OC_EVENT, OC_TOPIC = OC_EVENT + ES_STORE_EC__COUNT, OC_KEY, OC_VALUE,
+enum { OC_POS, OC_IS_EVENT, OC_EVENT, OC_TOPIC = OC_EVENT + ES_EVT_COL__COUNT, OC_KEY, OC_VALUE,
        OC_HEADERS, OC_REPLY_TO };
 
 /* Hex column into a malloc'd buffer (NUL-terminated for convenience). */

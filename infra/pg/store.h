@@ -160,20 +160,28 @@ es_result es_store_write(es_store *st, es_write *w, es_error *err) ES_WUR;
 
 /* --- reading the log ----------------------------------------------------- */
 
-/* The columns of an event row, for tools with SQL of their own
- * (infra/components/audit.c): "SELECT " ES_STORE_EVENT_COLUMNS " FROM factord.events e",
+/* The columns of an event row, for reads with SQL of their own
+ * (infra/pg/logread.c): "SELECT " ES_STORE_EVENT_COLUMNS " FROM factord.events e",
  * then es_store_row_event decodes row r from column base on, exactly as the
- * relay reads events (so the chain's canonical bytes can be recomputed). */
+ * relay reads events (so the chain's canonical bytes can be recomputed).
+ * es_store_event_col numbers them from base. */
 #define ES_STORE_EVENT_COLUMNS                                                \
     "e.instance_id, e.aggregate_id, e.sequence, e.position, e.type, "        \
     "e.revision, (extract(epoch FROM e.created_at) * 1000000)::bigint, "     \
     "e.creator, e.resource_owner, coalesce(e.command_id::text, ''), "        \
     "e.last_of_command, e.payload::text"
 #define ES_STORE_EVENT_NCOLUMNS 12
+typedef enum {
+    ES_EVT_COL_INSTANCE, ES_EVT_COL_AGGREGATE, ES_EVT_COL_SEQUENCE, ES_EVT_COL_POSITION,
+    ES_EVT_COL_TYPE, ES_EVT_COL_REVISION, ES_EVT_COL_CREATED, ES_EVT_COL_CREATOR,
+    ES_EVT_COL_OWNER, ES_EVT_COL_COMMAND, ES_EVT_COL_LAST, ES_EVT_COL_PAYLOAD, ES_EVT_COL__COUNT
+} es_store_event_col;
+_Static_assert(ES_EVT_COL__COUNT == ES_STORE_EVENT_NCOLUMNS, "ES_STORE_EVENT_COLUMNS's columns");
 es_result es_store_row_event(const PGresult *res, int r, int base, dom_evt *evt,
                              es_error *err) ES_WUR;
 /* Likewise for factord.users: "SELECT " ES_STORE_USER_COLUMNS " FROM
- * factord.users", decoded from column base on by es_store_row_user. */
+ * factord.users", decoded from column base on by es_store_row_user;
+ * es_store_user_col numbers them from base. */
 #define ES_STORE_USER_COLUMNS                                                 \
     "instance_id, user_id, resource_owner, user_name, status, sequence, "    \
     "phone, phone_verified, verified_phone, otp_sms, code_enc, "             \
@@ -181,19 +189,16 @@ es_result es_store_row_event(const PGresult *res, int r, int base, dom_evt *evt,
     "(extract(epoch FROM created_at) * 1000000)::bigint, "                   \
     "(extract(epoch FROM changed_at) * 1000000)::bigint"
 #define ES_STORE_USER_NCOLUMNS 14
+typedef enum {
+    ES_USER_COL_INSTANCE, ES_USER_COL_USER, ES_USER_COL_OWNER, ES_USER_COL_NAME,
+    ES_USER_COL_STATUS, ES_USER_COL_SEQUENCE, ES_USER_COL_PHONE, ES_USER_COL_PHONE_VERIFIED,
+    ES_USER_COL_VERIFIED_PHONE, ES_USER_COL_OTP_SMS, ES_USER_COL_CODE_ENC,
+    ES_USER_COL_CODE_EXPIRES, ES_USER_COL_CREATED, ES_USER_COL_CHANGED, ES_USER_COL__COUNT
+} es_store_user_col;
+_Static_assert(ES_USER_COL__COUNT == ES_STORE_USER_NCOLUMNS, "ES_STORE_USER_COLUMNS's columns");
 es_result es_store_row_user(const PGresult *res, int r, int base, dom_user *u,
                             es_error *err) ES_WUR;
-/* The column numbers of ES_STORE_EVENT_COLUMNS and ES_STORE_USER_COLUMNS,
- * from the list's first column on (add base when it does not start the
- * row): for callers that read one column without decoding the row. */
-enum { ES_STORE_EC_INSTANCE, ES_STORE_EC_AGGREGATE, ES_STORE_EC_SEQUENCE, ES_STORE_EC_POSITION,
-       ES_STORE_EC_TYPE, ES_STORE_EC_REVISION, ES_STORE_EC_CREATED, ES_STORE_EC_CREATOR,
-       ES_STORE_EC_OWNER, ES_STORE_EC_COMMAND, ES_STORE_EC_LAST, ES_STORE_EC_PAYLOAD,
-       ES_STORE_EC__COUNT };
-enum { ES_STORE_UC_INSTANCE, ES_STORE_UC_USER, ES_STORE_UC_OWNER, ES_STORE_UC_NAME,
-       ES_STORE_UC_STATUS, ES_STORE_UC_SEQUENCE, ES_STORE_UC_PHONE, ES_STORE_UC_PHONE_VERIFIED,
-       ES_STORE_UC_VERIFIED_PHONE, ES_STORE_UC_OTP_SMS, ES_STORE_UC_CODE_ENC,
-       ES_STORE_UC_CODE_EXPIRES, ES_STORE_UC_CREATED, ES_STORE_UC_CHANGED, ES_STORE_UC__COUNT };
+
 
 /* Events of one user in sequence order (for tests, rebuild and tools).
  * *out is malloc'd (NULL when *n == 0): the caller free()s it. */

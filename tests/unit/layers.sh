@@ -48,6 +48,9 @@ check_objects() { # <layer> <source prefix> <objects...>
     for o in "$@"; do
         [ -f "$o" ] || continue
         name=$(basename "$o" .o)  # foo.c
+        # An object whose source is gone (moved or split) is a leftover of
+        # an earlier build of this folder, not part of this one.
+        [ -f "$src/$prefix/$name" ] || continue
         nm -u "$o" | awk 'NF >= 2 && $1 == "U" { sub(/@.*/, "", $2); print $2 }' | sort -u |
         while read -r sym; do
             fam=$(family_of "$sym")

@@ -1,0 +1,514 @@
+/*
+ * infra/components/verify.c - `factord verify`'s check (verify.h).
+ *
+ * Two passes over one snapshot (infra/pg/logread.h): the chain pass reads
+ * the log in position order and recomputes every hash; the users pass reads
+ * it in (instance, user, sequence) order and folds each user's events
+ * through dom_user_apply to compare with factord.users. The users pass runs
+ * in a thread of its own on a second reader that shares the snapshot (the
+ * two use a core each: PostgreSQL's and ours), or after the chain pass when
+ * no second reader can be had. The chain's problems are reported first:
+ * they are the more fundamental ones.
+ */
+#include "infra/components/verify.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "domain/user.h"
+#include "infra/base/util.h"
+#include "infra/pg/logread.h"
+
+/* Record the first problem: at position pos (0: none), of the user
+ * (instance, user) when instance is not NULL. */
+static void audit_bad(es_verify_report *rep, const char *instance, const char *user, int64_t pos,
+                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void audit_bad(es_verify_report *rep, const char *instance, const char *user, int64_t pos,
+                      const char *fmt, ...)
+{
+    va_list ap;
+    rep->ok = false;
+    rep->bad_position = pos;
+    if (instance) {
+        snprintf(rep->bad_instance, sizeof rep->bad_instance, "%s", instance);
+        snprintf(rep->bad_user, sizeof rep->bad_user, "%s", user);
+    }
+    va_start(ap, fmt);
+    vsnprintf(rep->problem, sizeof rep->problem, fmt, ap);
+    va_end(ap);
+}
+
+/* --- the chain pass --------------------------------------------------------------- */
+
+typedef struct {
+    es_chain_hasher *hasher;
+    const es_verify_opts *o;
+    es_verify_report *rep;
+    unsigned char prev[ES_CHAIN_HASH_LEN];
+    int64_t last_position;
+    bool chained_seen;
+    bool expect_seen;
+    es_audit_ticker ticker;
+} chain_state;
+
+/* Members of the JSON object text s (as PostgreSQL prints jsonb): commas
+ * at depth 1 outside strings, plus one; (size_t)-1 when s is no object.
+ * A scan instead of a parse: the decoder parsed the payload already. */
+static size_t audit_members(const char *s)
+{
+    size_t commas = 0;
+    int depth = 0;
+    bool in_str = false, any = false;
+    while (*s == ' ')
+        s++;
+    if (*s != '{')
+        return (size_t)-1;
+    for (const char *p = s; *p; p++) {
+        char c = *p;
+        if (in_str) {
+            if (c == '\\' && p[1])
+                p++;
+            else if (c == '"')
+                in_str = false;
+            continue;
+        }
+        if (c == '"') {
+            in_str = true;
+            if (depth == 1)
+                any = true;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == ',' && depth == 1) {
+            commas++;
+        }
+    }
+    return any ? commas + 1 : 0;
+}
+
+/* One row of the chain pass; false after recording a problem. */
+static bool chain_row(void *arg, const es_log_row *row)
+{
+    chain_state *cs = arg;
+    es_verify_report *rep = cs->rep;
+    const dom_evt *evt = &row->evt;
+    int64_t pos = row->position;
+    if (!row->position_ok) {
+        audit_bad(rep, NULL, NULL, 0, "an event after position %" PRId64 " has a malformed position",
+                  cs->last_position);
+        return false;
+    }
+    if (pos <= cs->last_position) {
+        audit_bad(rep, row->instance_id, row->aggregate_id, pos, "position %" PRId64 " appears twice", pos);
+        return false;
+    }
+    cs->last_position = pos;
+    rep->events++;
+    if (row->decoded != ES_OK) {
+        audit_bad(rep, evt->instance_id, evt->aggregate_id, pos, "the event does not decode: %.300s",
+                  row->decode_err.text);
+        return false;
+    }
+    /* Columns outside the canonical bytes must hold what they imply. */
+    if (strcmp(row->aggregate_type, DOM_AGGREGATE_USER) != 0 ||
+        strcmp(row->type, dom_evt_type_name(evt->type)) != 0) {
+        audit_bad(rep, evt->instance_id, evt->aggregate_id, pos,
+                  "the event's aggregate type or type name was changed");
+        return false;
+    }
+    /* Every member the type has was decoded into evt and is hashed; one it
+     * does not have would be skipped by the decoder: count them. */
+    json_t *canon = dom_evt_payload_to_json(evt);
+    bool same = audit_members(row->payload) == json_object_size(canon);
+    json_decref(canon);
+    if (!same) {
+        audit_bad(rep, evt->instance_id, evt->aggregate_id, pos,
+                  "the payload holds members the event type does not have");
+        return false;
+    }
+
+    if (!row->hash_hex) {
+        if (cs->chained_seen) {
+            audit_bad(rep, evt->instance_id, evt->aggregate_id, pos,
+                      "an event without a hash after chained events");
+            return false;
+        }
+        if (pos > rep->chain_start) {
+            audit_bad(rep, evt->instance_id, evt->aggregate_id, pos,
+                      "an event without a hash above the chain's start (%" PRId64
+                      "): written by a binary without the chain, or its hash removed",
+                      rep->chain_start);
+            return false;
+        }
+        rep->unchained++;
+    } else {
+        unsigned char stored_hash[ES_CHAIN_HASH_LEN], want[ES_CHAIN_HASH_LEN];
+        if (!es_chain_unhex(row->hash_hex, stored_hash, sizeof stored_hash)) {
+            audit_bad(rep, evt->instance_id, evt->aggregate_id, pos, "the event's hash is not 32 bytes");
+            return false;
+        }
+        char *text = es_chain_canonical(evt);
+        if (!text) {
+            audit_bad(rep, evt->instance_id, evt->aggregate_id, pos, "the event cannot be encoded");
+            return false;
+        }
+        es_chain_hash(cs->hasher, cs->prev, text, strlen(text), want);
+        free(text);
+        if (memcmp(want, stored_hash, sizeof want) != 0) {
+            if (!cs->chained_seen)
+                audit_bad(rep, evt->instance_id, evt->aggregate_id, pos,
+                          "the first chained event's hash does not verify: the event was "
+                          "altered, or the chain key is not the writers' key");
+            else
+                audit_bad(rep, evt->instance_id, evt->aggregate_id, pos,
+                          "hash mismatch: this event was altered, or an event before it (after "
+                          "the chained event at %" PRId64 ") was removed, inserted or moved",
+                          rep->head_position);
+            return false;
+        }
+        cs->chained_seen = true;
+        memcpy(cs->prev, stored_hash, sizeof cs->prev);
+        rep->head_position = pos;
+        memcpy(rep->head_hash, stored_hash, sizeof rep->head_hash);
+    }
+    if (cs->o->expect_head && !cs->expect_seen && pos >= cs->o->expect_position) {
+        cs->expect_seen = true;
+        if (pos != cs->o->expect_position || !row->hash_hex) {
+            audit_bad(rep, evt->instance_id, evt->aggregate_id, pos,
+                      "the expected head position %" PRId64 " holds no chained event",
+                      cs->o->expect_position);
+            return false;
+        }
+        if (memcmp(rep->head_hash, cs->o->expect_hash, ES_CHAIN_HASH_LEN) != 0) {
+            audit_bad(rep, evt->instance_id, evt->aggregate_id, pos,
+                      "the event at the expected head has another hash: the log up to it was "
+                      "rewritten");
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool chain_page_done(void *arg, size_t rows, int64_t last)
+{
+    chain_state *cs = arg;
+    (void)rows;
+    (void)last;
+    es_audit_ticker_tick(&cs->ticker, cs->rep->events, cs->last_position);
+    return true;
+}
+
+/* --- the users pass ---------------------------------------------------------------- */
+
+/* The first column where the fold and the row differ, or NULL. */
+static const char *audit_user_diff(const dom_user *a, const dom_user *b)
+{
+    if (strcmp(a->resource_owner, b->resource_owner))
+        return "resource_owner";
+    if (strcmp(a->user_name, b->user_name))
+        return "user_name";
+    if (a->status != b->status)
+        return "status";
+    if (a->sequence != b->sequence)
+        return "sequence";
+    if (strcmp(a->phone, b->phone))
+        return "phone";
+    if (a->phone_verified != b->phone_verified)
+        return "phone_verified";
+    if (strcmp(a->verified_phone, b->verified_phone))
+        return "verified_phone";
+    if (a->otp_sms != b->otp_sms)
+        return "otp_sms";
+    if (strcmp(a->code_enc, b->code_enc))
+        return "code_enc";
+    if (a->code_expires_at_us != b->code_expires_at_us)
+        return "code_expires_at";
+    if (a->created_at_us != b->created_at_us)
+        return "created_at";
+    if (a->changed_at_us != b->changed_at_us)
+        return "changed_at";
+    return NULL;
+}
+
+typedef struct {
+    es_verify_report *rep;
+    bool have;               /* a user is being folded */
+    dom_user fold;
+    dom_user row;            /* its factord.users row */
+    bool row_found;
+    dom_evt last;            /* its last event */
+    bool stopped;            /* a row's problem, or the chain pass's, stopped the scan */
+    const atomic_bool *stop; /* set when the chain pass failed (NULL: not beside it) */
+    int64_t rows;
+    es_audit_ticker ticker;
+} users_state;
+
+/* The user being folded is complete: compare it with its row. */
+static bool users_finish(users_state *us)
+{
+    if (!us->have)
+        return true;
+    us->have = false;
+    us->rep->users++;
+    if (!us->row_found) {
+        audit_bad(us->rep, us->last.instance_id, us->last.aggregate_id, us->last.position,
+                  "the user has events but no row in factord.users");
+        return false;
+    }
+    const char *col = audit_user_diff(&us->fold, &us->row);
+    if (col) {
+        audit_bad(us->rep, us->last.instance_id, us->last.aggregate_id, us->last.position,
+                  "factord.users differs from the fold of the user's events in column %s", col);
+        return false;
+    }
+    return true;
+}
+
+static bool users_row_check(users_state *us, const es_log_row *row)
+{
+    const dom_evt *evt = &row->evt;
+    if (row->decoded != ES_OK) {
+        audit_bad(us->rep, NULL, NULL, 0, "an event does not decode: %.300s", row->decode_err.text);
+        return false;
+    }
+    bool same_user = us->have && strcmp(us->last.instance_id, evt->instance_id) == 0 &&
+                     strcmp(us->last.aggregate_id, evt->aggregate_id) == 0;
+    if (same_user) {
+        if (evt->sequence == us->last.sequence) {
+            audit_bad(us->rep, evt->instance_id, evt->aggregate_id, evt->position,
+                      "sequence %" PRId64 " appears twice", evt->sequence);
+            return false;
+        }
+        if (evt->sequence != us->last.sequence + 1) {
+            audit_bad(us->rep, evt->instance_id, evt->aggregate_id, evt->position,
+                      "sequence gap: %" PRId64 " follows %" PRId64 " (events missing)", evt->sequence,
+                      us->last.sequence);
+            return false;
+        }
+    } else {
+        if (!users_finish(us))
+            return false;
+        if (evt->sequence != 1) {
+            audit_bad(us->rep, evt->instance_id, evt->aggregate_id, evt->position,
+                      "the user's first event has sequence %" PRId64 " (events missing)", evt->sequence);
+            return false;
+        }
+        us->have = true;
+        memset(&us->fold, 0, sizeof us->fold);
+        /* The reader decodes a user's row on the user's first event. */
+        us->row_found = row->has_user;
+        if (us->row_found) {
+            if (!row->user_decoded || row->user_rc != ES_OK) {
+                audit_bad(us->rep, evt->instance_id, evt->aggregate_id, evt->position,
+                          "the user's row does not decode: %.300s",
+                          row->user_decoded ? row->user_err.text : "not read");
+                return false;
+            }
+            us->row = row->user;
+        }
+    }
+    dom_user_apply(&us->fold, evt);
+    us->last = *evt;
+    return true;
+}
+
+static bool users_row(void *arg, const es_log_row *row)
+{
+    users_state *us = arg;
+    if (!users_row_check(us, row)) {
+        us->stopped = true;
+        return false;
+    }
+    return true;
+}
+
+static bool users_page_done(void *arg, size_t rows, int64_t last)
+{
+    users_state *us = arg;
+    (void)last;
+    if (us->stop && atomic_load(us->stop)) {
+        us->stopped = true; /* the chain pass failed already: its problem is reported */
+        return false;
+    }
+    us->rows += (int64_t)rows;
+    es_audit_ticker_tick(&us->ticker, us->rows, 0);
+    return true;
+}
+
+static es_result verify_users(es_logread *r, es_verify_report *rep, const es_verify_opts *o, size_t page,
+                              const atomic_bool *stop, es_error *err)
+{
+    es_result rc = ES_OK;
+    bool found = false;
+    es_log_user_key who;
+    users_state *us = calloc(1, sizeof *us);
+    if (!us)
+        abort();
+    us->rep = rep;
+    us->stop = stop;
+    es_audit_ticker_start(&us->ticker, o->progress, o->progress_arg, "users");
+
+    if ((rc = es_logread_users(r, page, users_row, users_page_done, us, err)) != ES_OK || us->stopped)
+        goto out;
+    if (!users_finish(us))
+        goto out;
+    /* Users with a row but no event. */
+    if ((rc = es_logread_user_without_events(r, &found, &who, err)) != ES_OK)
+        goto out;
+    if (found)
+        audit_bad(rep, who.instance_id, who.user_id, 0, "factord.users has a user without events");
+out:
+    free(us);
+    return rc;
+}
+
+/* The users pass beside the chain pass, on a reader of its own. */
+typedef struct {
+    es_logread *reader;
+    const es_verify_opts *o;
+    size_t page;
+    const atomic_bool *stop;
+    es_verify_report rep;
+    es_result rc;
+    es_error err;
+} users_job;
+
+static void *users_job_main(void *arg)
+{
+    users_job *j = arg;
+    memset(&j->rep, 0, sizeof j->rep);
+    j->rep.ok = true;
+    j->rc = verify_users(j->reader, &j->rep, j->o, j->page, j->stop, &j->err);
+    return NULL;
+}
+
+/* --- verify ------------------------------------------------------------------------ */
+
+es_result es_audit_verify(es_store *st, const es_chain_key *key, const es_verify_opts *opts,
+                          es_verify_report *rep, es_error *err)
+{
+    static const es_verify_opts no_opts = {0};
+    const es_verify_opts *o = opts ? opts : &no_opts;
+    es_logread *reader = NULL;
+    size_t page = o->page ? o->page : ES_AUDIT_PAGE;
+    double started = es_audit_now();
+    chain_state cs;
+    es_log_counter counter;
+    atomic_bool stop = false;
+    users_job job = {.o = o, .page = page, .stop = &stop};
+    pthread_t users_thread;
+    bool threaded = false;
+
+    memset(rep, 0, sizeof *rep);
+    memset(&cs, 0, sizeof cs);
+    rep->ok = true;
+    es_result rc = es_logread_begin(st, &reader, err);
+    if (rc != ES_OK)
+        return rc;
+    /* The snapshot is exported first, so that it is the one every read of
+     * this run sees; when the server refuses, the passes run one after the
+     * other on a fresh transaction. */
+    if ((rc = es_logread_share(reader, &job.reader, err)) != ES_OK) {
+        es_logread_end(reader);
+        return rc;
+    }
+    if ((rc = es_logread_counter(reader, &counter, err)) != ES_OK)
+        goto out;
+    rep->chain_start = counter.chain_start;
+    if (!counter.valid) {
+        audit_bad(rep, NULL, NULL, 0, "factord.position_counter has no valid row 1");
+        goto out;
+    }
+
+    if (job.reader && pthread_create(&users_thread, NULL, users_job_main, &job) == 0)
+        threaded = true;
+
+    cs.hasher = es_chain_hasher_new(key);
+    cs.o = o;
+    cs.rep = rep;
+    es_audit_ticker_start(&cs.ticker, o->progress, o->progress_arg, "chain");
+    rc = es_logread_chain(reader, page, chain_row, chain_page_done, &cs, err);
+    if (rc != ES_OK || !rep->ok)
+        goto out;
+    if (o->expect_head && !cs.expect_seen) {
+        audit_bad(rep, NULL, NULL, o->expect_position,
+                  "the log ends at position %" PRId64 ", before the expected head %" PRId64
+                  ": events were removed from its end",
+                  cs.last_position, o->expect_position);
+        goto out;
+    }
+    if (counter.head_position != rep->head_position ||
+        memcmp(counter.head_hash, rep->head_hash, sizeof counter.head_hash) != 0) {
+        if (counter.head_position > rep->head_position)
+            audit_bad(rep, NULL, NULL, counter.head_position,
+                      "the chain head (position %" PRId64 ") is not in the log, whose last chained "
+                      "event is at %" PRId64 ": events were removed from its end",
+                      counter.head_position, rep->head_position);
+        else
+            audit_bad(rep, NULL, NULL, rep->head_position,
+                      "the log's last chained event (position %" PRId64 ") is not the chain head "
+                      "the counter holds (position %" PRId64 ")",
+                      rep->head_position, counter.head_position);
+        goto out;
+    }
+    if (counter.value < cs.last_position) {
+        audit_bad(rep, NULL, NULL, cs.last_position,
+                  "an event's position is above the position counter (%" PRId64 ")", counter.value);
+        goto out;
+    }
+    if (!threaded) {
+        es_verify_report *users = &job.rep;
+        memset(users, 0, sizeof *users);
+        users->ok = true;
+        job.rc = verify_users(reader, users, o, page, NULL, &job.err);
+    }
+out:
+    if (rc != ES_OK || !rep->ok)
+        atomic_store(&stop, true);
+    if (threaded)
+        pthread_join(users_thread, NULL);
+    es_logread_end(job.reader);
+    /* The chain's problems first: they are the more fundamental ones. */
+    if (rc == ES_OK && rep->ok) { /* then the users pass ran, here or in its thread */
+        rep->users = job.rep.users;
+        if (job.rc != ES_OK) {
+            rc = job.rc;
+            if (err)
+                *err = job.err;
+        } else if (!job.rep.ok) {
+            rep->ok = false;
+            rep->bad_position = job.rep.bad_position;
+            memcpy(rep->bad_instance, job.rep.bad_instance, sizeof rep->bad_instance);
+            memcpy(rep->bad_user, job.rep.bad_user, sizeof rep->bad_user);
+            memcpy(rep->problem, job.rep.problem, sizeof rep->problem);
+        }
+    }
+    es_chain_hasher_free(cs.hasher);
+    es_logread_end(reader);
+    rep->seconds = es_audit_now() - started;
+    return rc;
+}
+
+bool es_audit_parse_head(const char *s, int64_t *pos, unsigned char hash[ES_CHAIN_HASH_LEN])
+{
+    const char *colon = strchr(s, ':');
+    char num[24];
+    if (!colon || colon == s || (size_t)(colon - s) >= sizeof num)
+        return false;
+    memcpy(num, s, (size_t)(colon - s));
+    num[colon - s] = '\0';
+    for (const char *c = num; *c; c++)
+        if (!isdigit((unsigned char)*c))
+            return false;
+    return es_parse_i64(num, pos) && *pos > 0 && es_chain_unhex(colon + 1, hash, ES_CHAIN_HASH_LEN);
+}
+

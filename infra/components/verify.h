@@ -1,0 +1,77 @@
+/*
+ * infra/components/verify.h - `factord verify`'s check: the event log is
+ * complete and unaltered (brief §7; docs/audit.md).
+ *
+ * The log is streamed in pages (keyset pagination on position, 10,000 rows
+ * a page, the next page requested while the current one is checked:
+ * infra/pg/logread.h) inside one REPEATABLE READ READ ONLY transaction, so
+ * the check sees one snapshot of a log that writers keep appending to, and
+ * holds at most two pages in memory per pass.
+ *
+ * es_audit_verify checks, in this order, and stops at the first problem:
+ *  1. in position order: positions strictly increasing; unchained events
+ *     (hash NULL, written before migration 0009) only as a prefix at or below
+ *     the chain's start; every other event's hash is HMAC(key, previous hash
+ *     || canonical bytes) (infra/crypto/chain.h); the stored row holds nothing the
+ *     event does not (the type's canonical name, aggregate type "user", no
+ *     foreign payload members); the expected head, when given, is in the
+ *     log with that hash; the last chained event is the counter's head;
+ *  2. in (instance, user, sequence) order: each user's sequences are 1..n
+ *     without gap or duplicate, and the write-side projection
+ *     (factord.users) equals the fold of the user's events through
+ *     dom_user_apply, every column; users without events are errors too.
+ * The second pass runs beside the first, on a second connection sharing its
+ * snapshot, when one can be had; else after it.
+ *
+ * Ownership: the store is borrowed (its connection runs the transaction,
+ * which is closed again before return); reports are caller storage.
+ */
+#ifndef FACTORD_COMPONENTS_VERIFY_H
+#define FACTORD_COMPONENTS_VERIFY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "domain/command.h"
+#include "domain/errors.h"
+#include "infra/components/audit_progress.h"
+#include "infra/crypto/chain.h"
+#include "infra/pg/store.h"
+
+typedef struct {
+    bool expect_head;      /* --expect-head POS:HASH */
+    int64_t expect_position;
+    unsigned char expect_hash[ES_CHAIN_HASH_LEN];
+    size_t page;           /* rows per page; 0 = 10,000 */
+    es_audit_progress_fn progress; /* may be NULL */
+    void *progress_arg;
+} es_verify_opts;
+
+typedef struct {
+    bool ok;                        /* every check held */
+    /* what was checked */
+    int64_t events;                 /* events read in position order */
+    int64_t unchained;              /* events without a hash (a prefix) */
+    int64_t users;                  /* users folded and compared */
+    int64_t head_position;          /* the last chained event (0: none) */
+    unsigned char head_hash[ES_CHAIN_HASH_LEN];
+    int64_t chain_start;            /* the counter's value at migration 0009 */
+    double seconds;
+    /* the first problem (when !ok) */
+    int64_t bad_position;           /* 0 when the problem has no event */
+    char bad_instance[DOM_ID_MAX];
+    char bad_user[DOM_ID_MAX];
+    char problem[512];
+} es_verify_report;
+
+/* Verify the log with key. ES_OK when the checks ran (rep->ok tells whether
+ * they held); another result when they could not (PostgreSQL away, schema
+ * too old): err says why. */
+es_result es_audit_verify(es_store *st, const es_chain_key *key, const es_verify_opts *opts,
+                          es_verify_report *rep, es_error *err) ES_WUR;
+
+/* "POS:HASH" (decimal position, 64 hex digits) for --expect-head. */
+bool es_audit_parse_head(const char *s, int64_t *pos, unsigned char hash[ES_CHAIN_HASH_LEN]);
+
+#endif
