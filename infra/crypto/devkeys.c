@@ -57,3 +57,5 @@ es_result es_code_key_ensure_dev(es_config *cfg, bool *created, es_error *err)
         abort();
     return ES_OK;
 }
+
+void es_jwt_key_free(EVP_PKEY *key) { EVP_PKEY_free(key); }

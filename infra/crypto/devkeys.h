@@ -1,6 +1,8 @@
 /*
- * infra/crypto/devkeys.h - the development phone-code key `factord run`
- * keeps in its state folder when no key is configured.
+ * infra/crypto/devkeys.h - the development keys `factord run` keeps in its
+ * state folder when no key is configured: the phone-code key made here,
+ * and the release of the signing key es_jwt_dev_key_ensure hands out, so
+ * that no caller outside this layer calls OpenSSL.
  *
  * The key is 32 random bytes (OpenSSL's RAND_bytes) written once as 64 hex
  * digits and a newline to $FACTORD_STATE_DIR/code.key (mode 0600, written
@@ -14,6 +16,7 @@
 #ifndef FACTORD_INFRA_CRYPTO_DEVKEYS_H
 #define FACTORD_INFRA_CRYPTO_DEVKEYS_H
 
+#include <openssl/evp.h>
 #include <stdbool.h>
 
 #include "domain/errors.h"
@@ -26,5 +29,9 @@
  * folder's path is too long; ES_EFATAL: no randomness, or the file could
  * not be written (err says which). */
 es_result es_code_key_ensure_dev(es_config *cfg, bool *created, es_error *err) ES_WUR;
+
+/* Free a key this layer gave the caller (es_jwt_dev_key_ensure,
+ * es_jwk_to_pkey). NULL-safe. */
+void es_jwt_key_free(EVP_PKEY *key);
 
 #endif
