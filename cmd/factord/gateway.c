@@ -11,18 +11,19 @@
  * code 2.
  */
 #include <jansson.h>
-#include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cmd/factord/cmd.h"
+#include "infra/base/backoff.h"
 #include "infra/base/clock.h"
-#include "infra/components/gateway.h"
-#include "infra/http/http.h"
-#include "infra/crypto/jwt.h"
-#include "infra/kafka/kafka.h"
 #include "infra/base/log.h"
+#include "infra/components/gateway.h"
+#include "infra/crypto/devkeys.h"
+#include "infra/crypto/jwt.h"
+#include "infra/http/http.h"
+#include "infra/kafka/probe.h"
 
 /* The keys, issuer and audience the gateway checks tokens against.
  * Returns an exit code: 0 ok, 2 configuration. */
@@ -51,7 +52,7 @@ static int token_setup(const es_config *cfg, bool quiet, es_jwks **keys, const c
         return 2;
     }
     es_result rc = es_jwks_from_key(key, keys, &err);
-    EVP_PKEY_free(key);
+    es_jwt_key_free(key);
     if (rc != ES_OK) {
         es_err("cannot use the development signing key", "error", err.text);
         return 2;
@@ -107,14 +108,52 @@ static void starting_stop(es_http **h)
     }
 }
 
-/* Kafka answers a metadata request (so the real start is worth a try). */
-static bool kafka_answers(rd_kafka_t *probe)
+/* What the start's retries keep between attempts. */
+typedef struct {
+    const es_config *cfg;
+    int attempts;
+    int exit_code;           /* when an attempt fails for good */
+    es_gateway *gw;          /* started */
+    es_http *starting;       /* the stand-in, while Kafka is away */
+    es_kafka_probe *probe;   /* asks Kafka whether the next attempt is worth it */
+} gw_start;
+
+/* One try at starting the gateway (an es_retry attempt). */
+static es_result start_once(void *arg, es_error *err)
 {
-    const struct rd_kafka_metadata *md = NULL;
-    if (rd_kafka_metadata(probe, 0, NULL, &md, 1000) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return false;
-    rd_kafka_metadata_destroy(md);
-    return true;
+    gw_start *s = arg;
+    if (es_stopping(&fd_stop))
+        return ES_OK; /* stopped while waiting for Kafka: nothing to start */
+    es_jwks *keys = NULL;
+    const char *issuer = NULL, *audience = NULL;
+    int rc = token_setup(s->cfg, s->attempts++ > 0, &keys, &issuer, &audience);
+    if (rc) {
+        s->exit_code = rc;
+        return es_error_set(err, ES_EINVAL, "token keys");
+    }
+    es_gateway_opts o = {.cfg = s->cfg, .keys = keys, .issuer = issuer, .audience = audience};
+    es_result r = es_gateway_start(&o, &s->gw, err);
+    if (r == ES_ETRANSIENT) {
+        es_error perr = {0};
+        if (!s->starting)
+            s->starting = starting_server(s->cfg);
+        if (!s->probe && es_kafka_probe_new(s->cfg->kafka_brokers, "factord-gateway-probe", &s->probe, &perr) != ES_OK)
+            s->probe = NULL; /* without one, the next attempt follows the backoff alone */
+    } else if (r != ES_OK) {
+        es_err("cannot start the gateway", "error", err->text);
+        s->exit_code = r == ES_EINVAL ? 2 : 1;
+    }
+    return r;
+}
+
+/* Before the next attempt: hand the address back to the real gateway only
+ * once Kafka answers, so the stand-in covers the whole outage. */
+static es_result await_kafka(void *arg, es_error *err)
+{
+    gw_start *s = arg;
+    es_result rc = s->probe ? es_kafka_probe_wait(s->probe, 500, &fd_stop, err) : ES_OK;
+    starting_stop(&s->starting);
+    return rc;
 }
 
 int fd_gateway_loop(const es_config *cfg)
@@ -125,59 +164,20 @@ int fd_gateway_loop(const es_config *cfg)
         es_err("bad configuration", "error", err.text);
         return 2;
     }
-    es_gateway *gw = NULL;
-    es_http *starting = NULL;
-    rd_kafka_t *probe = NULL;
-    int exit_code = 0;
-    int64_t backoff = 200;
-    for (int attempt = 0; !fd_stop; attempt++) {
-        if (attempt > 0) {
-            /* Hand the address back to the real gateway only once Kafka
-             * answers, so the stand-in covers the whole outage. */
-            while (probe && !fd_stop && !kafka_answers(probe))
-                es_sleep_ms(500);
-            starting_stop(&starting);
-            if (fd_stop)
-                break;
-        }
-        es_jwks *keys = NULL;
-        const char *issuer = NULL, *audience = NULL;
-        int rc = token_setup(cfg, attempt > 0, &keys, &issuer, &audience);
-        if (rc) {
-            exit_code = rc;
-            break;
-        }
-        es_gateway_opts o = {.cfg = cfg, .keys = keys, .issuer = issuer, .audience = audience};
-        es_result r = es_gateway_start(&o, &gw, &err);
-        if (r == ES_OK)
-            break;
-        if (r != ES_ETRANSIENT) {
-            es_err("cannot start the gateway", "error", err.text);
-            exit_code = r == ES_EINVAL ? 2 : 1;
-            break;
-        }
-        es_warn("cannot start the gateway yet, retrying", "error", err.text, "retry_ms", es_log_i64(backoff));
-        if (!starting)
-            starting = starting_server(cfg);
-        if (!probe) {
-            char errstr[256];
-            rd_kafka_conf_t *conf = es_kafka_conf(cfg->kafka_brokers, "factord-gateway-probe", &err);
-            if (conf && !(probe = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr)))
-                rd_kafka_conf_destroy(conf);
-        }
-        for (int64_t slept = 0; slept < backoff && !fd_stop; slept += 100)
-            es_sleep_ms(100);
-        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
-    }
-    starting_stop(&starting);
-    if (probe)
-        rd_kafka_destroy(probe);
-    if (!gw)
-        return exit_code; /* stopped while waiting for Kafka, or could not start */
+    gw_start s = {.cfg = cfg};
+    es_retry r = {.what = "cannot start the gateway yet, retrying",
+                  .attempt = start_once,
+                  .before_retry = await_kafka,
+                  .ctx = &s};
+    es_result rc = es_retry_run(&r, &fd_stop, &err);
+    starting_stop(&s.starting);
+    es_kafka_probe_free(s.probe);
+    if (rc != ES_OK || !s.gw)
+        return s.exit_code; /* stopped while waiting for Kafka, or could not start */
     while (!fd_stop)
         es_sleep_ms(100);
     es_info("gateway stopping");
-    es_gateway_stop(gw);
+    es_gateway_stop(s.gw);
     es_info("gateway stopped");
     return 0;
 }

@@ -16,9 +16,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <librdkafka/rdkafka.h>
-#include <librdkafka/rdkafka_mock.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,10 +24,12 @@
 #include <unistd.h>
 
 #include "cmd/factord/cmd.h"
-#include "infra/crypto/chain.h"
+#include "infra/base/backoff.h"
 #include "infra/base/clock.h"
-#include "infra/kafka/kafka.h"
 #include "infra/base/log.h"
+#include "infra/crypto/chain.h"
+#include "infra/crypto/devkeys.h"
+#include "infra/kafka/mock.h"
 #include "infra/pg/store.h"
 
 typedef struct {
@@ -71,55 +70,39 @@ static bool write_state_file(const char *dir, const char *name, const char *text
     return ok && rename(tmp, path) == 0;
 }
 
-/* A development phone-code key in the state folder, created once. */
-static bool ensure_dev_code_key(es_config *cfg, char *path, size_t len)
+typedef struct {
+    const es_config *cfg;
+    int applied;
+} migrate_ctx;
+
+/* One try at migrating (an es_retry attempt). */
+static es_result migrate_once(void *ctx, es_error *err)
 {
-    if (!path_join(path, len, cfg->state_dir, "code.key"))
-        return false;
-    if (access(path, R_OK) != 0) {
-        unsigned char key[32];
-        char hex[66];
-        if (RAND_bytes(key, sizeof key) != 1)
-            return false;
-        for (int i = 0; i < 32; i++)
-            snprintf(hex + 2 * i, 3, "%02x", key[i]);
-        hex[64] = '\n';
-        hex[65] = '\0';
-        explicit_bzero(key, sizeof key);
-        bool ok = write_state_file(cfg->state_dir, "code.key", hex, 0600);
-        explicit_bzero(hex, sizeof hex);
-        if (!ok)
-            return false;
-        es_warn("created a DEVELOPMENT phone-code key; set FACTORD_CODE_KEY or FACTORD_CODE_KEY_FILE "
-                "for real use",
-                "path", path);
-    }
-    cfg->code_key_file = strdup(path);
-    return true;
+    migrate_ctx *m = ctx;
+    es_store *st = NULL;
+    es_result rc = es_store_open(m->cfg->database_url, &st, err);
+    if (rc == ES_OK)
+        rc = es_store_migrate(st, &m->applied, err);
+    es_store_free(st);
+    return rc;
 }
 
+/* Migrate the schema, retrying while PostgreSQL is away; false when it
+ * fails or a stop comes first. */
 static bool migrate(const es_config *cfg)
 {
-    es_store *st = NULL;
+    migrate_ctx m = {.cfg = cfg};
     es_error err = {0};
-    int applied = 0;
-    for (int64_t backoff = 200; !fd_stop; backoff = backoff * 2 > 5000 ? 5000 : backoff * 2) {
-        es_result rc = es_store_open(cfg->database_url, &st, &err);
-        if (rc == ES_OK)
-            rc = es_store_migrate(st, &applied, &err);
-        es_store_free(st);
-        st = NULL;
-        if (rc == ES_OK) {
-            es_info("schema is up to date", "applied", es_log_i64(applied));
-            return true;
-        }
-        if (rc != ES_ETRANSIENT) {
-            es_err("cannot migrate the schema", "error", err.text, "sqlstate", err.sqlstate);
-            return false;
-        }
-        es_warn("PostgreSQL is not reachable, retrying", "error", err.text, "retry_ms", es_log_i64(backoff));
-        es_sleep_ms(backoff);
+    if (es_stopping(&fd_stop))
+        return false;
+    es_retry r = {.what = "PostgreSQL is not reachable, retrying", .attempt = migrate_once, .ctx = &m};
+    es_result rc = es_retry_run(&r, &fd_stop, &err);
+    if (rc == ES_OK) {
+        es_info("schema is up to date", "applied", es_log_i64(m.applied));
+        return true;
     }
+    if (rc != ES_ETRANSIENT)
+        es_err("cannot migrate the schema", "error", err.text, "sqlstate", err.sqlstate);
     return false;
 }
 
@@ -132,8 +115,7 @@ int fd_run_main(int argc, char **argv)
     if (!fd_load_config(&cfg, "run"))
         return 2;
     int exit_code = 1;
-    rd_kafka_t *mock_rk = NULL;
-    rd_kafka_mock_cluster_t *mock = NULL;
+    es_kafka_mock *mock = NULL;
     char path[1024];
     fd_install_signals();
 
@@ -142,13 +124,17 @@ int fd_run_main(int argc, char **argv)
         exit_code = 2;
         goto out;
     }
-    if (!cfg.code_key && !cfg.code_key_file && !ensure_dev_code_key(&cfg, path, sizeof path)) {
-        fprintf(stderr, "factord run: cannot create a development key in %s\n", cfg.state_dir);
-        goto out;
-    }
     {
         bool created = false;
         es_error kerr = {0};
+        if (es_code_key_ensure_dev(&cfg, &created, &kerr) != ES_OK) {
+            fprintf(stderr, "factord run: cannot create a development key in %s\n", cfg.state_dir);
+            goto out;
+        }
+        if (created)
+            es_warn("created a DEVELOPMENT phone-code key; set FACTORD_CODE_KEY or FACTORD_CODE_KEY_FILE "
+                    "for real use",
+                    "path", cfg.code_key_file);
         if (es_chain_key_ensure_dev(&cfg, &created, &kerr) != ES_OK) {
             fprintf(stderr, "factord run: %s\n", kerr.text);
             goto out;
@@ -161,21 +147,14 @@ int fd_run_main(int argc, char **argv)
 
     if (!cfg.kafka_brokers) {
         es_error err = {0};
-        char errstr[256];
-        rd_kafka_conf_t *conf = es_kafka_conf("", "factord-embedded-broker", &err);
-        /* This handle only hosts the mock brokers: it connects nowhere, so
-         * keep its "no bootstrap.servers" notice out of the log. */
-        if (conf && rd_kafka_conf_set(conf, "log_level", "4", errstr, sizeof errstr) == RD_KAFKA_CONF_OK)
-            mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-        if (!mock_rk || !(mock = rd_kafka_mock_cluster_new(mock_rk, 1))) {
+        const char *topics[] = {cfg.commands_topic, cfg.events_topic, cfg.replies_topic, cfg.dlq_topic,
+                                cfg.gateway_replies_topic};
+        if (es_kafka_mock_start(topics, sizeof topics / sizeof topics[0], (int)cfg.topic_partitions, &mock, &err) !=
+            ES_OK) {
             es_err("cannot start the embedded Kafka broker");
             goto out;
         }
-        const char *topics[] = {cfg.commands_topic, cfg.events_topic, cfg.replies_topic, cfg.dlq_topic,
-                                cfg.gateway_replies_topic};
-        for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++)
-            rd_kafka_mock_topic_create(mock, topics[i], (int)cfg.topic_partitions, 1);
-        cfg.kafka_brokers = strdup(rd_kafka_mock_cluster_bootstraps(mock));
+        cfg.kafka_brokers = strdup(es_kafka_mock_bootstraps(mock));
         cfg.skip_topic_creation = true; /* the mock cluster has no CreateTopics */
         /* After the last member leaves a group, the mock cluster lets the
          * next join wait a whole session timeout: keep it short. */
@@ -232,10 +211,8 @@ out:
     if (mock) {
         if (path_join(path, sizeof path, cfg.state_dir, "kafka.brokers"))
             unlink(path); /* the address dies with the embedded broker */
-        rd_kafka_mock_cluster_destroy(mock);
+        es_kafka_mock_stop(mock);
     }
-    if (mock_rk)
-        rd_kafka_destroy(mock_rk);
     es_config_free(&cfg);
     return exit_code;
 }
