@@ -6,6 +6,9 @@
  * and whatever could still be read (the id, replyTo) is left in the struct so
  * that the processor can answer the caller. The canonical encoding (sorted
  * keys, compact, without replyTo) is what the idempotency hash covers.
+ *
+ * Layer: domain; pure: includes only libc, jansson and libuuid, no I/O
+ * (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_DOMAIN_COMMAND_H
 #define FACTORD_DOMAIN_COMMAND_H

@@ -7,6 +7,9 @@
  * of a google.rpc.Status, exactly as ZITADEL's gateway renders it
  * ({"code":9,"message":"<text> (<id>)","details":[{"@type":...,"id":...,
  * "message":...}]}). Every row here is listed in docs/errors.md.
+ *
+ * Layer: domain; pure: includes only libc, jansson and libuuid, no I/O
+ * (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_DOMAIN_ERRORS_H
 #define FACTORD_DOMAIN_ERRORS_H

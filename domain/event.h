@@ -6,6 +6,9 @@
  * and dom_evt_payload_from_json are the only place that knows their JSON
  * shape (docs/contracts.md, "Events"). ZITADEL's names for the factor events
  * (user.human.mfa.otp.sms.*) are accepted when parsing a type.
+ *
+ * Layer: domain; pure: includes only libc, jansson and libuuid, no I/O
+ * (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_DOMAIN_EVENT_H
 #define FACTORD_DOMAIN_EVENT_H

@@ -7,6 +7,9 @@
  * and national Swiss form ("071 123 45 67"), strips separators and checks
  * E.164's length (8 to 15 digits after the country code's '+'). The
  * difference is documented in docs/errors.md.
+ *
+ * Layer: domain; pure: includes only libc, jansson and libuuid, no I/O
+ * (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_DOMAIN_PHONE_H
 #define FACTORD_DOMAIN_PHONE_H

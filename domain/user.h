@@ -9,6 +9,9 @@
  * dom_user_decide is pure: the clock, the fresh phone code and its
  * ciphertext, the decrypted stored code and the user-name lookup are inputs
  * in dom_ctx. It never fails; a business rejection is a value.
+ *
+ * Layer: domain; pure: includes only libc, jansson and libuuid, no I/O
+ * (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_DOMAIN_USER_H
 #define FACTORD_DOMAIN_USER_H

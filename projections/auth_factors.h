@@ -17,6 +17,9 @@
  * nothing here.
  *
  * Ownership: every struct is plain and caller-owned.
+ *
+ * Layer: projections; pure: includes only the domain (docs/architecture.md,
+ * "Layers").
  */
 #ifndef FACTORD_PROJECTIONS_AUTH_FACTORS_H
 #define FACTORD_PROJECTIONS_AUTH_FACTORS_H

@@ -2,6 +2,9 @@
  * cmd/factord/cmd.h - the subcommands of the factord binary and the bits of
  * wiring they share (configuration, signals). Each subcommand lives in its
  * own file and only wires config -> infra -> loop.
+ *
+ * Layer: cmd; wiring only: argv, configuration, a component's run function,
+ * the exit code (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_CMD_H
 #define FACTORD_CMD_H

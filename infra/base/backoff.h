@@ -1,5 +1,5 @@
 /*
- * infra/base/backoff.h - layer: base. Waiting out an outage the same way
+ * infra/base/backoff.h - Waiting out an outage the same way
  * everywhere: a stop flag every long-running loop takes as a parameter,
  * bounded exponential backoff, and one retry loop for work that fails with
  * ES_ETRANSIENT while a server is away.
@@ -7,6 +7,8 @@
  * The stop flag is the caller's (a signal handler sets it: house style);
  * every wait here sleeps in slices of at most 200 ms and looks at it in
  * between, so a stop is honoured within that time.
+ *
+ * Layer: base; includes only the domain (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_BACKOFF_H
 #define FACTORD_INFRA_BACKOFF_H

@@ -5,6 +5,9 @@
  *
  * Ownership: a ticker is caller storage; the progress report passed to a
  * callback is valid only during the call.
+ *
+ * Layer: components; includes the adapters and the components, no client
+ * library (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_COMPONENTS_AUDIT_PROGRESS_H
 #define FACTORD_COMPONENTS_AUDIT_PROGRESS_H

@@ -10,6 +10,9 @@
  * Ownership: the store is borrowed (its connection runs the transaction,
  * which is closed again before return); the filter and out are the
  * caller's.
+ *
+ * Layer: components; includes the adapters and the components, no client
+ * library (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_COMPONENTS_REPLAY_H
 #define FACTORD_COMPONENTS_REPLAY_H

@@ -22,6 +22,9 @@
  *
  * Callbacks run on the library's threads (or in es_replies_send itself),
  * never under its locks; they must not block.
+ *
+ * Layer: components; includes the adapters and the components, no client
+ * library (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_REPLIES_H
 #define FACTORD_INFRA_REPLIES_H

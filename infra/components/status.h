@@ -5,6 +5,9 @@
  *
  * Ownership: the store is borrowed; the status is caller storage, and its
  * group and topic names are borrowed from the caller's strings.
+ *
+ * Layer: components; includes the adapters and the components, no client
+ * library (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_COMPONENTS_STATUS_H
 #define FACTORD_COMPONENTS_STATUS_H

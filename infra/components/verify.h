@@ -25,6 +25,9 @@
  *
  * Ownership: the store is borrowed (its connection runs the transaction,
  * which is closed again before return); reports are caller storage.
+ *
+ * Layer: components; includes the adapters and the components, no client
+ * library (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_COMPONENTS_VERIFY_H
 #define FACTORD_COMPONENTS_VERIFY_H

@@ -1,10 +1,12 @@
 /*
- * infra/kafka/lag.h - layer: kafka. How far a consumer group is behind on
+ * infra/kafka/lag.h - How far a consumer group is behind on
  * a topic, partition by partition, in the form kafka_exporter users know
  * (committed offset, watermarks, lag), for `factord status`.
  *
  * The client never joins the group: committed offsets are read with the
  * group's id; nothing is consumed or committed.
+ *
+ * Layer: kafka; includes only the domain, base and librdkafka (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_KAFKA_LAG_H
 #define FACTORD_INFRA_KAFKA_LAG_H

@@ -1,5 +1,5 @@
 /*
- * infra/pg/readmodel.h - layer: pg. Queries on the read models for the
+ * infra/pg/readmodel.h - Queries on the read models for the
  * gateway's read calls (ListMyAuthFactors), over small connections of their
  * own: a read call must never wait behind a batch transaction.
  *
@@ -7,6 +7,8 @@
  * an HTTP caller is waiting; it names itself application_name
  * factord-gateway. Ownership: a connection is its caller's
  * (es_readmodel_free, NULL-safe); rows are caller storage.
+ *
+ * Layer: pg; includes only the domain, base, crypto and libpq (docs/architecture.md, "Layers").
  */
 #ifndef FACTORD_INFRA_READMODEL_H
 #define FACTORD_INFRA_READMODEL_H

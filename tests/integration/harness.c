@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,15 +53,18 @@ const char *h_data(const char *rel)
     return cache[n++].text;
 }
 
+/* n random hex digits: a fresh uuid's bytes, so that two test processes
+ * never draw the same tag (a seed of time ^ pid repeats across processes
+ * that start a second and a pid apart). */
 static void rand_hex(char *out, size_t n)
 {
-    static int seeded;
-    if (!seeded) {
-        srand((unsigned)time(NULL) ^ (unsigned)getpid());
-        seeded = 1;
+    size_t i = 0;
+    while (i < n) {
+        uuid_t u;
+        uuid_generate_random(u);
+        for (size_t k = 0; k < sizeof u && i < n; k++, i++)
+            out[i] = "0123456789abcdef"[u[k] & 15];
     }
-    for (size_t i = 0; i < n; i++)
-        out[i] = "0123456789abcdef"[rand() % 16];
     out[n] = '\0';
 }
 
@@ -162,6 +166,57 @@ pid_t h_spawn(const h_env *e, const char *sub, const char *const *extra_env)
     return h_spawn_argv(e, argv, extra_env);
 }
 
+static int status_of(int st)
+{
+    if (WIFSIGNALED(st))
+        return -WTERMSIG(st);
+    return WEXITSTATUS(st);
+}
+
+/* In a child: e's settings (when e), then env ("NAME=value" sets, "NAME"
+ * unsets). */
+static void child_env(const h_env *e, const char *const *env)
+{
+    if (e) {
+        setenv("FACTORD_DATABASE_URL", e->db_url, 1);
+        setenv("FACTORD_KAFKA_BROKERS", e->brokers, 1);
+        setenv("FACTORD_COMMANDS_TOPIC", e->commands, 1);
+        setenv("FACTORD_EVENTS_TOPIC", e->events, 1);
+        setenv("FACTORD_REPLIES_TOPIC", e->replies, 1);
+        setenv("FACTORD_DLQ_TOPIC", e->dlq, 1);
+        setenv("FACTORD_PROCESSOR_GROUP", e->group, 1);
+        char proj_group[sizeof e->group + 16];
+        snprintf(proj_group, sizeof proj_group, "%s.projector", e->group);
+        setenv("FACTORD_PROJECTOR_GROUP", proj_group, 1);
+        setenv("FACTORD_CODE_KEY", H_CODE_KEY, 1);
+        setenv("FACTORD_CHAIN_KEY", H_CHAIN_KEY, 1);
+        setenv("FACTORD_SESSION_TIMEOUT_MS", "6000", 1);
+    }
+    unsetenv("FACTORD_FAILPOINT");
+    for (const char *const *x = env; x && *x; x++) {
+        const char *eq = strchr(*x, '=');
+        if (eq) {
+            char name[128];
+            snprintf(name, sizeof name, "%.*s", (int)(eq - *x), *x);
+            setenv(name, eq + 1, 1);
+        } else {
+            unsetenv(*x);
+        }
+    }
+}
+
+/* In a child: exec `factord args...`; never returns. */
+static void exec_factord(const char *const *args)
+{
+    const char *argv[40] = {"factord"};
+    size_t n = 1;
+    for (const char *const *a = args; a && *a && n < sizeof argv / sizeof argv[0] - 1; a++)
+        argv[n++] = *a;
+    argv[n] = NULL;
+    execv(FACTORD_BINARY, (char *const *)argv);
+    _exit(127);
+}
+
 pid_t h_spawn_argv(const h_env *e, const char *const *args, const char *const *extra_env)
 {
     pid_t pid = fork();
@@ -176,39 +231,130 @@ pid_t h_spawn_argv(const h_env *e, const char *const *args, const char *const *e
             dup2(fd, 2);
             close(fd);
         }
-        setenv("FACTORD_DATABASE_URL", e->db_url, 1);
-        setenv("FACTORD_KAFKA_BROKERS", e->brokers, 1);
-        setenv("FACTORD_COMMANDS_TOPIC", e->commands, 1);
-        setenv("FACTORD_EVENTS_TOPIC", e->events, 1);
-        setenv("FACTORD_REPLIES_TOPIC", e->replies, 1);
-        setenv("FACTORD_DLQ_TOPIC", e->dlq, 1);
-        setenv("FACTORD_PROCESSOR_GROUP", e->group, 1);
-        char proj_group[sizeof e->group + 16];
-        snprintf(proj_group, sizeof proj_group, "%s.projector", e->group);
-        setenv("FACTORD_PROJECTOR_GROUP", proj_group, 1);
-        setenv("FACTORD_CODE_KEY", H_CODE_KEY, 1);
-        setenv("FACTORD_CHAIN_KEY", H_CHAIN_KEY, 1);
-        setenv("FACTORD_SESSION_TIMEOUT_MS", "6000", 1);
         setenv("FACTORD_LOG_LEVEL", "info", 1);
-        unsetenv("FACTORD_FAILPOINT");
-        for (const char *const *x = extra_env; x && *x; x++)
-            putenv((char *)*x);
-        const char *argv[16] = {"factord"};
-        size_t n = 1;
-        for (const char *const *a = args; *a && n < sizeof argv / sizeof argv[0] - 1; a++)
-            argv[n++] = *a;
-        execv(FACTORD_BINARY, (char *const *)argv);
-        _exit(127);
+        child_env(e, extra_env);
+        exec_factord(args);
     }
     return pid;
 }
 
-static int status_of(int st)
+h_tool h_tool_start(const h_env *e, const char *const *args, const char *stdin_text, const char *const *env)
 {
-    if (WIFSIGNALED(st))
-        return -WTERMSIG(st);
-    return WEXITSTATUS(st);
+    int in[2], out[2], err[2];
+    cr_assert_eq(pipe(in), 0);
+    cr_assert_eq(pipe(out), 0);
+    cr_assert_eq(pipe(err), 0);
+    h_tool t = {.started_ms = es_clock_mono_ms()};
+    snprintf(t.name, sizeof t.name, "%s", args && args[0] ? args[0] : "");
+    t.pid = fork();
+    cr_assert_neq(t.pid, -1);
+    if (t.pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        dup2(err[1], 2);
+        for (int i = 0; i < 2; i++) {
+            close(in[i]);
+            close(out[i]);
+            close(err[i]);
+        }
+        unsetenv("FACTORD_LOG_LEVEL");
+        setenv("FACTORD_STATE_DIR", "/nonexistent/factord-test-state", 1);
+        child_env(e, env);
+        exec_factord(args);
+    }
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    if (stdin_text) {
+        size_t len = strlen(stdin_text), done = 0;
+        while (done < len) {
+            ssize_t w = write(in[1], stdin_text + done, len - done);
+            if (w <= 0)
+                break; /* the child may refuse early: that is its answer */
+            done += (size_t)w;
+        }
+    }
+    close(in[1]);
+    t.out_fd = out[0];
+    t.err_fd = err[0];
+    return t;
 }
+
+void h_tool_finish(const h_env *e, h_tool *t, int timeout_ms, h_tool_result *r)
+{
+    memset(r, 0, sizeof *r);
+    char *bufs[2] = {NULL, NULL};
+    size_t lens[2] = {0, 0};
+    FILE *mem[2] = {open_memstream(&bufs[0], &lens[0]), open_memstream(&bufs[1], &lens[1])};
+    cr_assert(mem[0] && mem[1]);
+    struct pollfd fds[2] = {{.fd = t->out_fd, .events = POLLIN}, {.fd = t->err_fd, .events = POLLIN}};
+    int open_fds = 2;
+    bool timed_out = false;
+    int64_t end = t->started_ms + timeout_ms;
+    while (open_fds > 0) {
+        int64_t left = end - es_clock_mono_ms();
+        if (left <= 0) {
+            kill(t->pid, SIGKILL);
+            timed_out = true;
+            break;
+        }
+        int n = poll(fds, 2, (int)(left < 200 ? left : 200));
+        if (n < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < 2; i++) {
+            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            char tmp[4096];
+            ssize_t got = read(fds[i].fd, tmp, sizeof tmp);
+            if (got <= 0) {
+                close(fds[i].fd);
+                fds[i].fd = -1;
+                open_fds--;
+                continue;
+            }
+            fwrite(tmp, 1, (size_t)got, mem[i]);
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        if (fds[i].fd >= 0)
+            close(fds[i].fd);
+        fclose(mem[i]);
+    }
+    r->out = bufs[0];
+    r->err = bufs[1];
+    int st = 0;
+    waitpid(t->pid, &st, 0);
+    r->elapsed_ms = es_clock_mono_ms() - t->started_ms;
+    r->code = status_of(st);
+    if (e) {
+        FILE *f = fopen(e->log_path, "a");
+        if (f) {
+            fprintf(f, "--- factord %s (exit %d, %lld ms) stderr:\n%s", t->name, r->code, (long long)r->elapsed_ms,
+                    r->err);
+            fclose(f);
+        }
+    }
+    cr_expect(!strstr(r->err, "Sanitizer") && !strstr(r->err, "runtime error:"), "sanitizer report: %s",
+              r->err);
+    cr_assert_not(timed_out, "factord %s did not finish within %d ms; stderr: %s", t->name, timeout_ms,
+                  r->err);
+}
+
+void h_tool_run(const h_env *e, const char *const *args, const char *stdin_text, const char *const *env,
+                h_tool_result *r)
+{
+    h_tool t = h_tool_start(e, args, stdin_text, env);
+    h_tool_finish(e, &t, 60000, r);
+}
+
+void h_tool_result_free(h_tool_result *r)
+{
+    free(r->out);
+    free(r->err);
+    r->out = r->err = NULL;
+}
+
 
 int h_wait(pid_t pid, int timeout_ms)
 {

@@ -40,17 +40,48 @@ void h_env_init(h_env *e, const char *name);
 /* Drop the test's database (children must have stopped). */
 void h_env_done(h_env *e);
 
-/* Start `factord <sub>` with e's settings plus extra "NAME=value" strings
- * (NULL-terminated). */
 /* The contents of tests/data/<rel> (e.g. "replies/add_otp_sms_4_not_ready.json"),
  * as one string; read once per process and kept for its lifetime. A missing
  * file fails the test. */
 const char *h_data(const char *rel);
 
+/* Start `factord <sub>` with e's settings plus extra "NAME=value" strings
+ * (or "NAME" to unset; NULL-terminated), stdout and stderr into e's log. */
 pid_t h_spawn(const h_env *e, const char *sub, const char *const *extra_env);
 /* The same with arguments: `factord args[0] args[1] ...` (NULL-terminated,
  * at most 14). */
 pid_t h_spawn_argv(const h_env *e, const char *const *args, const char *const *extra_env);
+/* A factord tool (submit, verify, replay, status, ...) run to its end
+ * with its stdin, stdout and stderr on pipes. */
+typedef struct {
+    pid_t pid;
+    int out_fd, err_fd;
+    int64_t started_ms;
+    char name[32];      /* the subcommand, for the log */
+} h_tool;
+
+typedef struct {
+    int code;           /* exit status, -signal when killed */
+    char *out;          /* stdout (malloc'd, NUL-terminated) */
+    char *err;          /* stderr (likewise) */
+    int64_t elapsed_ms;
+} h_tool_result;
+
+/* Start `factord args...` (at most 38). e: its settings as h_spawn sets
+ * them, but FACTORD_LOG_LEVEL unset (the tool's own default applies) and
+ * no state folder; NULL: none of them. env as h_spawn's extra_env;
+ * stdin_text NULL for an empty stdin. */
+h_tool h_tool_start(const h_env *e, const char *const *args, const char *stdin_text, const char *const *env);
+/* Collect the output and the exit status into *r (h_tool_result_free);
+ * a tool still running after timeout_ms is killed and fails the test. Its
+ * stderr is appended to e's log (when e) and checked for sanitizer
+ * reports. */
+void h_tool_finish(const h_env *e, h_tool *t, int timeout_ms, h_tool_result *r);
+/* h_tool_start and h_tool_finish with a 60 s bound. */
+void h_tool_run(const h_env *e, const char *const *args, const char *stdin_text, const char *const *env,
+                h_tool_result *r);
+void h_tool_result_free(h_tool_result *r);
+
 /* SIGTERM (or SIGKILL when kill9) and reap; returns the exit status
  * (-signal when killed by a signal). */
 int h_stop(pid_t pid, bool kill9);

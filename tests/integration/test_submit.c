@@ -28,12 +28,6 @@
 #include "tests/integration/harness.h"
 
 typedef struct {
-    pid_t pid;
-    int out_fd, err_fd;
-    int64_t started_ms;
-} sub_proc;
-
-typedef struct {
     int code;           /* exit status, -signal when killed */
     char out[65536];    /* stdout */
     char err[65536];    /* stderr */
@@ -47,139 +41,34 @@ static void new_id(char out[37])
     uuid_unparse_lower(u, out);
 }
 
-/* Start `factord submit args...` with the harness's environment (as
- * h_spawn sets it, but FACTORD_LOG_LEVEL unset so that submit's own default
- * applies). env: extra "NAME=value" strings, or "NAME" to unset; stdin_text
- * NULL for /dev/null. */
-static sub_proc sub_start(const h_env *e, const char *const *args, const char *stdin_text,
-                          const char *const *env)
+/* Start `factord submit args...` (h_tool_start: the harness's settings,
+ * FACTORD_LOG_LEVEL unset so that submit's own default applies). */
+static h_tool sub_start(const h_env *e, const char *const *args, const char *stdin_text, const char *const *env)
 {
-    int in[2], out[2], err[2];
-    cr_assert_eq(pipe(in), 0);
-    cr_assert_eq(pipe(out), 0);
-    cr_assert_eq(pipe(err), 0);
-    sub_proc p = {.started_ms = es_clock_mono_ms()};
-    p.pid = fork();
-    cr_assert_neq(p.pid, -1);
-    if (p.pid == 0) {
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        dup2(err[1], 2);
-        for (int i = 0; i < 2; i++) {
-            close(in[i]);
-            close(out[i]);
-            close(err[i]);
-        }
-        setenv("FACTORD_DATABASE_URL", e->db_url, 1);
-        setenv("FACTORD_KAFKA_BROKERS", e->brokers, 1);
-        setenv("FACTORD_COMMANDS_TOPIC", e->commands, 1);
-        setenv("FACTORD_EVENTS_TOPIC", e->events, 1);
-        setenv("FACTORD_REPLIES_TOPIC", e->replies, 1);
-        setenv("FACTORD_DLQ_TOPIC", e->dlq, 1);
-        setenv("FACTORD_PROCESSOR_GROUP", e->group, 1);
-        setenv("FACTORD_CODE_KEY", H_CODE_KEY, 1);
-        setenv("FACTORD_SESSION_TIMEOUT_MS", "6000", 1);
-        setenv("FACTORD_STATE_DIR", "/nonexistent/factord-test-state", 1);
-        unsetenv("FACTORD_LOG_LEVEL");
-        unsetenv("FACTORD_FAILPOINT");
-        for (const char *const *x = env; x && *x; x++) {
-            const char *eq = strchr(*x, '=');
-            if (eq) {
-                char name[128];
-                snprintf(name, sizeof name, "%.*s", (int)(eq - *x), *x);
-                setenv(name, eq + 1, 1);
-            } else {
-                unsetenv(*x);
-            }
-        }
-        const char *argv[40] = {"factord", "submit"};
-        int n = 2;
-        for (const char *const *a = args; a && *a && n < 39; a++)
-            argv[n++] = *a;
-        argv[n] = NULL;
-        execv(FACTORD_BINARY, (char *const *)argv);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    close(err[1]);
-    if (stdin_text) {
-        size_t len = strlen(stdin_text), done = 0;
-        while (done < len) {
-            ssize_t w = write(in[1], stdin_text + done, len - done);
-            if (w <= 0)
-                break; /* the child may refuse early: that is its answer */
-            done += (size_t)w;
-        }
-    }
-    close(in[1]);
-    p.out_fd = out[0];
-    p.err_fd = err[0];
-    return p;
+    const char *argv[40] = {"submit"};
+    size_t n = 1;
+    for (const char *const *a = args; a && *a && n < sizeof argv / sizeof argv[0] - 1; a++)
+        argv[n++] = *a;
+    return h_tool_start(e, argv, stdin_text, env);
 }
 
-/* Collect the output and the exit status (kill after timeout_ms: a test
- * failure). The child's stderr is also appended to the test's log, where
- * h_env_done looks for sanitizer reports. */
-static void sub_finish(const h_env *e, sub_proc *p, int timeout_ms, sub_result *r)
+/* h_tool_finish into a fixed-size result (nothing to free). */
+static void sub_finish(const h_env *e, h_tool *p, int timeout_ms, sub_result *r)
 {
+    h_tool_result tr;
+    h_tool_finish(e, p, timeout_ms, &tr);
     memset(r, 0, sizeof *r);
-    size_t used[2] = {0, 0};
-    char *bufs[2] = {r->out, r->err};
-    size_t caps[2] = {sizeof r->out, sizeof r->err};
-    struct pollfd fds[2] = {{.fd = p->out_fd, .events = POLLIN}, {.fd = p->err_fd, .events = POLLIN}};
-    int open_fds = 2;
-    int64_t end = p->started_ms + timeout_ms;
-    while (open_fds > 0) {
-        int64_t left = end - es_clock_mono_ms();
-        if (left <= 0) {
-            kill(p->pid, SIGKILL);
-            break;
-        }
-        int n = poll(fds, 2, (int)(left < 200 ? left : 200));
-        if (n < 0 && errno != EINTR)
-            break;
-        for (int i = 0; i < 2; i++) {
-            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                continue;
-            char tmp[4096];
-            ssize_t got = read(fds[i].fd, tmp, sizeof tmp);
-            if (got <= 0) {
-                close(fds[i].fd);
-                fds[i].fd = -1;
-                open_fds--;
-                continue;
-            }
-            size_t take = (size_t)got;
-            if (take > caps[i] - 1 - used[i])
-                take = caps[i] - 1 - used[i];
-            memcpy(bufs[i] + used[i], tmp, take);
-            used[i] += take;
-            bufs[i][used[i]] = '\0';
-        }
-    }
-    for (int i = 0; i < 2; i++)
-        if (fds[i].fd >= 0)
-            close(fds[i].fd);
-    int st = 0;
-    waitpid(p->pid, &st, 0);
-    r->elapsed_ms = es_clock_mono_ms() - p->started_ms;
-    r->code = WIFSIGNALED(st) ? -WTERMSIG(st) : WEXITSTATUS(st);
-    FILE *f = fopen(e->log_path, "a");
-    if (f) {
-        fprintf(f, "--- factord submit (exit %d, %lld ms) stderr:\n%s", r->code, (long long)r->elapsed_ms, r->err);
-        fclose(f);
-    }
-    cr_expect(!strstr(r->err, "Sanitizer") && !strstr(r->err, "runtime error:"), "sanitizer report: %s",
-              r->err);
-    cr_assert_lt(r->elapsed_ms, timeout_ms, "factord submit did not finish within %d ms; stderr: %s",
-                 timeout_ms, r->err);
+    r->code = tr.code;
+    r->elapsed_ms = tr.elapsed_ms;
+    snprintf(r->out, sizeof r->out, "%s", tr.out);
+    snprintf(r->err, sizeof r->err, "%s", tr.err);
+    h_tool_result_free(&tr);
 }
 
 static void run_submit(const h_env *e, const char *const *args, const char *stdin_text, const char *const *env,
                        sub_result *r)
 {
-    sub_proc p = sub_start(e, args, stdin_text, env);
+    h_tool p = sub_start(e, args, stdin_text, env);
     sub_finish(e, &p, 60000, r);
 }
 
@@ -200,7 +89,7 @@ static void submit_against_fake_processor(const h_env *e, const char *id, const 
 {
     const char *args[] = {"--type", "AddMyAuthFactorOTPSMS", "--user", "u-1", "--org", "org-1", "--id", id,
                           "--reply-to", e->replies, "--timeout-ms", "30000", NULL};
-    sub_proc p = sub_start(e, args, NULL, env);
+    h_tool p = sub_start(e, args, NULL, env);
     json_t *cmds = h_read_topic(e, e->commands, 1, 20000);
     cr_assert_eq(json_array_size(cmds), 1, "the command did not reach %s", e->commands);
     json_decref(cmds);
