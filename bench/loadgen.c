@@ -276,7 +276,8 @@ int main(int argc, char **argv)
 
     es_error err = {0};
     const char *topics[] = {o.commands, o.replies};
-    if (es_kafka_ensure_topics(o.brokers, topics, 2, o.partitions, 10000, &err) != ES_OK)
+    es_topic_spec spec = {.partitions = o.partitions};
+    if (es_kafka_ensure_topics(o.brokers, topics, 2, &spec, 10000, &err) != ES_OK)
         die("ensure topics", err.text);
 
     reader r = {.o = &o, .phase = phase};

@@ -69,6 +69,12 @@ es_store *fd_open_store(const es_config *cfg, int min_schema);
  * while PostgreSQL was away (a clean stop). */
 es_result fd_connect_store(const es_config *cfg, int min_schema, es_store **st) ES_WUR;
 
+/* The topics a component needs, created where missing (unless
+ * FACTORD_SKIP_TOPIC_CREATION) as FACTORD_TOPIC_* say, retried while Kafka
+ * is away or refuses. ES_ETRANSIENT: stopped meanwhile; another error (a
+ * contradictory setting) is logged. */
+es_result fd_ensure_topics(const es_config *cfg, const char *const *topics, size_t n) ES_WUR;
+
 /* Brokers from the configuration or a clear message; NULL when unset. */
 const char *fd_require_brokers(const es_config *cfg, const char *component);
 

@@ -8,6 +8,7 @@
 
 #include "cmd/factord/cmd.h"
 #include "infra/base/log.h"
+#include "infra/kafka/kafka.h"
 #include "infra/pg/store.h"
 
 volatile sig_atomic_t fd_stop = 0;
@@ -150,6 +151,18 @@ es_result fd_connect_store(const es_config *cfg, int min_schema, es_store **st)
         es_err(err.text);
     else if (rc != ES_OK && rc != ES_ETRANSIENT)
         es_err("cannot use PostgreSQL", "error", err.text, "sqlstate", err.sqlstate);
+    return rc;
+}
+
+es_result fd_ensure_topics(const es_config *cfg, const char *const *topics, size_t n)
+{
+    if (cfg->skip_topic_creation)
+        return ES_OK;
+    es_error err = {0};
+    es_topic_spec spec = es_kafka_topic_spec(cfg);
+    es_result rc = es_kafka_ensure_topics_retry(cfg->kafka_brokers, topics, n, &spec, &fd_stop, &err);
+    if (rc != ES_OK && rc != ES_ETRANSIENT)
+        es_err("cannot create the topics", "error", err.text);
     return rc;
 }
 

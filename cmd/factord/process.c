@@ -63,9 +63,8 @@ int fd_process_loop(const es_config *cfgp)
         es_warn("no FACTORD_CHAIN_KEY: the event log is chained with the public key, which catches "
                 "only accidental or naive edits (docs/audit.md)");
     const char *topics[] = {cfg.commands_topic, cfg.events_topic, cfg.replies_topic, cfg.dlq_topic};
-    if (!cfg.skip_topic_creation && es_kafka_ensure_topics_retry(cfg.kafka_brokers, topics, 4,
-                                                                 (int)cfg.topic_partitions, &fd_stop, &err) != ES_OK) {
-        exit_code = 0; /* only a stop ends the retries */
+    if ((rc = fd_ensure_topics(&cfg, topics, 4)) != ES_OK) {
+        exit_code = rc == ES_ETRANSIENT ? 0 : 2;
         goto out;
     }
     const char *sub[] = {cfg.commands_topic};

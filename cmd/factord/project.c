@@ -53,9 +53,8 @@ int fd_project_loop(const es_config *cfgp)
         goto out;
     }
     const char *topics[] = {cfg.events_topic, cfg.replies_topic};
-    if (!cfg.skip_topic_creation && es_kafka_ensure_topics_retry(cfg.kafka_brokers, topics, 2,
-                                                                 (int)cfg.topic_partitions, &fd_stop, &err) != ES_OK) {
-        exit_code = 0; /* only a stop ends the retries */
+    if ((rc = fd_ensure_topics(&cfg, topics, 2)) != ES_OK) {
+        exit_code = rc == ES_ETRANSIENT ? 0 : 2;
         goto out;
     }
     if (es_producer_new(cfg.kafka_brokers, "factord-projector", &lo.producer, &err) != ES_OK) {

@@ -25,9 +25,9 @@ int fd_relay_loop(const es_config *cfgp)
     es_error err = {0};
     es_producer *prod = NULL;
     const char *topics[] = {cfg.events_topic, cfg.replies_topic, cfg.dlq_topic};
-    if (!cfg.skip_topic_creation && es_kafka_ensure_topics_retry(cfg.kafka_brokers, topics, 3,
-                                                                 (int)cfg.topic_partitions, &fd_stop, &err) != ES_OK)
-        return 0; /* only a stop ends the retries */
+    es_result trc = fd_ensure_topics(&cfg, topics, 3);
+    if (trc != ES_OK)
+        return trc == ES_ETRANSIENT ? 0 : 2;
     if (es_producer_new(cfg.kafka_brokers, "factord-relay", &prod, &err) != ES_OK) {
         es_err("cannot create the producer", "error", err.text);
         return 1;

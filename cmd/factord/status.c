@@ -46,12 +46,14 @@ static json_t *group_json(const es_group_lag *g)
     json_t *parts = json_array();
     for (size_t i = 0; i < g->n; i++) {
         const es_partition_lag *p = &g->parts[i];
-        json_array_append_new(parts, json_pack("{s:i, s:I, s:I, s:I, s:I}", "partition", (int)p->partition,
-                                               "committed", (json_int_t)p->committed, "low", (json_int_t)p->low,
-                                               "high", (json_int_t)p->high, "lag", (json_int_t)p->lag));
+        json_array_append_new(parts, json_pack("{s:i, s:I, s:I, s:I, s:I, s:i, s:i, s:i}", "partition",
+                                               (int)p->partition, "committed", (json_int_t)p->committed, "low",
+                                               (json_int_t)p->low, "high", (json_int_t)p->high, "lag",
+                                               (json_int_t)p->lag, "leader", (int)p->leader, "replicas",
+                                               p->replicas, "inSync", p->isr));
     }
-    return json_pack("{s:s, s:s, s:b, s:I, s:o}", "group", g->group, "topic", g->topic, "ok", g->ok, "lag",
-                     (json_int_t)g->lag, "partitions", parts);
+    return json_pack("{s:s, s:s, s:b, s:I, s:I, s:o}", "group", g->group, "topic", g->topic, "ok", g->ok, "lag",
+                     (json_int_t)g->lag, "underReplicated", (json_int_t)g->under_replicated, "partitions", parts);
 }
 
 static void print_json(const es_status *s, bool pg_ok)
@@ -74,6 +76,7 @@ static void print_json(const es_status *s, bool pg_ok)
         json_object_set_new(j, "projector", group_json(&s->projector));
         json_object_set_new(j, "processor", group_json(&s->processor));
         json_object_set_new(j, "deadLetters", json_integer(s->dead_letters));
+        json_object_set_new(j, "underReplicatedPartitions", json_integer((json_int_t)s->under_replicated));
     }
     json_dumpf(j, stdout, JSON_COMPACT);
     putchar('\n');
@@ -90,8 +93,9 @@ static void print_group(const char *what, const es_group_lag *g)
             snprintf(committed, sizeof committed, "%" PRId64, p->committed);
         else
             snprintf(committed, sizeof committed, "none");
-        printf("  partition %-10d committed %s, end %" PRId64 ", lag %" PRId64 "\n", (int)p->partition, committed,
-               p->high, p->lag);
+        printf("  partition %-10d committed %s, end %" PRId64 ", lag %" PRId64 ", leader %d, in sync %d/%d%s\n",
+               (int)p->partition, committed, p->high, p->lag, (int)p->leader, p->isr, p->replicas,
+               p->leader < 0 || p->isr < p->replicas ? " UNDER-REPLICATED" : "");
     }
 }
 
@@ -115,6 +119,7 @@ static void print_table(const es_status *s, bool pg_ok)
     print_group("projector lag", &s->projector);
     print_group("processor lag", &s->processor);
     printf("%-22s %" PRId64 "\n", "dead letters", s->dead_letters);
+    printf("%-22s %zu (commands, events and dead-letter topics)\n", "under-replicated", s->under_replicated);
 }
 
 int fd_status_main(int argc, char **argv)

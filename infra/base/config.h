@@ -31,6 +31,8 @@ typedef struct {
     char *processor_group;
     char *projector_group;
     int64_t topic_partitions;
+    int64_t topic_replication;  /* 0: min(3, brokers) */
+    int64_t topic_min_insync;   /* 0: replication - 1, at least 1 */
     int64_t batch_max;
     int64_t projector_batch_max;
     int64_t projector_split_min;

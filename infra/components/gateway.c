@@ -720,8 +720,9 @@ es_result es_gateway_start(const es_gateway_opts *o, es_gateway **out, es_error 
      * to create are fine as long as the topics exist: es_replies_new says. */
     const char *topics[] = {cfg->commands_topic, cfg->gateway_replies_topic};
     es_error terr = {0};
+    es_topic_spec spec = es_kafka_topic_spec(cfg);
     if (!cfg->skip_topic_creation &&
-        es_kafka_ensure_topics(cfg->kafka_brokers, topics, 2, (int)cfg->topic_partitions, 10000, &terr) != ES_OK)
+        es_kafka_ensure_topics(cfg->kafka_brokers, topics, 2, &spec, 10000, &terr) != ES_OK)
         es_warn("cannot create the gateway's topics; using them if they exist", "error", terr.text);
     es_replies_opts ro = {.brokers = cfg->kafka_brokers, .reply_topic = cfg->gateway_replies_topic,
                           .timeout_ms = (int)cfg->gateway_timeout_ms, .client_id = "factord-gateway"};

@@ -45,6 +45,8 @@ es_result es_audit_status_kafka(const char *brokers, const char *events_topic,
     s->dead_letters = 0;
     for (size_t i = 0; i < dlq.n; i++)
         s->dead_letters += dlq.parts[i].high - dlq.parts[i].low;
+    s->dlq_under_replicated = dlq.under_replicated;
+    s->under_replicated = s->projector.under_replicated + s->processor.under_replicated + dlq.under_replicated;
     s->kafka_ok = true;
 out:
     if (rc != ES_OK)

@@ -34,6 +34,8 @@ typedef struct {
     es_group_lag projector;      /* FACTORD_PROJECTOR_GROUP on the events topic */
     es_group_lag processor;      /* FACTORD_PROCESSOR_GROUP on the commands topic */
     int64_t dead_letters;        /* sum of (high - low) over the DLQ's partitions */
+    size_t dlq_under_replicated; /* the DLQ's partitions with isr < replicas */
+    size_t under_replicated;     /* over the commands, events and DLQ topics */
 } es_status;
 
 /* The log's side of the status, from PostgreSQL, in one snapshot. */

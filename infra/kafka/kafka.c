@@ -67,22 +67,48 @@ fail:
     return NULL;
 }
 
-es_result es_kafka_ensure_topics_retry(const char *brokers, const char *const *topics, size_t n, int partitions,
-                                       const es_stop_flag *stop, es_error *err)
+es_topic_spec es_kafka_topic_spec(const es_config *cfg)
+{
+    return (es_topic_spec){.partitions = (int)cfg->topic_partitions,
+                           .replication = (int)cfg->topic_replication,
+                           .min_insync = (int)cfg->topic_min_insync};
+}
+
+es_result es_kafka_ensure_topics_retry(const char *brokers, const char *const *topics, size_t n,
+                                       const es_topic_spec *spec, const es_stop_flag *stop, es_error *err)
 {
     for (;;) {
-        es_result rc = es_kafka_ensure_topics(brokers, topics, n, partitions, 10000, err);
-        if (rc == ES_OK)
-            return ES_OK;
+        es_result rc = es_kafka_ensure_topics(brokers, topics, n, spec, 10000, err);
+        if (rc == ES_OK || rc == ES_EINVAL)
+            return rc; /* done, or a setting that waiting cannot fix */
         es_warn("cannot ensure topics, retrying", "error", err->text);
         if (!es_sleep_unless_stopped(2000, stop))
             return ES_ETRANSIENT;
     }
 }
 
-es_result es_kafka_ensure_topics(const char *brokers, const char *const *topics, size_t n,
-                                 int partitions, int timeout_ms, es_error *err)
+/* The replication factor spec asks for: its own, or min(3, brokers). */
+static es_result resolve_replication(rd_kafka_t *rk, const es_topic_spec *spec, int timeout_ms, int *rf,
+                                     es_error *err)
 {
+    if (spec->replication > 0) {
+        *rf = spec->replication;
+        return ES_OK;
+    }
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
+    if (e)
+        return es_error_set(err, ES_ETRANSIENT, "counting the brokers: %s", rd_kafka_err2str(e));
+    int brokers = md->broker_cnt;
+    rd_kafka_metadata_destroy(md);
+    *rf = brokers < 1 ? 1 : brokers > 3 ? 3 : brokers;
+    return ES_OK;
+}
+
+es_result es_kafka_ensure_topics(const char *brokers, const char *const *topics, size_t n,
+                                 const es_topic_spec *spec, int timeout_ms, es_error *err)
+{
+    int partitions = spec->partitions, rf = 0;
     es_result rc = ES_EFATAL;
     char errstr[512];
     rd_kafka_t *rk = NULL;
@@ -98,10 +124,24 @@ es_result es_kafka_ensure_topics(const char *brokers, const char *const *topics,
         es_error_set(err, ES_EFATAL, "kafka admin client: %s", errstr);
         goto out;
     }
+    if ((rc = resolve_replication(rk, spec, timeout_ms, &rf, err)) != ES_OK)
+        goto out;
+    rc = ES_EFATAL;
+    int min_isr = spec->min_insync > 0 ? spec->min_insync : rf > 1 ? rf - 1 : 1;
+    if (min_isr > rf) {
+        rc = es_error_set(err, ES_EINVAL,
+                          "FACTORD_TOPIC_MIN_INSYNC_REPLICAS (%d) exceeds the replication factor (%d): "
+                          "no write could succeed", min_isr, rf);
+        goto out;
+    }
+    char isr_text[16];
+    snprintf(isr_text, sizeof isr_text, "%d", min_isr);
     for (size_t i = 0; i < n; i++) {
-        nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, -1, errstr, sizeof errstr);
-        if (!nt[i]) {
-            es_error_set(err, ES_EINVAL, "topic %s: %s", topics[i], errstr);
+        nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, rf, errstr, sizeof errstr);
+        if (!nt[i] ||
+            rd_kafka_NewTopic_set_config(nt[i], "min.insync.replicas", isr_text) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            es_error_set(err, ES_EINVAL, "topic %s: %s", topics[i], nt[i] ? "min.insync.replicas refused" : errstr);
+            rc = ES_EINVAL;
             goto out;
         }
     }
@@ -127,8 +167,9 @@ es_result es_kafka_ensure_topics(const char *brokers, const char *const *topics,
     for (size_t i = 0; i < cnt; i++) {
         rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
-            es_info("created topic", "topic", rd_kafka_topic_result_name(tr[i]),
-                    "partitions", es_log_i64(partitions));
+            es_info("created topic", "topic", rd_kafka_topic_result_name(tr[i]), "partitions",
+                    es_log_i64(partitions), "replication", es_log_i64(rf), "min_insync_replicas",
+                    es_log_i64(min_isr));
         else if (e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
             rc = es_error_set(err, ES_EFATAL, "creating topic %s: %s", rd_kafka_topic_result_name(tr[i]),
                               rd_kafka_topic_result_error_string(tr[i]) ? rd_kafka_topic_result_error_string(tr[i])

@@ -22,6 +22,7 @@
 
 #include "domain/errors.h"
 #include "infra/base/backoff.h"
+#include "infra/base/config.h"
 
 /* A base configuration. Caller owns the result. */
 rd_kafka_conf_t *es_kafka_conf(const char *brokers, const char *client_id, es_error *err) ES_WUR;
@@ -30,16 +31,27 @@ rd_kafka_conf_t *es_kafka_conf(const char *brokers, const char *client_id, es_er
  * property) when librdkafka refuses it. */
 bool es_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, es_error *err) ES_WUR;
 
-/* Create the topics that are missing (partitions each, replication from the
- * broker's default). Topics that exist are left as they are. */
+/* How factord creates a topic that is missing. */
+typedef struct {
+    int partitions;
+    int replication; /* replication factor; 0: min(3, brokers in the cluster) */
+    int min_insync;  /* min.insync.replicas; 0: replication - 1, at least 1 */
+} es_topic_spec;
+
+/* The spec of FACTORD_TOPIC_PARTITIONS, _REPLICATION and _MIN_INSYNC_REPLICAS. */
+es_topic_spec es_kafka_topic_spec(const es_config *cfg);
+
+/* Create the topics that are missing, as spec says (a replication factor
+ * of 0 is resolved against the brokers the cluster lists now). Topics that
+ * exist are left as they are. ES_EINVAL when spec contradicts itself. */
 es_result es_kafka_ensure_topics(const char *brokers, const char *const *topics, size_t n,
-                                 int partitions, int timeout_ms, es_error *err) ES_WUR;
+                                 const es_topic_spec *spec, int timeout_ms, es_error *err) ES_WUR;
 
 /* es_kafka_ensure_topics for a long-running component: retried every 2 s
- * (logged) while the cluster does not answer, until stop is set
- * (ES_ETRANSIENT then). */
-es_result es_kafka_ensure_topics_retry(const char *brokers, const char *const *topics, size_t n, int partitions,
-                                       const es_stop_flag *stop, es_error *err) ES_WUR;
+ * (logged) while the cluster does not answer or refuses, until stop is
+ * set (ES_ETRANSIENT then); ES_EINVAL (spec) at once. */
+es_result es_kafka_ensure_topics_retry(const char *brokers, const char *const *topics, size_t n,
+                                       const es_topic_spec *spec, const es_stop_flag *stop, es_error *err) ES_WUR;
 
 typedef struct es_producer es_producer;
 

@@ -6,8 +6,9 @@
 
 #include "infra/kafka/kafka.h"
 
-/* Partitions of topic (0 when it does not exist). */
-static es_result status_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms, int32_t *ids,
+/* Partitions of topic (0 when it does not exist), with their leader and
+ * replica counts into parts[i]. */
+static es_result status_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms, es_partition_lag *parts,
                                    size_t *n, es_error *err)
 {
     const struct rd_kafka_metadata *md = NULL;
@@ -18,8 +19,12 @@ static es_result status_partitions(rd_kafka_t *rk, const char *topic, int timeou
     if (e)
         return es_error_set(err, ES_ETRANSIENT, "metadata of %.200s: %s", topic, rd_kafka_err2str(e));
     if (md->topic_cnt == 1 && !md->topics[0].err)
-        for (int i = 0; i < md->topics[0].partition_cnt && *n < ES_STATUS_MAX_PARTITIONS; i++)
-            ids[(*n)++] = md->topics[0].partitions[i].id;
+        for (int i = 0; i < md->topics[0].partition_cnt && *n < ES_STATUS_MAX_PARTITIONS; i++) {
+            const struct rd_kafka_metadata_partition *mp = &md->topics[0].partitions[i];
+            parts[*n] = (es_partition_lag){.partition = mp->id, .leader = mp->leader,
+                                           .replicas = mp->replica_cnt, .isr = mp->isr_cnt};
+            (*n)++;
+        }
     rd_kafka_metadata_destroy(md);
     return ES_OK;
 }
@@ -47,20 +52,23 @@ static rd_kafka_t *status_client(const char *brokers, const char *group, es_erro
 
 es_result es_kafka_group_lag(const char *brokers, es_group_lag *g, int timeout_ms, es_error *err)
 {
-    int32_t ids[ES_STATUS_MAX_PARTITIONS];
     size_t n = 0;
     rd_kafka_topic_partition_list_t *l = NULL;
     es_result rc = ES_OK;
     rd_kafka_t *rk = status_client(brokers, g->group, err);
     if (!rk)
         return ES_EINVAL;
-    if ((rc = status_partitions(rk, g->topic, timeout_ms, ids, &n, err)) != ES_OK)
+    if ((rc = status_partitions(rk, g->topic, timeout_ms, g->parts, &n, err)) != ES_OK)
         goto out;
     g->n = n;
     g->lag = 0;
+    g->under_replicated = 0;
+    for (size_t i = 0; i < n; i++)
+        if (g->parts[i].leader < 0 || g->parts[i].isr < g->parts[i].replicas)
+            g->under_replicated++;
     l = rd_kafka_topic_partition_list_new(n ? (int)n : 1);
     for (size_t i = 0; i < n; i++)
-        rd_kafka_topic_partition_list_add(l, g->topic, ids[i])->offset = RD_KAFKA_OFFSET_INVALID;
+        rd_kafka_topic_partition_list_add(l, g->topic, g->parts[i].partition)->offset = RD_KAFKA_OFFSET_INVALID;
     if (n && g->group) {
         rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, timeout_ms);
         if (e) {
@@ -72,14 +80,14 @@ es_result es_kafka_group_lag(const char *brokers, es_group_lag *g, int timeout_m
     for (size_t i = 0; i < n; i++) {
         es_partition_lag *p = &g->parts[i];
         int64_t low = 0, high = 0;
-        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, g->topic, ids[i], &low, &high, timeout_ms);
+        rd_kafka_resp_err_t e =
+            rd_kafka_query_watermark_offsets(rk, g->topic, p->partition, &low, &high, timeout_ms);
         if (e) {
-            rc = es_error_set(err, ES_ETRANSIENT, "watermarks of %.200s [%d]: %s", g->topic, (int)ids[i],
+            rc = es_error_set(err, ES_ETRANSIENT, "watermarks of %.200s [%d]: %s", g->topic, (int)p->partition,
                               rd_kafka_err2str(e));
             goto out;
         }
-        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(l, g->topic, ids[i]);
-        p->partition = ids[i];
+        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(l, g->topic, p->partition);
         p->low = low;
         p->high = high;
         p->committed = tp && tp->offset >= 0 ? tp->offset : -1;

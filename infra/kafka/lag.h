@@ -24,12 +24,15 @@ typedef struct {
     int64_t committed;   /* the group's committed offset; -1 = none */
     int64_t low, high;   /* watermarks */
     int64_t lag;         /* high - committed (high - low when none) */
+    int32_t leader;      /* the leading broker's id; -1: none */
+    int replicas, isr;   /* assigned replicas, of which in sync */
 } es_partition_lag;
 
 typedef struct {
     const char *group, *topic;          /* borrowed from the caller */
     bool ok;                            /* read from Kafka */
     int64_t lag;                        /* sum over partitions */
+    size_t under_replicated;            /* partitions with isr < replicas (or no leader) */
     size_t n;
     es_partition_lag parts[ES_STATUS_MAX_PARTITIONS];
 } es_group_lag;

@@ -140,7 +140,7 @@ static es_result partitions_of(es_waiter *w, int create_partitions, int64_t dead
                 tried_create = true;
                 es_error cerr = {0};
                 const char *topics[] = {w->topic};
-                if (es_kafka_ensure_topics(w->brokers, topics, 1, create_partitions,
+                if (es_kafka_ensure_topics(w->brokers, topics, 1, &(es_topic_spec){.partitions = create_partitions},
                                            slice_ms(deadline_ms, 5000), &cerr) != ES_OK)
                     es_debug("cannot create the topic", "topic", w->topic, "error", cerr.text);
             }

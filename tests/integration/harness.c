@@ -128,7 +128,8 @@ void h_env_init(h_env *e, const char *name)
     cr_assert_eq(es_store_migrate(st, &applied, &err), ES_OK, "migrate: %s", err.text);
     es_store_free(st);
     const char *topics[] = {e->commands, e->events, e->replies, e->dlq};
-    cr_assert_eq(es_kafka_ensure_topics(e->brokers, topics, 4, 4, 15000, &err), ES_OK, "topics: %s", err.text);
+    es_topic_spec spec = {.partitions = 4};
+    cr_assert_eq(es_kafka_ensure_topics(e->brokers, topics, 4, &spec, 15000, &err), ES_OK, "topics: %s", err.text);
 }
 
 void h_env_done(h_env *e)

@@ -717,6 +717,16 @@ Test(audit, pipeline_verify_replay_and_status, .timeout = 300)
     cr_assert_eq(jget(s, "processor", "lag"), 0, "the processor's offsets were committed at its stop");
     cr_assert_eq(jget(s, "projector", "lag"), 0);
     cr_assert_eq(jget(s, "deadLetters", NULL), 0);
+    /* One broker: every partition has its one replica, in sync, led. */
+    cr_assert_eq(jget(s, "underReplicatedPartitions", NULL), 0);
+    json_t *parts = json_object_get(json_object_get(s, "processor"), "partitions");
+    cr_assert_eq(json_array_size(parts), 4);
+    for (size_t i = 0; i < json_array_size(parts); i++) {
+        json_t *p = json_array_get(parts, i);
+        cr_assert_eq(json_integer_value(json_object_get(p, "replicas")), 1, "partition %zu", i);
+        cr_assert_eq(json_integer_value(json_object_get(p, "inSync")), 1, "partition %zu", i);
+        cr_assert_geq(json_integer_value(json_object_get(p, "leader")), 0, "partition %zu", i);
+    }
     json_decref(s);
 
     /* The processor chained with the harness's key. */

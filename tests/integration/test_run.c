@@ -111,3 +111,32 @@ Test(run, real_broker_when_configured, .timeout = 120)
     rmdir(state);
     h_env_done(&e);
 }
+
+/* A min.insync.replicas above the replication factor can never take a
+ * write: each component says so and exits 2 instead of retrying forever.
+ * (h_env_init created the harness's own topics; these are new.) */
+Test(run, contradictory_topic_settings_stop_a_component, .timeout = 120)
+{
+    h_env e;
+    h_env_init(&e, "run_min_isr");
+    char commands[300], events[300];
+    snprintf(commands, sizeof commands, "FACTORD_COMMANDS_TOPIC=%s.isr", e.commands);
+    snprintf(events, sizeof events, "FACTORD_EVENTS_TOPIC=%s.isr", e.events);
+    const char *env[] = {commands, events, "FACTORD_TOPIC_REPLICATION=1", "FACTORD_TOPIC_MIN_INSYNC_REPLICAS=2",
+                         NULL};
+    const char *subs[] = {"process", "relay", "project"};
+    for (size_t i = 0; i < 3; i++) {
+        pid_t p = h_spawn(&e, subs[i], env);
+        cr_assert_eq(h_wait(p, 60000), 2, "factord %s", subs[i]);
+    }
+    FILE *f = fopen(e.log_path, "r");
+    cr_assert_not_null(f);
+    char line[2048];
+    int said = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, "cannot create the topics") && strstr(line, "exceeds the replication factor (1)"))
+            said++;
+    fclose(f);
+    cr_assert_eq(said, 3, "each component names the setting");
+    h_env_done(&e);
+}
