@@ -68,8 +68,11 @@ int fd_process_loop(const es_config *cfgp)
         goto out;
     }
     const char *sub[] = {cfg.commands_topic};
-    if (es_consumer_new(cfg.kafka_brokers, cfg.processor_group, (int)cfg.session_timeout_ms, sub, 1, &cons, &err) !=
-        ES_OK) {
+    es_consumer_opts co = {.group = cfg.processor_group,
+                           .session_timeout_ms = (int)cfg.session_timeout_ms,
+                           .instance_id = cfg.group_instance_id,
+                           .assignor = cfg.partition_assignment};
+    if (es_consumer_new(cfg.kafka_brokers, &co, sub, 1, &cons, &err) != ES_OK) {
         es_err("cannot create the consumer", "error", err.text);
         goto out;
     }

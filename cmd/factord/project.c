@@ -63,8 +63,11 @@ int fd_project_loop(const es_config *cfgp)
     }
     es_producer_prime(lo.producer, cfg.replies_topic, 5000);
     const char *sub[] = {cfg.events_topic};
-    if (es_consumer_new(cfg.kafka_brokers, cfg.projector_group, (int)cfg.session_timeout_ms, sub, 1, &lo.consumer,
-                        &err) != ES_OK) {
+    es_consumer_opts co = {.group = cfg.projector_group,
+                           .session_timeout_ms = (int)cfg.session_timeout_ms,
+                           .instance_id = cfg.group_instance_id,
+                           .assignor = cfg.partition_assignment};
+    if (es_consumer_new(cfg.kafka_brokers, &co, sub, 1, &lo.consumer, &err) != ES_OK) {
         es_err("cannot create the consumer", "error", err.text);
         goto out;
     }

@@ -41,6 +41,8 @@ typedef struct {
     int64_t relay_idle_ms;
     int64_t dlq_max_bytes;
     int64_t session_timeout_ms;
+    char *group_instance_id;    /* NULL: dynamic membership */
+    char *partition_assignment;
     char *code_key;         /* secret: 64 hex digits (AES-256) */
     char *code_key_file;    /* or a file holding them */
     char *chain_key;        /* secret: 64 hex digits (HMAC-SHA256 of the event hash chain) */

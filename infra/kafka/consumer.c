@@ -195,19 +195,24 @@ es_kafka_msg *es_consumer_next(es_consumer *c, size_t got, int64_t linger_ms, es
     }
 }
 
-es_result es_consumer_new(const char *brokers, const char *group, int session_timeout_ms,
-                          const char *const *topics, size_t n, es_consumer **out, es_error *err)
+es_result es_consumer_new(const char *brokers, const es_consumer_opts *o, const char *const *topics, size_t n,
+                          es_consumer **out, es_error *err)
 {
     *out = NULL;
     char errstr[512], tbuf[32];
-    rd_kafka_conf_t *conf = es_kafka_conf(brokers, group, err);
+    rd_kafka_conf_t *conf = es_kafka_conf(brokers, o->group, err);
     if (!conf)
         return ES_EINVAL;
-    snprintf(tbuf, sizeof tbuf, "%d", session_timeout_ms);
-    if (!es_kafka_conf_set(conf, "group.id", group, err) || !es_kafka_conf_set(conf, "enable.auto.offset.store", "false", err) ||
-        !es_kafka_conf_set(conf, "enable.auto.commit", "true", err) || !es_kafka_conf_set(conf, "auto.commit.interval.ms", "500", err) ||
-        !es_kafka_conf_set(conf, "auto.offset.reset", "earliest", err) || !es_kafka_conf_set(conf, "session.timeout.ms", tbuf, err) ||
-        !es_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", err) ||
+    snprintf(tbuf, sizeof tbuf, "%d", o->session_timeout_ms);
+    const char *assignor = o->assignor && *o->assignor ? o->assignor : "range,roundrobin";
+    if (!es_kafka_conf_set(conf, "group.id", o->group, err) ||
+        !es_kafka_conf_set(conf, "enable.auto.offset.store", "false", err) ||
+        !es_kafka_conf_set(conf, "enable.auto.commit", "true", err) ||
+        !es_kafka_conf_set(conf, "auto.commit.interval.ms", "500", err) ||
+        !es_kafka_conf_set(conf, "auto.offset.reset", "earliest", err) ||
+        !es_kafka_conf_set(conf, "session.timeout.ms", tbuf, err) ||
+        !es_kafka_conf_set(conf, "partition.assignment.strategy", assignor, err) ||
+        (o->instance_id && *o->instance_id && !es_kafka_conf_set(conf, "group.instance.id", o->instance_id, err)) ||
         !es_kafka_conf_set(conf, "enable.partition.eof", "false", err)) {
         rd_kafka_conf_destroy(conf);
         return ES_EINVAL;

@@ -5,7 +5,9 @@
  * Offsets are stored explicitly, only after the caller has finished with
  * what it polled (enable.auto.offset.store=false; librdkafka commits what
  * was stored every 500 ms and at es_consumer_free). The assignor is the
- * eager range one. Records come as es_record views of an es_kafka_msg the
+ * eager range one unless the caller names another (cooperative-sticky);
+ * a stable group.instance.id makes the member static: a restart within
+ * the session timeout takes its partitions back without a rebalance. Records come as es_record views of an es_kafka_msg the
  * caller frees; neither exposes librdkafka.
  *
  * Threads: es_consumer_next from one thread at a time; es_consumer_store
@@ -39,10 +41,19 @@ typedef struct {
  * noted. */
 typedef struct es_offsets es_offsets;
 
-/* A consumer in group subscribed to topics (a bounded pre-fetch: see
- * consumer.c). *out is the caller's (es_consumer_free). */
-es_result es_consumer_new(const char *brokers, const char *group, int session_timeout_ms,
-                          const char *const *topics, size_t n, es_consumer **out, es_error *err) ES_WUR;
+/* How a consumer joins its group. */
+typedef struct {
+    const char *group;        /* group.id */
+    int session_timeout_ms;   /* session.timeout.ms */
+    const char *instance_id;  /* group.instance.id (static membership); NULL or "": none */
+    const char *assignor;     /* partition.assignment.strategy; NULL or "": "range,roundrobin" */
+} es_consumer_opts;
+
+/* A consumer as o says, subscribed to topics (a bounded pre-fetch: see
+ * consumer.c). *out is the caller's (es_consumer_free). ES_EINVAL (err
+ * naming the property) when librdkafka refuses a setting. */
+es_result es_consumer_new(const char *brokers, const es_consumer_opts *o, const char *const *topics, size_t n,
+                          es_consumer **out, es_error *err) ES_WUR;
 
 /* Leave the group cleanly (committing what was stored) and free c. NULL is
  * a no-op. */
