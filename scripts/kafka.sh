@@ -24,43 +24,33 @@
 # eval "$(scripts/kafka.sh env)" is safe.
 set -euo pipefail
 
-log() { printf 'kafka.sh: %s\n' "$*" >&2; }
-die() { printf 'kafka.sh: error: %s\n' "$*" >&2; exit 1; }
-
-usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0" >&2; }
-
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
+KAFKA_PROG=kafka.sh
+# log, die, usage, need, abspath, the jar cache (KAFKA_VERSION, CACHE_DIR,
+# LIB_DIR, KAFKA_JAR, KAFKA_MAJOR) and the node helpers, shared with
+# scripts/kafka-cluster.sh.
+# shellcheck source-path=SCRIPTDIR source=lib/kafka-common.sh
+. "$SCRIPT_DIR/lib/kafka-common.sh"
 
-KAFKA_VERSION=${FACTORD_KAFKA_VERSION:-3.9.1}
-SCALA_VERSION=2.13
 SLF4J_RELOAD4J_VERSION=1.7.36
 LOG4J2_VERSION=2.24.3          # only for Kafka 4.x, see docs/kafka notes
 DEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.6.1
-
-CACHE_ROOT=${FACTORD_CACHE_DIR:-${HOME:?HOME is not set}/.cache/factord}
-CACHE_DIR=$CACHE_ROOT/kafka-$KAFKA_VERSION
-LIB_DIR=$CACHE_DIR/lib
-KAFKA_JAR=$LIB_DIR/kafka_${SCALA_VERSION}-${KAFKA_VERSION}.jar
 
 DATA_DIR=${FACTORD_KAFKA_DIR:-${TMPDIR:-/tmp}/factord-kafka}
 PORT=${FACTORD_KAFKA_PORT:-19092}
 START_TIMEOUT=${FACTORD_KAFKA_START_TIMEOUT:-90}
 HEAP_OPTS=${FACTORD_KAFKA_HEAP:--Xmx512m -Xms256m}
 
-[[ "$KAFKA_VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "FACTORD_KAFKA_VERSION='$KAFKA_VERSION' is not a version like 3.9.1"
-[[ "$PORT" =~ ^[0-9]+$ && "$PORT" -ge 1024 && "$PORT" -le 65534 ]] || die "FACTORD_KAFKA_PORT='$PORT' must be a number in 1024..65534"
-[[ "$START_TIMEOUT" =~ ^[0-9]+$ ]] || die "FACTORD_KAFKA_START_TIMEOUT='$START_TIMEOUT' must be a number of seconds"
+check_version
+check_port FACTORD_KAFKA_PORT "$PORT" 1
+check_timeout FACTORD_KAFKA_START_TIMEOUT "$START_TIMEOUT"
 CONTROLLER_PORT=$((PORT + 1))
 BROKERS=127.0.0.1:$PORT
-KAFKA_MAJOR=${KAFKA_VERSION%%.*}
 
-# Folders may not exist yet: make them absolute without requiring them.
-abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s/%s\n' "$PWD" "$1" ;; esac; }
-CACHE_DIR=$(abspath "$CACHE_DIR"); LIB_DIR=$CACHE_DIR/lib; KAFKA_JAR=$LIB_DIR/kafka_${SCALA_VERSION}-${KAFKA_VERSION}.jar
 DATA_DIR=$(abspath "$DATA_DIR")
-case "$CACHE_DIR/" in "$REPO_DIR"/*) die "cache dir $CACHE_DIR is inside the repository; set FACTORD_CACHE_DIR elsewhere" ;; esac
-case "$DATA_DIR/" in "$REPO_DIR"/*) die "data dir $DATA_DIR is inside the repository; set FACTORD_KAFKA_DIR elsewhere" ;; esac
+check_outside_repo "cache dir" "$CACHE_DIR" FACTORD_CACHE_DIR
+check_outside_repo "data dir" "$DATA_DIR" FACTORD_KAFKA_DIR
 
 KRAFT_DIR=$DATA_DIR/kraft
 PROPS=$DATA_DIR/server.properties
@@ -68,11 +58,7 @@ PID_FILE=$DATA_DIR/kafka.pid
 LOG_FILE=$DATA_DIR/kafka.log
 MARKER=$DATA_DIR/.factord-kafka
 
-need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found on PATH${2:+ ($2)}; run scripts/deps.sh"; }
-
 # ---------------------------------------------------------------- fetch ----
-
-have_jars() { [[ -f "$KAFKA_JAR" ]]; }
 
 write_log_config() {
     # Logs WARN and above to the console, which start redirects to
@@ -101,14 +87,6 @@ log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.server.KafkaRaftServer=INFO
 EOF
         mv -f "$CACHE_DIR/log4j.properties.tmp" "$CACHE_DIR/log4j.properties"
-    fi
-}
-
-log_config_flag() {
-    if [[ "$KAFKA_MAJOR" -ge 4 ]]; then
-        printf '%s\n' "-Dlog4j2.configurationFile=$CACHE_DIR/log4j2.properties"
-    else
-        printf '%s\n' "-Dlog4j.configuration=file:$CACHE_DIR/log4j.properties"
     fi
 }
 
@@ -145,7 +123,7 @@ cmd_fetch() {
     exec 8>"$CACHE_DIR/.fetch.lock"
     flock 8 || die "cannot lock $CACHE_DIR/.fetch.lock"
     if have_jars; then
-        [[ -f "$CACHE_DIR/log4j.properties" || -f "$CACHE_DIR/log4j2.properties" ]] || write_log_config
+        have_log_config || write_log_config
         log "Kafka $KAFKA_VERSION jars already in $LIB_DIR"
         exec 8>&-
         return 0
@@ -175,92 +153,30 @@ cmd_fetch() {
 
 # ---------------------------------------------------------------- broker ---
 
-read_pid() {
-    if [[ -f "$PID_FILE" ]]; then tr -dc '0-9' <"$PID_FILE" 2>/dev/null || true; fi
-}
+read_pid() { read_pid_file "$PID_FILE"; }
 
 # True when the pid in the pid file is alive and is a Kafka JVM.
-pid_alive() {
-    local pid cmdline
-    pid=$(read_pid)
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
-    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
-    [[ "$cmdline" == *kafka.Kafka* ]]
-}
+pid_alive() { pid_file_alive "$PID_FILE"; }
 
 # True when a broker answers metadata requests on the port and lists itself.
 answering() {
     local out
-    # Cheap pre-check: kcat waits its whole -m timeout when nobody listens.
-    if command -v ss >/dev/null 2>&1 && [[ -z "$(ss -Hltn "( sport = :$PORT )" 2>/dev/null)" ]]; then
-        return 1
-    fi
+    port_silent "$PORT" && return 1
     out=$(kcat -b "$BROKERS" -L -m 2 2>/dev/null) || return 1
     [[ "$out" == *"broker 1 at 127.0.0.1:$PORT"* ]]
 }
 
 write_server_properties() {
-    cat >"$PROPS.tmp" <<EOF
-# Generated by factord scripts/kafka.sh on each start; edits are overwritten.
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-log.dirs=$KRAFT_DIR
-num.partitions=4
-auto.create.topics.enable=true
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=4
-group.initial.rebalance.delay.ms=0
-log.retention.hours=168
-# Tests send multi-MB records.
-message.max.bytes=16777216
-replica.fetch.max.bytes=16777216
-EOF
-    if [[ "$KAFKA_MAJOR" -ge 4 ]]; then
-        cat >>"$PROPS.tmp" <<EOF
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-EOF
-    fi
+    node_properties 1 "$PORT" "$CONTROLLER_PORT" "1@127.0.0.1:$CONTROLLER_PORT" "$KRAFT_DIR" 1 1 >"$PROPS.tmp"
     mv -f "$PROPS.tmp" "$PROPS"
-}
-
-print_log_tail() {
-    if [[ -s "$LOG_FILE" ]]; then
-        log "last lines of $LOG_FILE:"
-        tail -n 40 "$LOG_FILE" | sed 's/^/    /' >&2
-    else
-        log "$LOG_FILE is empty or missing"
-    fi
-}
-
-prepare_data_dir() {
-    if [[ -d "$DATA_DIR" && ! -f "$MARKER" ]] && [[ -n "$(ls -A "$DATA_DIR" 2>/dev/null)" ]]; then
-        die "$DATA_DIR exists, is not empty and was not made by kafka.sh; choose another FACTORD_KAFKA_DIR"
-    fi
-    mkdir -p "$KRAFT_DIR" || die "cannot create $KRAFT_DIR"
-    touch "$MARKER"
 }
 
 format_storage() {
     [[ -f "$KRAFT_DIR/meta.properties" ]] && return 0
-    local cp="$LIB_DIR/*" cluster_id
+    local cluster_id
     log "formatting KRaft storage in $KRAFT_DIR"
-    cluster_id=$(java -cp "$cp" "$(log_config_flag)" kafka.tools.StorageTool random-uuid 2>>"$LOG_FILE") \
-        || { print_log_tail; die "kafka.tools.StorageTool random-uuid failed"; }
-    # Log lines may share stdout: keep the line that looks like a cluster id.
-    cluster_id=$(printf '%s\n' "$cluster_id" | grep -E '^[A-Za-z0-9_-]{22}$' | tail -n 1 || true)
-    [[ -n "$cluster_id" ]] || die "kafka.tools.StorageTool random-uuid printed no cluster id"
-    java -cp "$cp" "$(log_config_flag)" kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" >>"$LOG_FILE" 2>&1 \
-        || { print_log_tail; die "kafka.tools.StorageTool format failed"; }
+    cluster_id=$(new_cluster_id "$LOG_FILE")
+    format_log_dir "$KRAFT_DIR" "$PROPS" "$cluster_id" "$LOG_FILE"
 }
 
 cmd_start() {
@@ -279,25 +195,18 @@ cmd_start() {
         if answering; then
             die "something else answers as a Kafka broker on $BROKERS (no live pid in $PID_FILE); stop it or set FACTORD_KAFKA_PORT"
         fi
-        if [[ -n "$(ss -Hltn "( sport = :$PORT or sport = :$CONTROLLER_PORT )" 2>/dev/null)" ]]; then
+        if port_listening "$PORT" || port_listening "$CONTROLLER_PORT"; then
             die "port $PORT or $CONTROLLER_PORT on this machine is already in use; set FACTORD_KAFKA_PORT to another port"
         fi
         have_jars || cmd_fetch
-        [[ -f "$CACHE_DIR/log4j.properties" || -f "$CACHE_DIR/log4j2.properties" ]] || write_log_config
-        prepare_data_dir
+        have_log_config || write_log_config
+        prepare_data_dir "$DATA_DIR" "$MARKER" "$KRAFT_DIR" FACTORD_KAFKA_DIR
         rm -f "$PID_FILE"
         : >"$LOG_FILE"
         write_server_properties
         format_storage
         log "starting Kafka $KAFKA_VERSION on $BROKERS (controller $CONTROLLER_PORT), data in $DATA_DIR"
-        # setsid: the broker survives the caller's Ctrl-C / process-group kill.
-        # The inner bash writes its own pid, then becomes the JVM via exec.
-        # shellcheck disable=SC2086,SC2016 # HEAP_OPTS is a list of flags; $$ is the inner bash's
-        nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PID_FILE" \
-            java $HEAP_OPTS -Djava.awt.headless=true \
-            "$(log_config_flag)" \
-            -cp "$LIB_DIR/*" kafka.Kafka "$PROPS" \
-            >>"$LOG_FILE" 2>&1 </dev/null 8>&- 9>&- &
+        launch_jvm "$PID_FILE" "$PROPS" "$LOG_FILE" "$HEAP_OPTS"
     fi
 
     local t0=$SECONDS deadline=$((SECONDS + START_TIMEOUT)) seen_pid=0
@@ -309,12 +218,12 @@ cmd_start() {
                 return 0
             fi
         elif ((seen_pid)) || ((SECONDS - t0 >= 5)); then
-            print_log_tail
+            print_log_tail "$LOG_FILE"
             die "the Kafka process exited during startup"
         fi
         sleep 0.5
     done
-    print_log_tail
+    print_log_tail "$LOG_FILE"
     die "Kafka did not answer on $BROKERS within ${START_TIMEOUT} s (process $(read_pid) left running; 'scripts/kafka.sh stop' ends it)"
 }
 
@@ -333,17 +242,7 @@ cmd_stop() {
         local pid
         pid=$(read_pid)
         log "stopping Kafka (pid $pid)"
-        kill -TERM "$pid" 2>/dev/null || true
-        local i
-        for ((i = 0; i < 60; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.5
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "still running after 30 s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            for ((i = 0; i < 20; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-        fi
+        terminate "$pid"
         log "Kafka stopped"
     else
         log "Kafka is not running (no live process in $PID_FILE)"

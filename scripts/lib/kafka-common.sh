@@ -1,0 +1,202 @@
+# scripts/lib/kafka-common.sh - shell functions shared by scripts/kafka.sh
+# (one broker) and scripts/kafka-cluster.sh (three nodes): where the broker
+# jars live, how a node's server.properties, storage, JVM and pid file are
+# handled, so that both run Kafka the same way and differ only in topology.
+#
+# Sourced, never run. The caller sets KAFKA_PROG (its name, for messages)
+# and SCRIPT_DIR, REPO_DIR before sourcing. File descriptors 8 and 9 are the
+# callers' lock descriptors: the broker JVM never inherits them.
+# shellcheck shell=bash
+
+log() { printf '%s: %s\n' "$KAFKA_PROG" "$*" >&2; }
+die() { printf '%s: error: %s\n' "$KAFKA_PROG" "$*" >&2; exit 1; }
+
+# Prints the file's opening comment (after the #! line) as the usage text.
+usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0" >&2; }
+
+need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found on PATH${2:+ ($2)}; run scripts/deps.sh"; }
+
+# Folders may not exist yet: make them absolute without requiring them.
+abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s/%s\n' "$PWD" "$1" ;; esac; }
+
+KAFKA_VERSION=${FACTORD_KAFKA_VERSION:-3.9.1}
+SCALA_VERSION=2.13
+KAFKA_MAJOR=${KAFKA_VERSION%%.*}
+
+CACHE_ROOT=${FACTORD_CACHE_DIR:-${HOME:?HOME is not set}/.cache/factord}
+CACHE_DIR=$(abspath "$CACHE_ROOT/kafka-$KAFKA_VERSION")
+LIB_DIR=$CACHE_DIR/lib
+KAFKA_JAR=$LIB_DIR/kafka_${SCALA_VERSION}-${KAFKA_VERSION}.jar
+
+check_version() {
+    [[ "$KAFKA_VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "FACTORD_KAFKA_VERSION='$KAFKA_VERSION' is not a version like 3.9.1"
+}
+
+# Dies unless $1 is a usable first port of $2 consecutive ports.
+check_port() {
+    local name=$1 value=$2 count=$3
+    [[ "$value" =~ ^[0-9]+$ && "$value" -ge 1024 && "$value" -le $((65535 - count)) ]] \
+        || die "$name='$value' must be a number in 1024..$((65535 - count))"
+}
+
+check_timeout() {
+    [[ "$2" =~ ^[0-9]+$ ]] || die "$1='$2' must be a number of seconds"
+}
+
+check_outside_repo() {
+    local what=$1 dir=$2 var=$3
+    case "$dir/" in "$REPO_DIR"/*) die "$what $dir is inside the repository; set $var elsewhere" ;; esac
+}
+
+have_jars() { [[ -f "$KAFKA_JAR" ]]; }
+have_log_config() { [[ -f "$CACHE_DIR/log4j.properties" || -f "$CACHE_DIR/log4j2.properties" ]]; }
+
+# The JVM flag naming the log config that 'kafka.sh fetch' writes.
+log_config_flag() {
+    if [[ "$KAFKA_MAJOR" -ge 4 ]]; then
+        printf '%s\n' "-Dlog4j2.configurationFile=$CACHE_DIR/log4j2.properties"
+    else
+        printf '%s\n' "-Dlog4j.configuration=file:$CACHE_DIR/log4j.properties"
+    fi
+}
+
+# ---------------------------------------------------------------- processes -
+
+read_pid_file() {
+    if [[ -f "$1" ]]; then tr -dc '0-9' <"$1" 2>/dev/null || true; fi
+}
+
+# True when the pid in pid file $1 is alive and is a Kafka JVM (whose command
+# line also contains $2 when given, e.g. its server.properties).
+pid_file_alive() {
+    local pid cmdline
+    pid=$(read_pid_file "$1")
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    [[ "$cmdline" == *kafka.Kafka* && "$cmdline" == *"${2:-}"* ]]
+}
+
+# True when something listens on 127.0.0.1:$1 (false when ss is missing).
+port_listening() {
+    command -v ss >/dev/null 2>&1 && [[ -n "$(ss -Hltn "( sport = :$1 )" 2>/dev/null)" ]]
+}
+
+# True when ss is available and nothing listens on port $1: kcat waits its
+# whole -m timeout when nobody listens, so callers check this first.
+port_silent() {
+    command -v ss >/dev/null 2>&1 && [[ -z "$(ss -Hltn "( sport = :$1 )" 2>/dev/null)" ]]
+}
+
+# SIGTERM to every pid given, SIGKILL to those still running after 30 s;
+# returns once all are gone (or 5 s after the SIGKILL).
+terminate() {
+    local pid i alive
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for ((i = 0; i < 60; i++)); do
+        alive=0
+        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || return 0
+        sleep 0.5
+    done
+    log "still running after 30 s; sending SIGKILL"
+    for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
+    for ((i = 0; i < 20; i++)); do
+        alive=0
+        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || return 0
+        sleep 0.25
+    done
+}
+
+print_log_tail() {
+    if [[ -s "$1" ]]; then
+        log "last lines of $1:"
+        tail -n 40 "$1" | sed 's/^/    /' >&2
+    else
+        log "$1 is empty or missing"
+    fi
+}
+
+# ---------------------------------------------------------------- nodes -----
+
+# Prints a combined broker+controller's server.properties on stdout.
+# Arguments: node id, client port, controller port, controller.quorum.voters,
+# log dir, replication factor of the internal topics, their min ISR.
+node_properties() {
+    local id=$1 port=$2 cport=$3 voters=$4 dir=$5 rf=$6 isr=$7
+    cat <<EOF
+# Generated by factord scripts/$KAFKA_PROG on each start; edits are overwritten.
+process.roles=broker,controller
+node.id=$id
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir
+num.partitions=4
+auto.create.topics.enable=true
+offsets.topic.replication.factor=$rf
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+transaction.state.log.num.partitions=4
+group.initial.rebalance.delay.ms=0
+log.retention.hours=168
+# Tests send multi-MB records.
+message.max.bytes=16777216
+replica.fetch.max.bytes=16777216
+EOF
+    if [[ "$KAFKA_MAJOR" -ge 4 ]]; then
+        cat <<EOF
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
+EOF
+    fi
+}
+
+# Refuses a non-empty folder $1 without marker $2, then creates folder $3
+# (below $1) and the marker. $4 names the variable choosing the folder.
+prepare_data_dir() {
+    local dir=$1 marker=$2 sub=$3 var=$4
+    if [[ -d "$dir" && ! -f "$marker" ]] && [[ -n "$(ls -A "$dir" 2>/dev/null)" ]]; then
+        die "$dir exists, is not empty and was not made by $KAFKA_PROG; choose another $var"
+    fi
+    mkdir -p "$sub" || die "cannot create $sub"
+    touch "$marker"
+}
+
+# Prints a new KRaft cluster id; StorageTool's log lines go to log file $1.
+new_cluster_id() {
+    local id
+    id=$(java -cp "$LIB_DIR/*" "$(log_config_flag)" kafka.tools.StorageTool random-uuid 2>>"$1") \
+        || { print_log_tail "$1"; die "kafka.tools.StorageTool random-uuid failed"; }
+    # Log lines may share stdout: keep the line that looks like a cluster id.
+    id=$(printf '%s\n' "$id" | grep -E '^[A-Za-z0-9_-]{22}$' | tail -n 1 || true)
+    [[ -n "$id" ]] || die "kafka.tools.StorageTool random-uuid printed no cluster id"
+    printf '%s\n' "$id"
+}
+
+# Formats KRaft log dir $1 for properties $2 with cluster id $3 (output to
+# log file $4), unless it is formatted already.
+format_log_dir() {
+    local dir=$1 props=$2 cluster_id=$3 logf=$4
+    [[ -f "$dir/meta.properties" ]] && return 0
+    java -cp "$LIB_DIR/*" "$(log_config_flag)" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" >>"$logf" 2>&1 \
+        || { print_log_tail "$logf"; die "kafka.tools.StorageTool format failed"; }
+}
+
+# Starts a broker JVM for properties $2 in the background, writing its pid
+# to $1 and its output to $3; $4 holds the heap flags.
+launch_jvm() {
+    local pid_file=$1 props=$2 logf=$3 heap=$4
+    # setsid: the broker survives the caller's Ctrl-C / process-group kill.
+    # The inner bash writes its own pid, then becomes the JVM via exec.
+    # shellcheck disable=SC2086,SC2016 # heap is a list of flags; $$ is the inner bash's
+    nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pid_file" \
+        java $heap -Djava.awt.headless=true \
+        "$(log_config_flag)" \
+        -cp "$LIB_DIR/*" kafka.Kafka "$props" \
+        >>"$logf" 2>&1 </dev/null 8>&- 9>&- &
+}
