@@ -140,3 +140,59 @@ Test(run, contradictory_topic_settings_stop_a_component, .timeout = 120)
     cr_assert_eq(said, 3, "each component names the setting");
     h_env_done(&e);
 }
+
+/* The group a processor joins with FACTORD_GROUP_INSTANCE_ID and
+ * FACTORD_PARTITION_ASSIGNMENT, as the group coordinator describes it:
+ * "member instance-id assignor" once it is stable with one member, or ""
+ * (polled for up to 60 s). */
+static void describe_group(const h_env *e, char *out, size_t cap)
+{
+    out[0] = '\0';
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers", e->brokers, errstr, sizeof errstr), RD_KAFKA_CONF_OK);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    cr_assert_not_null(rk, "%s", errstr);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    const char *groups[] = {e->group};
+    for (int64_t end = es_clock_mono_ms() + 60000; !out[0] && es_clock_mono_ms() < end;) {
+        rd_kafka_DescribeConsumerGroups(rk, groups, 1, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 10000);
+        const rd_kafka_DescribeConsumerGroups_result_t *res = ev ? rd_kafka_event_DescribeConsumerGroups_result(ev) : NULL;
+        size_t n = 0;
+        const rd_kafka_ConsumerGroupDescription_t **gd = res ? rd_kafka_DescribeConsumerGroups_result_groups(res, &n) : NULL;
+        if (n == 1 && !rd_kafka_ConsumerGroupDescription_error(gd[0]) &&
+            rd_kafka_ConsumerGroupDescription_state(gd[0]) == RD_KAFKA_CONSUMER_GROUP_STATE_STABLE &&
+            rd_kafka_ConsumerGroupDescription_member_count(gd[0]) == 1) {
+            const rd_kafka_MemberDescription_t *m = rd_kafka_ConsumerGroupDescription_member(gd[0], 0);
+            const char *iid = rd_kafka_MemberDescription_group_instance_id(m);
+            snprintf(out, cap, "member %s %s", iid ? iid : "(none)",
+                     rd_kafka_ConsumerGroupDescription_partition_assignor(gd[0]));
+        }
+        if (ev)
+            rd_kafka_event_destroy(ev);
+        if (!out[0])
+            es_sleep_ms(500);
+    }
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+}
+
+Test(run, static_membership_and_the_assignor_reach_the_group, .timeout = 180)
+{
+    h_env e;
+    h_env_init(&e, "run_static");
+    const char *env[] = {"FACTORD_GROUP_INSTANCE_ID=factord-test-process-1",
+                         "FACTORD_PARTITION_ASSIGNMENT=cooperative-sticky", NULL};
+    pid_t p = h_spawn(&e, "process", env);
+    char got[256];
+    describe_group(&e, got, sizeof got);
+    cr_assert_str_eq(got, "member factord-test-process-1 cooperative-sticky");
+    /* Killed and back under the same id: still one member, the same one. */
+    cr_assert_eq(h_stop(p, true), -9);
+    p = h_spawn(&e, "process", env);
+    describe_group(&e, got, sizeof got);
+    cr_assert_str_eq(got, "member factord-test-process-1 cooperative-sticky");
+    cr_assert_eq(h_stop(p, false), 0);
+    h_env_done(&e);
+}
