@@ -14,9 +14,21 @@
 # the pipeline took to move again after each kill. Exit 1 when a check
 # fails, 2 on usage errors.
 #
-# Usage: scripts/chaos.sh [--short] [--commands N] [--users U] [--instances I]
-#                         [--seed S] [--rate R] [--keep]
+# With --ha it runs on replicated servers instead (docs/ha.md): a 3-node
+# Kafka cluster (scripts/kafka-cluster.sh: RF 3, min.insync.replicas 2) and
+# a PostgreSQL primary with a synchronous standby under pg_auto_failover
+# (scripts/pg-ha.sh; factord reaches it through a multi-host URL with
+# target_session_attrs=read-write). Nothing restarts a factord component:
+# it SIGKILLs the broker leading a commands partition, later the PostgreSQL
+# primary (the HA manager promotes the standby), later starts the killed
+# broker again, and then checks as above, plus that every component is
+# still running and how long each fault kept callers waiting.
+#
+# Usage: scripts/chaos.sh [--short] [--ha] [--commands N] [--users U]
+#                         [--instances I] [--seed S] [--rate R] [--keep]
 #   --short       the CI run: 10,000 commands, 1,000 users, 200/s
+#                 (with --ha: 3,000 commands, 500 users, 100/s)
+#   --ha          replicated servers, server faults only (above)
 #   (default)     100,000 commands, 10,000 users, 3 instances, 500/s
 #   --rate R      commands produced per second
 #   --keep        leave the servers running and keep the work folder
@@ -37,10 +49,14 @@ die() { say "error: $*"; exit 2; }
 usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0" >&2; }
 
 COMMANDS=100000 USERS=10000 INSTANCES=3 RATE=500 SEED=$(( (RANDOM << 15) | RANDOM )) KEEP=0
-KILL_MIN=2 KILL_MAX=5 SETTLE_S=300
+KILL_MIN=2 KILL_MAX=5 SETTLE_S=300 HA=0 SHORT=0
+for a in "$@"; do [[ $a == --ha ]] && HA=1; done
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --short) COMMANDS=10000 USERS=1000 RATE=200 KILL_MIN=3 KILL_MAX=6 SETTLE_S=150 ;;
+        --short) SHORT=1
+                 if ((HA)); then COMMANDS=3000 USERS=500 RATE=100 KILL_MIN=2 KILL_MAX=3 SETTLE_S=150
+                 else COMMANDS=10000 USERS=1000 RATE=200 KILL_MIN=3 KILL_MAX=6 SETTLE_S=150; fi ;;
+        --ha) ;;
         --commands) COMMANDS=${2:?}; shift ;;
         --users) USERS=${2:?}; shift ;;
         --instances) INSTANCES=${2:?}; shift ;;
@@ -66,6 +82,12 @@ export FACTORD_KAFKA_DIR=${FACTORD_CHAOS_KAFKA_DIR:-/tmp/factord-chaos-kafka}
     || die "the soak restarts its servers: it must not use the shared ports 55432/19092"
 [[ $FACTORD_PG_DIR != "${TMPDIR:-/tmp}/factord-pg" && $FACTORD_KAFKA_DIR != "${TMPDIR:-/tmp}/factord-kafka" ]] \
     || die "the soak wipes its servers' folders: it must not use the shared ones"
+# --ha: the cluster's six ports below Linux's ephemeral range (32768-60999),
+# so that no outgoing connection holds one when a node starts.
+export FACTORD_KAFKA_CLUSTER_PORT=${FACTORD_CHAOS_KAFKA_CLUSTER_PORT:-29292}
+export FACTORD_KAFKA_CLUSTER_DIR=${FACTORD_CHAOS_KAFKA_CLUSTER_DIR:-/tmp/factord-chaos-kafka-cluster}
+export FACTORD_PG_HA_PORT=${FACTORD_CHAOS_PG_HA_PORT:-55610}
+export FACTORD_PG_HA_DIR=${FACTORD_CHAOS_PG_HA_DIR:-/tmp/factord-chaos-pg-ha}
 PG_BIN=${FACTORD_PG_BIN:-/usr/lib/postgresql/15/bin}
 for t in kcat psql openssl; do command -v "$t" >/dev/null || die "$t is missing (scripts/deps.sh installs it)"; done
 
@@ -89,6 +111,16 @@ as_pg() { if [[ $(id -u) -eq 0 ]]; then (cd / && runuser -u postgres -- "$@"); e
 rand_ms() { echo $(( $1 + RANDOM % ($2 - $1 + 1) )); } # uniform in [$1, $2]
 sleep_ms() { sleep "$(awk -v m="$1" 'BEGIN { printf "%.3f", m / 1000 }')"; }
 
+stop_servers() {
+    if ((HA)); then
+        bash "$ROOT/scripts/kafka-cluster.sh" stop --wipe >/dev/null 2>&1
+        bash "$ROOT/scripts/pg-ha.sh" stop --wipe >/dev/null 2>&1
+    else
+        bash "$ROOT/scripts/kafka.sh" stop --wipe >/dev/null 2>&1
+        bash "$ROOT/scripts/pg.sh" stop --wipe >/dev/null 2>&1
+    fi
+}
+
 declare -A PID=()
 GEN_PID=
 passed=0
@@ -100,8 +132,7 @@ cleanup() {
     if [[ $KEEP == 1 ]]; then
         say "kept the servers (PostgreSQL :$FACTORD_PG_PORT, Kafka :$FACTORD_KAFKA_PORT) and $WORK"
     else
-        bash "$ROOT/scripts/kafka.sh" stop --wipe >/dev/null 2>&1
-        bash "$ROOT/scripts/pg.sh" stop --wipe >/dev/null 2>&1
+        stop_servers
         if [[ $passed == 1 && -z ${FACTORD_CHAOS_WORK:-} ]]; then rm -rf "$WORK"; else say "logs in $WORK"; fi
     fi
 }
@@ -110,12 +141,21 @@ trap 'exit 130' INT TERM
 
 RANDOM=$SEED
 say "seed $SEED: $COMMANDS commands, $USERS users, $INSTANCES instances, $RATE/s; work folder $WORK"
-bash "$ROOT/scripts/kafka.sh" stop --wipe >/dev/null 2>&1 || true
-bash "$ROOT/scripts/pg.sh" stop --wipe >/dev/null 2>&1 || true
-bash "$ROOT/scripts/pg.sh" start
-bash "$ROOT/scripts/kafka.sh" start
-DB_URL=$(bash "$ROOT/scripts/pg.sh" url)
-export FACTORD_DATABASE_URL=$DB_URL FACTORD_KAFKA_BROKERS=127.0.0.1:$FACTORD_KAFKA_PORT
+stop_servers || true
+if ((HA)); then
+    t0=$(now_ms)
+    bash "$ROOT/scripts/pg-ha.sh" start
+    bash "$ROOT/scripts/kafka-cluster.sh" start
+    eval "$(bash "$ROOT/scripts/pg-ha.sh" env)"
+    eval "$(bash "$ROOT/scripts/kafka-cluster.sh" env)"
+    DB_URL=$FACTORD_DATABASE_URL
+    say "replicated servers up in $(( ($(now_ms) - t0) / 1000 )) s: PostgreSQL $DB_URL, Kafka $FACTORD_KAFKA_BROKERS"
+else
+    bash "$ROOT/scripts/pg.sh" start
+    bash "$ROOT/scripts/kafka.sh" start
+    DB_URL=$(bash "$ROOT/scripts/pg.sh" url)
+    export FACTORD_DATABASE_URL=$DB_URL FACTORD_KAFKA_BROKERS=127.0.0.1:$FACTORD_KAFKA_PORT
+fi
 export FACTORD_CODE_KEY=${FACTORD_CODE_KEY:-$(openssl rand -hex 32)}
 export FACTORD_SESSION_TIMEOUT_MS=${FACTORD_SESSION_TIMEOUT_MS:-6000}
 export FACTORD_LOG_LEVEL=${FACTORD_LOG_LEVEL:-info}
@@ -190,6 +230,39 @@ restart_pg() {
     SERVER_JOBS+=($!)
 }
 
+# --ha: the broker leading commands partition 0 dies; the HA manager
+# promotes the standby after the primary's death; the broker comes back.
+KILLED_NODE= OLD_PRIMARY=
+kill_leader() {
+    KILLED_NODE=$(bash "$ROOT/scripts/kafka-cluster.sh" leader factord.commands 0)
+    say "SIGKILL Kafka node $KILLED_NODE (leader of factord.commands [0])"
+    note kill broker-leader
+    bash "$ROOT/scripts/kafka-cluster.sh" kill "$KILLED_NODE" 2>>"$WORK/servers.log"
+}
+kill_primary() {
+    OLD_PRIMARY=$(bash "$ROOT/scripts/pg-ha.sh" primary)
+    say "SIGKILL the PostgreSQL primary (port $OLD_PRIMARY)"
+    note kill pg-primary
+    bash "$ROOT/scripts/pg-ha.sh" kill-primary 2>>"$WORK/servers.log"
+    (
+        bash "$ROOT/scripts/pg-ha.sh" wait-failover "$OLD_PRIMARY" 120 >>"$WORK/servers.log" 2>&1 \
+            || { say "no failover"; exit 1; }
+        note promoted pg-standby
+        say "the standby is the primary"
+    ) &
+    SERVER_JOBS+=($!)
+}
+restart_node() {
+    say "starting Kafka node $KILLED_NODE again"
+    (
+        bash "$ROOT/scripts/kafka-cluster.sh" start-node "$KILLED_NODE" 2>>"$WORK/servers.log" \
+            || { say "Kafka node $KILLED_NODE did not come back"; exit 1; }
+        note back broker-leader
+        say "Kafka node $KILLED_NODE is back"
+    ) &
+    SERVER_JOBS+=($!)
+}
+
 "$GEN" --brokers "$FACTORD_KAFKA_BROKERS" --create-topics factord.commands factord.events factord.replies \
     factord.commands.dlq 2>>"$WORK/gen.log" || die "cannot create the topics: $(tail -3 "$WORK/gen.log")"
 for c in "${COMPONENTS[@]}"; do start_component "$c"; done
@@ -200,6 +273,20 @@ GEN_PID=$!
 load_ms=$(( COMMANDS * 1000 / RATE ))
 broker_at=$(( t_start + load_ms * 30 / 100 )) pg_at=$(( t_start + load_ms * 75 / 100 ))
 broker_done=0 pg_done=0 kills=0
+if ((HA)); then
+    leader_at=$(( t_start + load_ms * 25 / 100 )) primary_at=$(( t_start + load_ms * 50 / 100 ))
+    back_at=$(( t_start + load_ms * 75 / 100 ))
+    leader_done=0 primary_done=0 back_done=0
+    while kill -0 "$GEN_PID" 2>/dev/null || ((!back_done)); do
+        sleep 0.5
+        check_alive
+        t=$(now_ms)
+        if ((!leader_done && t >= leader_at)); then kill_leader; leader_done=1
+        elif ((leader_done && !primary_done && t >= primary_at)); then kill_primary; primary_done=1
+        elif ((primary_done && !back_done && t >= back_at)); then restart_node; back_done=1; fi
+    done
+    broker_done=1 pg_done=1
+fi
 while kill -0 "$GEN_PID" 2>/dev/null || ((!broker_done || !pg_done)); do
     sleep_ms "$(rand_ms $((KILL_MIN * 1000)) $((KILL_MAX * 1000)))"
     check_alive

@@ -265,7 +265,21 @@ INSERT INTO fig (name, figure, ok)
 SELECT 'recovery after kill: ' || target || ' (per stage)',
        format('decisions %s s, events published %s s, success replies %s s', round(proc_ms / 1000.0, 1),
               round(relay_ms / 1000.0, 1), round(proj_ms / 1000.0, 1)), true
-  FROM rec WHERE target IN ('broker', 'postgres') ORDER BY t_ms;
+  FROM rec WHERE target IN ('broker', 'postgres', 'broker-leader', 'pg-primary') ORDER BY t_ms;
+-- The unavailability window of each server fault, as a caller sees it:
+-- from the kill to the reply of the first command sent after it.
+INSERT INTO fig (name, figure, ok)
+SELECT 'unavailability after the kill of ' || k.target,
+       CASE WHEN f.sent_ms IS NULL THEN 'no command sent after it'
+            ELSE format('first command sent %s s after the kill, its reply %s s after the kill',
+                        round((f.sent_ms - k.t_ms) / 1000.0, 2),
+                        coalesce(round((f.reply_ts - k.t_ms) / 1000.0, 1)::text, 'never')) END,
+       true
+  FROM kills k
+  LEFT JOIN LATERAL (SELECT v.sent_ms, (SELECT min(rv.ts) FROM rv WHERE rv.id = v.id) AS reply_ts
+                       FROM v WHERE v.sent_ms > k.t_ms ORDER BY v.sent_ms LIMIT 1) f ON true
+ WHERE k.target IN ('broker', 'postgres', 'broker-leader', 'pg-primary')
+ ORDER BY k.t_ms;
 INSERT INTO fig (name, figure, ok)
 SELECT 'longest recovery (kill to moving again)',
        CASE WHEN ms IS NULL THEN 'no kills' ELSE format('%s s after the kill of %s', round(ms / 1000.0, 1), target) END,
