@@ -88,6 +88,8 @@ export FACTORD_KAFKA_CLUSTER_PORT=${FACTORD_CHAOS_KAFKA_CLUSTER_PORT:-29292}
 export FACTORD_KAFKA_CLUSTER_DIR=${FACTORD_CHAOS_KAFKA_CLUSTER_DIR:-/tmp/factord-chaos-kafka-cluster}
 export FACTORD_PG_HA_PORT=${FACTORD_CHAOS_PG_HA_PORT:-55610}
 export FACTORD_PG_HA_DIR=${FACTORD_CHAOS_PG_HA_DIR:-/tmp/factord-chaos-pg-ha}
+# A dead primary is declared dead after about 5 s instead of 20-30 s.
+export FACTORD_PG_HA_FAST=${FACTORD_PG_HA_FAST:-1}
 PG_BIN=${FACTORD_PG_BIN:-/usr/lib/postgresql/15/bin}
 for t in kcat psql openssl; do command -v "$t" >/dev/null || die "$t is missing (scripts/deps.sh installs it)"; done
 
@@ -300,6 +302,15 @@ while kill -0 "$GEN_PID" 2>/dev/null || ((!broker_done || !pg_done)); do
     kills=$((kills + 1))
 done
 for j in "${SERVER_JOBS[@]}"; do wait "$j" || die "a server did not come back (see $WORK/servers.log)"; done
+if ((HA)); then
+    # The old primary rejoins as the new primary's synchronous standby.
+    node=$([[ $OLD_PRIMARY == $((FACTORD_PG_HA_PORT + 1)) ]] && echo a || echo b)
+    say "starting PostgreSQL node $node (the old primary) again"
+    rejoined=yes
+    bash "$ROOT/scripts/pg-ha.sh" start-node "$node" 2>>"$WORK/servers.log" \
+        || { rejoined=no; say "FINDING: PostgreSQL node $node did not rejoin (see $WORK/servers.log)"; }
+    note back pg-primary
+fi
 gen_rc=0; wait "$GEN_PID" || gen_rc=$?
 GEN_PID=
 say "load done: $(grep '^chaos-gen:' "$WORK/gen.log" | tail -1)"
@@ -380,6 +391,10 @@ printf '%-44s %-60s %s\n' "components that died by themselves" "$unexpected" "$(
 printf '%-44s %-60s %s\n' "clean exit on SIGTERM after the soak" "$( ((stop_rc == 0)) && echo yes || echo no)" "$( ((stop_rc == 0)) && echo ok || echo FAIL)"
 printf '%-44s %-60s %s\n' "generator delivered every record" "$( ((gen_rc == 0)) && echo yes || echo no)" "$( ((gen_rc == 0)) && echo ok || echo FAIL)"
 printf '%-44s %-60s %s\n' "settled" "$( ((settled)) && echo "in $((settle_ms / 1000)) s" || echo "no, after $SETTLE_S s")" "$( ((settled)) && echo ok || echo FAIL)"
+if ((HA)); then
+    printf '%-44s %-60s %s\n' "the old PostgreSQL primary rejoined" "$rejoined" "$([[ $rejoined == yes ]] && echo ok || echo FAIL)"
+    [[ $rejoined == yes ]] || failed=$((failed + 1))
+fi
 ((unexpected == 0 && stop_rc == 0 && gen_rc == 0 && settled)) || failed=$((failed + 1))
 printf '\nchaos.sh: seed %s, %s commands, %s users, %s instances, %s/s, %s s in all: %s\n' "$SEED" "$COMMANDS" \
     "$USERS" "$INSTANCES" "$RATE" "$(( ($(now_ms) - t_start) / 1000 ))" "$( ((failed == 0)) && echo PASSED || echo "$failed FAILED")"
