@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "cmd/factord/cmd.h"
+#include "infra/base/util.h"
 #include "infra/base/backoff.h"
 #include "infra/base/clock.h"
 #include "infra/base/log.h"
@@ -54,20 +55,11 @@ static bool path_join(char *out, size_t len, const char *dir, const char *name)
     return (size_t)snprintf(out, len, "%s/%s", dir, name) < len;
 }
 
-/* Write text to dir/name atomically (write a temporary file, rename). */
+/* Write text to dir/name atomically. */
 static bool write_state_file(const char *dir, const char *name, const char *text, mode_t mode)
 {
-    char path[1024], tmp[1040];
-    if (!path_join(path, sizeof path, dir, name))
-        return false;
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode);
-    if (fd < 0)
-        return false;
-    size_t n = strlen(text);
-    bool ok = write(fd, text, n) == (ssize_t)n && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    return ok && rename(tmp, path) == 0;
+    char path[1024];
+    return path_join(path, sizeof path, dir, name) && es_write_file_atomic(path, text, strlen(text), mode);
 }
 
 typedef struct {

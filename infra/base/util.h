@@ -23,6 +23,12 @@ void *es_grow(void *p, size_t *cap, size_t need, size_t elem);
  * aborts when out of memory (house style). */
 char *es_memdup(const void *s, size_t n);
 
+/* Write len bytes of data to path through a temporary file beside it
+ * (fsync'd, then renamed over path), so a reader sees the old file or the
+ * whole new one, never half. mode: of a new file. False (errno set, the
+ * temporary removed) on any failure. */
+bool es_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
+
 /* The value of one hexadecimal digit (either case), or -1. */
 int es_hex_value(int c);
 

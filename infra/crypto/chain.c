@@ -153,7 +153,7 @@ es_result es_chain_key_load(const es_config *cfg, bool dev_fallback, es_chain_ke
 
 es_result es_chain_key_ensure_dev(es_config *cfg, bool *created, es_error *err)
 {
-    char path[4096], tmp[4200], hex[66];
+    char path[4096], hex[66];
     unsigned char key[32];
     if (created)
         *created = false;
@@ -168,14 +168,11 @@ es_result es_chain_key_ensure_dev(es_config *cfg, bool *created, es_error *err)
         explicit_bzero(key, sizeof key);
         hex[64] = '\n';
         hex[65] = '\0';
-        snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        bool ok = fd >= 0 && write(fd, hex, 65) == 65 && fsync(fd) == 0;
-        if (fd >= 0)
-            ok = close(fd) == 0 && ok;
+        bool ok = es_write_file_atomic(path, hex, 65, 0600);
+        int werr = errno;
         explicit_bzero(hex, sizeof hex);
-        if (!ok || rename(tmp, path) != 0)
-            return es_error_set(err, ES_EFATAL, "cannot write %.300s: %s", path, strerror(errno));
+        if (!ok)
+            return es_error_set(err, ES_EFATAL, "cannot write %.300s: %s", path, strerror(werr));
         if (created)
             *created = true;
     }

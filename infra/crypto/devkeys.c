@@ -3,6 +3,8 @@
  */
 #include "infra/crypto/devkeys.h"
 
+#include "infra/base/util.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/rand.h>
@@ -10,22 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-/* Write text to path atomically: a temporary file beside it, synced,
- * renamed into place. */
-static bool write_atomically(const char *path, const char *text, mode_t mode)
-{
-    char tmp[4200];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
-        return false;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode);
-    if (fd < 0)
-        return false;
-    size_t n = strlen(text);
-    bool ok = write(fd, text, n) == (ssize_t)n && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    return ok && rename(tmp, path) == 0;
-}
 
 es_result es_code_key_ensure_dev(es_config *cfg, bool *created, es_error *err)
 {
@@ -45,7 +31,7 @@ es_result es_code_key_ensure_dev(es_config *cfg, bool *created, es_error *err)
         hex[64] = '\n';
         hex[65] = '\0';
         explicit_bzero(key, sizeof key);
-        bool ok = write_atomically(path, hex, 0600);
+        bool ok = es_write_file_atomic(path, hex, strlen(hex), 0600);
         explicit_bzero(hex, sizeof hex);
         if (!ok)
             return es_error_set(err, ES_EFATAL, "cannot write %.300s: %s", path, strerror(errno));

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "infra/base/log.h"
+#include "infra/base/util.h"
 
 #define JWKS_MAX_KEYS 64
 #define JWKS_MAX_BYTES (256 * 1024)
@@ -878,24 +879,6 @@ static bool write_all(int fd, const void *buf, size_t n)
     return true;
 }
 
-/* Write text to path through a temporary file and rename (readers never see
- * half a file). */
-static bool write_file_atomic(const char *path, const char *text, mode_t mode)
-{
-    char tmp[1100];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp)
-        return false;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode);
-    if (fd < 0)
-        return false;
-    bool ok = write_all(fd, text, strlen(text)) && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    if (ok && rename(tmp, path) == 0)
-        return true;
-    unlink(tmp);
-    return false;
-}
-
 es_result es_jwt_dev_key_ensure(const char *state_dir, EVP_PKEY **key, char *path_out, size_t path_len,
                                 bool *created, es_error *err)
 {
@@ -977,7 +960,7 @@ es_result es_jwt_dev_key_ensure(const char *state_dir, EVP_PKEY **key, char *pat
         if (!line)
             abort();
         memcpy(line + n, "\n", 2);
-        if (!write_file_atomic(jwks_path, line, 0644))
+        if (!es_write_file_atomic(jwks_path, line, strlen(line), 0644))
             es_warn("cannot write the development JWKS", "path", jwks_path);
         free(line);
     }
