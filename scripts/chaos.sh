@@ -27,7 +27,7 @@
 # Usage: scripts/chaos.sh [--short] [--ha] [--commands N] [--users U]
 #                         [--instances I] [--seed S] [--rate R] [--keep]
 #   --short       the CI run: 10,000 commands, 1,000 users, 200/s
-#                 (with --ha: 3,000 commands, 500 users, 100/s)
+#                 (with --ha: 6,000 commands, 500 users, 100/s)
 #   --ha          replicated servers, server faults only (above)
 #   (default)     100,000 commands, 10,000 users, 3 instances, 500/s
 #   --rate R      commands produced per second
@@ -54,7 +54,7 @@ for a in "$@"; do [[ $a == --ha ]] && HA=1; done
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --short) SHORT=1
-                 if ((HA)); then COMMANDS=3000 USERS=500 RATE=100 KILL_MIN=2 KILL_MAX=3 SETTLE_S=150
+                 if ((HA)); then COMMANDS=6000 USERS=500 RATE=100 KILL_MIN=2 KILL_MAX=3 SETTLE_S=150
                  else COMMANDS=10000 USERS=1000 RATE=200 KILL_MIN=3 KILL_MAX=6 SETTLE_S=150; fi ;;
         --ha) ;;
         --commands) COMMANDS=${2:?}; shift ;;
@@ -238,14 +238,14 @@ KILLED_NODE= OLD_PRIMARY=
 kill_leader() {
     KILLED_NODE=$(bash "$ROOT/scripts/kafka-cluster.sh" leader factord.commands 0)
     say "SIGKILL Kafka node $KILLED_NODE (leader of factord.commands [0])"
-    note kill broker-leader
     bash "$ROOT/scripts/kafka-cluster.sh" kill "$KILLED_NODE" 2>>"$WORK/servers.log"
+    note kill broker-leader # once it is gone: commands sent before it still had it
 }
 kill_primary() {
     OLD_PRIMARY=$(bash "$ROOT/scripts/pg-ha.sh" primary)
     say "SIGKILL the PostgreSQL primary (port $OLD_PRIMARY)"
+    bash "$ROOT/scripts/pg-ha.sh" kill-primary >/dev/null 2>>"$WORK/servers.log"
     note kill pg-primary
-    bash "$ROOT/scripts/pg-ha.sh" kill-primary 2>>"$WORK/servers.log"
     (
         bash "$ROOT/scripts/pg-ha.sh" wait-failover "$OLD_PRIMARY" 120 >>"$WORK/servers.log" 2>&1 \
             || { say "no failover"; exit 1; }
@@ -276,8 +276,10 @@ load_ms=$(( COMMANDS * 1000 / RATE ))
 broker_at=$(( t_start + load_ms * 30 / 100 )) pg_at=$(( t_start + load_ms * 75 / 100 ))
 broker_done=0 pg_done=0 kills=0
 if ((HA)); then
-    leader_at=$(( t_start + load_ms * 25 / 100 )) primary_at=$(( t_start + load_ms * 50 / 100 ))
-    back_at=$(( t_start + load_ms * 75 / 100 ))
+    # Far enough apart that each fault's window is its own (a broker's
+    # death is noticed after its ~9 s session; a primary's after ~5-30 s).
+    leader_at=$(( t_start + load_ms * 10 / 100 )) primary_at=$(( t_start + load_ms * 50 / 100 ))
+    back_at=$(( t_start + load_ms * 85 / 100 ))
     leader_done=0 primary_done=0 back_done=0
     while kill -0 "$GEN_PID" 2>/dev/null || ((!back_done)); do
         sleep 0.5

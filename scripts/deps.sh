@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/deps.sh - install every Debian package that factord's build, tests
-# and local servers (scripts/pg.sh, scripts/kafka.sh) need.
+# and local servers (scripts/pg.sh, scripts/pg-ha.sh, scripts/kafka.sh) need.
 #
 # Usage: scripts/deps.sh
 #
@@ -28,6 +28,7 @@ packages=(
     libmicrohttpd-dev libcurl4-openssl-dev
     kcat
     postgresql-15 postgresql-client-15
+    postgresql-15-auto-failover # pg_autoctl, for scripts/pg-ha.sh's failover pair
     ca-certificates curl
     libclang-rt-14-dev # libFuzzer runtime for FACTORD_FUZZ builds (tests/fuzz, docs/fuzzing.md)
 )

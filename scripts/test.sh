@@ -8,7 +8,8 @@
 #   --quick   the normal build only (no sanitizer build)
 # Environment: FACTORD_BUILD_DIR (default ./build), FACTORD_JOBS (default nproc),
 #   FACTORD_KEEP_SERVERS=1 leaves the servers running afterwards.
-#   After the suites, the short chaos soak (scripts/chaos.sh --short, on its
+#   After the suites, the short chaos soaks (scripts/chaos.sh --short, then
+#   --ha --short on a 3-node Kafka cluster and a PostgreSQL failover pair; on their
 #   own servers; docs/chaos.md) runs on the normal build;
 #   FACTORD_SKIP_CHAOS=1 skips it.
 set -euo pipefail
@@ -61,5 +62,7 @@ fi
 if [[ ${FACTORD_SKIP_CHAOS:-0} != 1 ]]; then
     echo "test.sh: the short chaos soak on $BUILD (FACTORD_SKIP_CHAOS=1 skips it)" >&2
     FACTORD_CHAOS_BUILD="$BUILD" bash scripts/chaos.sh --short
+    echo "test.sh: the short server-fault soak on replicated servers (scripts/chaos.sh --ha --short)" >&2
+    FACTORD_CHAOS_BUILD="$BUILD" bash scripts/chaos.sh --ha --short
 fi
 echo "test.sh: all suites passed" >&2
