@@ -23,8 +23,9 @@
 #                  whole pg_autoctl process group (its keeper and its
 #                  postmaster together; backends exit with the postmaster);
 #                  prints the killed node's port. With --postmaster only the
-#                  postmaster dies, and that node's keeper restarts it within
-#                  seconds, so no failover follows.
+#                  postmaster dies; its keeper restarts it within seconds,
+#                  but the monitor may still fail over to the standby (seen:
+#                  after 1.3-1.9 s), the old primary rejoining as secondary.
 #   start-node     restart a killed node (a or b); waits until it is a
 #                  synchronous secondary again (pg_rewind is pg_autoctl's)
 #   wait-failover  wait until the node other than <old primary port> is

@@ -178,6 +178,25 @@ static void describe_group(const h_env *e, char *out, size_t cap)
     rd_kafka_destroy(rk);
 }
 
+/* Wait until e's log holds n "processor started" lines (signals are set
+ * up by then: a SIGTERM before that would kill rather than stop it). */
+static void wait_started(const h_env *e, int n)
+{
+    for (int64_t end = es_clock_mono_ms() + 60000; es_clock_mono_ms() < end; es_sleep_ms(100)) {
+        FILE *f = fopen(e->log_path, "r");
+        int seen = 0;
+        char line[4096];
+        while (f && fgets(line, sizeof line, f))
+            if (strstr(line, "\"processor started\""))
+                seen++;
+        if (f)
+            fclose(f);
+        if (seen >= n)
+            return;
+    }
+    cr_assert_fail("the processor did not start (%d)", n);
+}
+
 Test(run, static_membership_and_the_assignor_reach_the_group, .timeout = 180)
 {
     h_env e;
@@ -185,12 +204,14 @@ Test(run, static_membership_and_the_assignor_reach_the_group, .timeout = 180)
     const char *env[] = {"FACTORD_GROUP_INSTANCE_ID=factord-test-process-1",
                          "FACTORD_PARTITION_ASSIGNMENT=cooperative-sticky", NULL};
     pid_t p = h_spawn(&e, "process", env);
+    wait_started(&e, 1);
     char got[256];
     describe_group(&e, got, sizeof got);
     cr_assert_str_eq(got, "member factord-test-process-1 cooperative-sticky");
     /* Killed and back under the same id: still one member, the same one. */
     cr_assert_eq(h_stop(p, true), -9);
     p = h_spawn(&e, "process", env);
+    wait_started(&e, 2);
     describe_group(&e, got, sizeof got);
     cr_assert_str_eq(got, "member factord-test-process-1 cooperative-sticky");
     cr_assert_eq(h_stop(p, false), 0);
