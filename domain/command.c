@@ -13,6 +13,7 @@
  */
 #include "domain/command.h"
 
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +33,20 @@ static const char *const type_names[DOM_CMD__COUNT] = {
     [DOM_CMD_DEACTIVATE] = "DeactivateUser",
     [DOM_CMD_REACTIVATE] = "ReactivateUser",
     [DOM_CMD_REMOVE_USER] = "RemoveUser",
+    [DOM_CMD_RESEND_PHONE_CODE] = "ResendMyPhoneVerification",
+    [DOM_CMD_CHALLENGE_OTP_SMS] = "ChallengeOTPSMS",
+    [DOM_CMD_CHECK_OTP_SMS] = "CheckOTPSMS",
+    [DOM_CMD_RECORD_CODE_DELIVERY] = "RecordCodeDelivery",
 };
+
+const char *dom_code_kind_name(dom_code_kind k)
+{
+    switch (k) {
+    case DOM_CODE_PHONE: return "phone";
+    case DOM_CODE_OTP_SMS: return "otpSms";
+    default: return "";
+    }
+}
 
 const char *dom_cmd_type_name(dom_cmd_type t)
 {
@@ -245,14 +259,84 @@ static es_result decode_import(const json_t *p, dom_import *imp, es_error *err)
     return ES_OK;
 }
 
+/* A positive int64 as a JSON string of decimal digits, the way sequences
+ * travel ("sequence":"7"): no sign, no leading zero. */
+static es_result field_sequence(const json_t *obj, const char *path, const char *key,
+                                int64_t *dst, es_error *err)
+{
+    char buf[24];
+    es_result rc = field_string(obj, path, key, true, buf, sizeof buf, err);
+    *dst = 0;
+    if (rc != ES_OK)
+        return rc == ES_EINVAL && json_is_string(json_object_get(obj, key))
+                   ? es_error_set(err, ES_EINVAL, "field \"%s\": not a sequence (1 to 19 digits)", path)
+                   : rc;
+    size_t n = strlen(buf);
+    bool ok = n > 0 && n <= 19 && buf[0] != '0';
+    uint64_t acc = 0;
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = buf[i] >= '0' && buf[i] <= '9';
+        acc = acc * 10 + (uint64_t)(buf[i] - '0');
+    }
+    if (!ok || acc > (uint64_t)INT64_MAX)
+        return es_error_set(err, ES_EINVAL, "field \"%s\": not a sequence (1 to 19 digits)", path);
+    *dst = (int64_t)acc;
+    return ES_OK;
+}
+
+/* RecordCodeDelivery: {"code":"phone"|"otpSms", "codeSequence":"N",
+ * "outcome":"sent"|"failed", "provider"?, "messageId"?, "reason"?}. */
+static es_result decode_delivery(const json_t *p, dom_delivery *d, es_error *err)
+{
+    static const char *const keys[] = { "code", "codeSequence", "outcome", "provider",
+                                        "messageId", "reason", NULL };
+    char kind[16], outcome[16];
+    es_result rc;
+    if ((rc = only_known(p, "payload", keys, err)) != ES_OK ||
+        (rc = field_string(p, "payload.code", "code", true, kind, sizeof kind, err)) != ES_OK)
+        return rc;
+    if (strcmp(kind, "phone") == 0)
+        d->kind = DOM_CODE_PHONE;
+    else if (strcmp(kind, "otpSms") == 0)
+        d->kind = DOM_CODE_OTP_SMS;
+    else
+        return es_error_set(err, ES_EINVAL, "field \"payload.code\": expected \"phone\" or \"otpSms\"");
+    if ((rc = field_sequence(p, "payload.codeSequence", "codeSequence", &d->code_sequence, err)) !=
+            ES_OK ||
+        (rc = field_string(p, "payload.outcome", "outcome", true, outcome, sizeof outcome, err)) !=
+            ES_OK)
+        return rc;
+    if (strcmp(outcome, "sent") != 0 && strcmp(outcome, "failed") != 0)
+        return es_error_set(err, ES_EINVAL, "field \"payload.outcome\": expected \"sent\" or \"failed\"");
+    d->sent = outcome[0] == 's';
+    if ((rc = field_string(p, "payload.provider", "provider", false, d->provider,
+                           sizeof d->provider, err)) != ES_OK ||
+        (rc = field_string(p, "payload.messageId", "messageId", false, d->message_id,
+                           sizeof d->message_id, err)) != ES_OK)
+        return rc;
+    return field_string(p, "payload.reason", "reason", false, d->reason, sizeof d->reason, err);
+}
+
 static es_result decode_payload(const json_t *p, dom_cmd *cmd, es_error *err)
 {
     static const char *const none[] = { NULL };
     static const char *const set_phone[] = { "phone", "returnCode", NULL };
     static const char *const verify_phone[] = { "code", NULL };
+    static const char *const return_code[] = { "returnCode", NULL };
     es_result rc;
 
     switch (cmd->type) {
+    case DOM_CMD_RESEND_PHONE_CODE:
+    case DOM_CMD_CHALLENGE_OTP_SMS:
+        if ((rc = only_known(p, "payload", return_code, err)) != ES_OK)
+            return rc;
+        return field_bool(p, "payload.returnCode", "returnCode", &cmd->return_code, err);
+    case DOM_CMD_CHECK_OTP_SMS:
+        if ((rc = only_known(p, "payload", verify_phone, err)) != ES_OK)
+            return rc;
+        return field_string(p, "payload.code", "code", true, cmd->code, sizeof cmd->code, err);
+    case DOM_CMD_RECORD_CODE_DELIVERY:
+        return decode_delivery(p, &cmd->delivery, err);
     case DOM_CMD_SET_PHONE:
         if ((rc = only_known(p, "payload", set_phone, err)) != ES_OK ||
             (rc = field_string(p, "payload.phone", "phone", true, cmd->phone,
@@ -474,9 +558,28 @@ json_t *dom_cmd_to_json(const dom_cmd *cmd, bool include_reply_to)
         set_opt_true(payload, "returnCode", cmd->return_code);
         break;
     case DOM_CMD_VERIFY_PHONE:
+    case DOM_CMD_CHECK_OTP_SMS:
         payload = new_object();
         set_string(payload, "code", cmd->code); /* required, even when empty */
         break;
+    case DOM_CMD_RESEND_PHONE_CODE:
+    case DOM_CMD_CHALLENGE_OTP_SMS:
+        payload = new_object();
+        set_opt_true(payload, "returnCode", cmd->return_code);
+        break;
+    case DOM_CMD_RECORD_CODE_DELIVERY: {
+        const dom_delivery *d = &cmd->delivery;
+        char seq[24];
+        snprintf(seq, sizeof seq, "%" PRId64, d->code_sequence);
+        payload = new_object();
+        set_string(payload, "code", dom_code_kind_name(d->kind));
+        set_string(payload, "codeSequence", seq);
+        set_string(payload, "outcome", d->sent ? "sent" : "failed");
+        set_opt_string(payload, "provider", d->provider);
+        set_opt_string(payload, "messageId", d->message_id);
+        set_opt_string(payload, "reason", d->reason);
+        break;
+    }
     case DOM_CMD_IMPORT_HUMAN:
         payload = import_to_json(&cmd->import);
         break;

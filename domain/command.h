@@ -40,6 +40,10 @@ typedef enum {
     DOM_CMD_DEACTIVATE,      /* DeactivateUser */
     DOM_CMD_REACTIVATE,      /* ReactivateUser */
     DOM_CMD_REMOVE_USER,     /* RemoveUser */
+    DOM_CMD_RESEND_PHONE_CODE, /* ResendMyPhoneVerification {returnCode?} */
+    DOM_CMD_CHALLENGE_OTP_SMS, /* ChallengeOTPSMS {returnCode?}: send a sign-in code */
+    DOM_CMD_CHECK_OTP_SMS,     /* CheckOTPSMS {code} */
+    DOM_CMD_RECORD_CODE_DELIVERY, /* RecordCodeDelivery {...}: the notifier's outcome */
     DOM_CMD__COUNT
 } dom_cmd_type;
 
@@ -57,6 +61,29 @@ typedef struct {
     bool is_phone_verified;
 } dom_import;
 
+/* Which code a delivery is about. */
+typedef enum {
+    DOM_CODE_NONE = 0,
+    DOM_CODE_PHONE,   /* "phone": a phone verification code */
+    DOM_CODE_OTP_SMS  /* "otpSms": a sign-in code of the OTP-SMS factor */
+} dom_code_kind;
+
+#define DOM_PROVIDER_MAX 32
+#define DOM_REASON_MAX 200
+
+/* The outcome of sending one code (RecordCodeDelivery's payload and the
+ * ...code.sent / ...code.send.failed events'). */
+typedef struct {
+    dom_code_kind kind;
+    int64_t code_sequence;             /* sequence of the code event, >= 1 */
+    bool sent;                         /* "outcome": "sent" or "failed" */
+    char provider[DOM_PROVIDER_MAX];   /* "twilio", "webhook" */
+    char message_id[DOM_ID_MAX];       /* the provider's id of the message */
+    char reason[DOM_REASON_MAX];       /* why a send failed; no secrets */
+} dom_delivery;
+
+const char *dom_code_kind_name(dom_code_kind k); /* "phone", "otpSms", "" */
+
 typedef struct {
     char id[DOM_UUID_LEN + 1];        /* lowercase canonical UUID */
     dom_cmd_type type;
@@ -67,8 +94,10 @@ typedef struct {
     char creator[DOM_ID_MAX];          /* who acts; "" = the user itself */
     /* payload, by type */
     char phone[DOM_TEXT_MAX];          /* SetMyPhone, as given */
-    char code[DOM_CODE_MAX * 2];       /* VerifyMyPhone */
-    bool return_code;                  /* SetMyPhone */
+    char code[DOM_CODE_MAX * 2];       /* VerifyMyPhone, CheckOTPSMS */
+    bool return_code;                  /* SetMyPhone, ResendMyPhoneVerification,
+                                          ChallengeOTPSMS */
+    dom_delivery delivery;             /* RecordCodeDelivery */
     dom_import import;                 /* ImportHumanUser */
 } dom_cmd;
 

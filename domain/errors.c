@@ -160,6 +160,39 @@ static const dom_rej_info catalogue[DOM_REJ__COUNT] = {
     [DOM_REJ_USER_ID_MISSING_REMOVE_USER] = INVALID("COMMAND-2M0ds", "User ID missing"),
     [DOM_REJ_USER_NOT_FOUND_REMOVE_USER] = NOT_FOUND("COMMAND-m9od", "User could not be found"),
 
+    /* ResendMyPhoneVerification (CreateHumanPhoneVerificationCode) */
+    [DOM_REJ_USER_ID_MISSING_RESEND_PHONE] = INVALID("COMMAND-4M0ds", "User ID missing"),
+    [DOM_REJ_PHONE_NOT_FOUND_RESEND] = NOT_FOUND("COMMAND-2b7Hf", "Phone not found"),
+
+    /* ChallengeOTPSMS (HumanSendOTPSMS). ZITADEL's login refuses locked and
+     * inactive users before it asks for a code (AUTH-SF3gb, AUTH-2n8fs);
+     * factord's challenge is that step, so it gives their rows. */
+    [DOM_REJ_USER_ID_MISSING_OTP_CHALLENGE] = INVALID("COMMAND-S3SF1", "User ID missing"),
+    [DOM_REJ_OTP_SMS_NOT_READY_CHALLENGE] =
+        PRECONDITION("COMMAND-SFD52", "Multifactor OTP (OneTimePassword) isn't ready"),
+    [DOM_REJ_USER_LOCKED_SIGNIN] = PRECONDITION("AUTH-SF3gb", "User is locked"),
+    [DOM_REJ_USER_INACTIVE_SIGNIN] = PRECONDITION("AUTH-2n8fs", "User is inactive"),
+
+    /* CheckOTPSMS (HumanCheckOTPSMS -> checkOTP -> crypto.VerifyCode; an
+     * expired code is DOM_REJ_CODE_EXPIRED, CODE-QvUQ4P). */
+    [DOM_REJ_USER_ID_MISSING_OTP_CHECK] = INVALID("COMMAND-S453v", "User ID missing"),
+    [DOM_REJ_CODE_EMPTY_OTP_CHECK] = INVALID("COMMAND-SJl2g", "Code is empty"),
+    [DOM_REJ_OTP_SMS_NOT_READY_CHECK] =
+        PRECONDITION("COMMAND-d2r52", "Multifactor OTP (OneTimePassword) isn't ready"),
+    [DOM_REJ_USER_LOCKED_OTP_CHECK] = PRECONDITION("COMMAND-S6h4R", "User is locked"),
+    [DOM_REJ_CODE_NOT_FOUND_OTP_CHECK] = PRECONDITION("COMMAND-S34gh", "Code not found"),
+    [DOM_REJ_OTP_CODE_INVALID] = INVALID("CODE-woT0xc", "Code is invalid"),
+
+    /* RecordCodeDelivery: the notifier's report (HumanOTPSMSCodeSent,
+     * HumanPhoneVerificationCodeSent; factord also records failures). */
+    [DOM_REJ_USER_ID_MISSING_OTP_SENT] = INVALID("COMMAND-AE2h2", "User ID missing"),
+    [DOM_REJ_OTP_SMS_NOT_READY_SENT] =
+        PRECONDITION("COMMAND-SD3gh", "Multifactor OTP (OneTimePassword) isn't ready"),
+    [DOM_REJ_USER_ID_MISSING_PHONE_SENT] = INVALID("COMMAND-3m9Fs", "User ID missing"),
+    [DOM_REJ_USER_NOT_FOUND_PHONE_SENT] = PRECONDITION("COMMAND-3M9fs", "User could not be found"),
+    [DOM_REJ_PHONE_NOT_FOUND_SENT] = NOT_FOUND("COMMAND-66n8J", "Phone not found"),
+    [DOM_REJ_CODE_NOT_FOUND_SENT] = PRECONDITION("COMMAND-G3t31", "Code not found"),
+
     /* factord's own: idempotency and undecodable records. */
     [DOM_REJ_COMMAND_ID_REUSED] =
         INVALID("FACTORD-Idem1", "Command id already used with different content"),

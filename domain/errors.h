@@ -105,6 +105,28 @@ typedef enum {
     DOM_REJ_LAST_NAME_EMPTY,                /* PROFILE-DSUkN */
     DOM_REJ_EMAIL_EMPTY,                    /* EMAIL-spblu */
     DOM_REJ_EMAIL_DISPLAY_NAME,             /* EMAIL-599GV: "Name <a@b.c>" */
+    /* ResendMyPhoneVerification (CreateHumanPhoneVerificationCode) */
+    DOM_REJ_USER_ID_MISSING_RESEND_PHONE,   /* COMMAND-4M0ds */
+    DOM_REJ_PHONE_NOT_FOUND_RESEND,         /* COMMAND-2b7Hf */
+    /* ChallengeOTPSMS (HumanSendOTPSMS; the sign-in's state checks) */
+    DOM_REJ_USER_ID_MISSING_OTP_CHALLENGE,  /* COMMAND-S3SF1 */
+    DOM_REJ_OTP_SMS_NOT_READY_CHALLENGE,    /* COMMAND-SFD52 */
+    DOM_REJ_USER_LOCKED_SIGNIN,             /* AUTH-SF3gb */
+    DOM_REJ_USER_INACTIVE_SIGNIN,           /* AUTH-2n8fs */
+    /* CheckOTPSMS (HumanCheckOTPSMS, checkOTP, crypto.VerifyCode) */
+    DOM_REJ_USER_ID_MISSING_OTP_CHECK,      /* COMMAND-S453v */
+    DOM_REJ_CODE_EMPTY_OTP_CHECK,           /* COMMAND-SJl2g */
+    DOM_REJ_OTP_SMS_NOT_READY_CHECK,        /* COMMAND-d2r52 */
+    DOM_REJ_USER_LOCKED_OTP_CHECK,          /* COMMAND-S6h4R */
+    DOM_REJ_CODE_NOT_FOUND_OTP_CHECK,       /* COMMAND-S34gh: none pending, or used */
+    DOM_REJ_OTP_CODE_INVALID,               /* CODE-woT0xc */
+    /* RecordCodeDelivery (HumanOTPSMSCodeSent, HumanPhoneVerificationCodeSent) */
+    DOM_REJ_USER_ID_MISSING_OTP_SENT,       /* COMMAND-AE2h2 */
+    DOM_REJ_OTP_SMS_NOT_READY_SENT,         /* COMMAND-SD3gh */
+    DOM_REJ_USER_ID_MISSING_PHONE_SENT,     /* COMMAND-3m9Fs */
+    DOM_REJ_USER_NOT_FOUND_PHONE_SENT,      /* COMMAND-3M9fs */
+    DOM_REJ_PHONE_NOT_FOUND_SENT,           /* COMMAND-66n8J */
+    DOM_REJ_CODE_NOT_FOUND_SENT,            /* COMMAND-G3t31: no such code event */
     DOM_REJ__COUNT
 } dom_rej;
 

@@ -35,6 +35,13 @@ static const char *const type_names[DOM_EVT__COUNT] = {
     [DOM_EVT_DEACTIVATED] = "user.deactivated",
     [DOM_EVT_REACTIVATED] = "user.reactivated",
     [DOM_EVT_REMOVED] = "user.removed",
+    [DOM_EVT_OTP_SMS_CODE_ADDED] = "user.human.otp.sms.code.added",
+    [DOM_EVT_OTP_SMS_CODE_SENT] = "user.human.otp.sms.code.sent",
+    [DOM_EVT_OTP_SMS_CODE_SEND_FAILED] = "user.human.otp.sms.code.send.failed",
+    [DOM_EVT_OTP_SMS_CHECK_SUCCEEDED] = "user.human.otp.sms.check.succeeded",
+    [DOM_EVT_OTP_SMS_CHECK_FAILED] = "user.human.otp.sms.check.failed",
+    [DOM_EVT_PHONE_CODE_SENT] = "user.human.phone.code.sent",
+    [DOM_EVT_PHONE_CODE_SEND_FAILED] = "user.human.phone.code.send.failed",
 };
 
 const char *dom_evt_type_name(dom_evt_type t)
@@ -42,6 +49,11 @@ const char *dom_evt_type_name(dom_evt_type t)
     if ((int)t <= DOM_EVT_UNKNOWN || t >= DOM_EVT__COUNT)
         return "";
     return type_names[t];
+}
+
+bool dom_evt_is_code(dom_evt_type t)
+{
+    return t == DOM_EVT_PHONE_CODE_ADDED || t == DOM_EVT_OTP_SMS_CODE_ADDED;
 }
 
 dom_evt_type dom_evt_type_parse(const char *name)
@@ -362,7 +374,17 @@ json_t *dom_evt_payload_to_json(const dom_evt *evt)
     case DOM_EVT_PHONE_CHANGED:
         set_new(p, "phone", json_string(evt->phone));
         break;
+    case DOM_EVT_PHONE_CODE_SENT:
+    case DOM_EVT_PHONE_CODE_SEND_FAILED:
+    case DOM_EVT_OTP_SMS_CODE_SENT:
+    case DOM_EVT_OTP_SMS_CODE_SEND_FAILED:
+        set_new(p, "codeSequence", int64_string(evt->delivery.code_sequence));
+        set_opt_string(p, "provider", evt->delivery.provider);
+        set_opt_string(p, "messageId", evt->delivery.message_id);
+        set_opt_string(p, "reason", evt->delivery.reason);
+        break;
     case DOM_EVT_PHONE_CODE_ADDED:
+    case DOM_EVT_OTP_SMS_CODE_ADDED:
         set_new(p, "code", json_string(evt->code_enc));
         /* 0 = never expires (a code lifetime of 0, as ZITADEL's): no time. */
         if (evt->code_expires_at_us != 0)
@@ -388,6 +410,8 @@ es_result dom_evt_payload_from_json(dom_evt *evt, const json_t *payload, es_erro
     evt->phone[0] = '\0';
     evt->code_enc[0] = '\0';
     evt->code_expires_at_us = 0;
+    evt->code_returned = false;
+    memset(&evt->delivery, 0, sizeof evt->delivery);
     evt->user_name[0] = '\0';
     if (!json_is_object(payload))
         return es_error_set(err, ES_EINVAL, "event field \"payload\": expected an object");
@@ -419,7 +443,26 @@ es_result dom_evt_payload_from_json(dom_evt *evt, const json_t *payload, es_erro
     case DOM_EVT_PHONE_CHANGED:
         rc = get_string(payload, "phone", true, evt->phone, sizeof evt->phone, err);
         break;
+    case DOM_EVT_PHONE_CODE_SENT:
+    case DOM_EVT_PHONE_CODE_SEND_FAILED:
+    case DOM_EVT_OTP_SMS_CODE_SENT:
+    case DOM_EVT_OTP_SMS_CODE_SEND_FAILED: {
+        dom_delivery *d = &evt->delivery;
+        d->kind = evt->type == DOM_EVT_PHONE_CODE_SENT || evt->type == DOM_EVT_PHONE_CODE_SEND_FAILED
+                      ? DOM_CODE_PHONE
+                      : DOM_CODE_OTP_SMS;
+        d->sent = evt->type == DOM_EVT_PHONE_CODE_SENT || evt->type == DOM_EVT_OTP_SMS_CODE_SENT;
+        if ((rc = get_int64(payload, "codeSequence", true, 1, &d->code_sequence, err)) != ES_OK ||
+            (rc = get_string(payload, "provider", false, d->provider, sizeof d->provider, err)) !=
+                ES_OK ||
+            (rc = get_string(payload, "messageId", false, d->message_id, sizeof d->message_id,
+                             err)) != ES_OK)
+            break;
+        rc = get_string(payload, "reason", false, d->reason, sizeof d->reason, err);
+        break;
+    }
     case DOM_EVT_PHONE_CODE_ADDED:
+    case DOM_EVT_OTP_SMS_CODE_ADDED:
         if ((rc = get_string(payload, "code", true, evt->code_enc, sizeof evt->code_enc, err)) !=
             ES_OK)
             break;

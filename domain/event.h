@@ -37,6 +37,13 @@ typedef enum {
     DOM_EVT_DEACTIVATED,              /* user.deactivated */
     DOM_EVT_REACTIVATED,              /* user.reactivated */
     DOM_EVT_REMOVED,                  /* user.removed */
+    DOM_EVT_OTP_SMS_CODE_ADDED,       /* user.human.otp.sms.code.added */
+    DOM_EVT_OTP_SMS_CODE_SENT,        /* user.human.otp.sms.code.sent */
+    DOM_EVT_OTP_SMS_CODE_SEND_FAILED, /* user.human.otp.sms.code.send.failed */
+    DOM_EVT_OTP_SMS_CHECK_SUCCEEDED,  /* user.human.otp.sms.check.succeeded */
+    DOM_EVT_OTP_SMS_CHECK_FAILED,     /* user.human.otp.sms.check.failed */
+    DOM_EVT_PHONE_CODE_SENT,          /* user.human.phone.code.sent */
+    DOM_EVT_PHONE_CODE_SEND_FAILED,   /* user.human.phone.code.send.failed */
     DOM_EVT__COUNT
 } dom_evt_type;
 
@@ -56,15 +63,20 @@ typedef struct {
     /* payload, by type */
     dom_import human;                  /* HUMAN_ADDED (phone already normalised) */
     char phone[DOM_PHONE_MAX];         /* PHONE_CHANGED */
-    char code_enc[DOM_CODE_ENC_MAX];   /* PHONE_CODE_ADDED: ciphertext, base64 */
-    int64_t code_expires_at_us;        /* PHONE_CODE_ADDED */
-    bool code_returned;                /* PHONE_CODE_ADDED: the command asked for
-                                          the code in its reply (returnCode), so
-                                          the projector decrypts it into the reply */
+    char code_enc[DOM_CODE_ENC_MAX];   /* PHONE_CODE_ADDED, OTP_SMS_CODE_ADDED:
+                                          ciphertext, base64 */
+    int64_t code_expires_at_us;        /* ... and its expiry (0 = never) */
+    bool code_returned;                /* ... the command asked for the code in
+                                          its reply (returnCode), so the projector
+                                          decrypts it into the reply */
+    dom_delivery delivery;             /* *_CODE_SENT, *_CODE_SEND_FAILED (kind
+                                          and sent follow from the type) */
     char user_name[DOM_TEXT_MAX];      /* REMOVED: the name that is freed */
 } dom_evt;
 
 const char *dom_evt_type_name(dom_evt_type t);   /* "" for UNKNOWN */
+/* The code events: PHONE_CODE_ADDED and OTP_SMS_CODE_ADDED. */
+bool dom_evt_is_code(dom_evt_type t);
 dom_evt_type dom_evt_type_parse(const char *name); /* accepts ZITADEL's mfa names */
 
 /* Payload JSON of evt (new reference; {} for payload-less types). */

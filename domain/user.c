@@ -66,6 +66,12 @@ static void clear_code(dom_user *st)
     st->code_expires_at_us = 0;
 }
 
+static void clear_otp_code(dom_user *st)
+{
+    st->otp_code_enc[0] = '\0';
+    st->otp_code_expires_at_us = 0;
+}
+
 void dom_user_apply(dom_user *st, const dom_evt *evt)
 {
     if (st->instance_id[0] == '\0')
@@ -86,6 +92,8 @@ void dom_user_apply(dom_user *st, const dom_evt *evt)
         st->verified_phone[0] = '\0';
         st->otp_sms = false;
         clear_code(st);
+        clear_otp_code(st);
+        st->otp_failed = 0;
         break;
     case DOM_EVT_PHONE_CHANGED:
         /* verified_phone stays: codes keep going to the last number the
@@ -113,17 +121,38 @@ void dom_user_apply(dom_user *st, const dom_evt *evt)
          * factord also writes otp.sms.removed, but a ZITADEL log may not. */
         st->otp_sms = false;
         clear_code(st);
+        clear_otp_code(st);
         break;
     case DOM_EVT_OTP_SMS_ADDED:
         st->otp_sms = true;
         break;
     case DOM_EVT_OTP_SMS_REMOVED:
         st->otp_sms = false;
+        clear_otp_code(st); /* a code of a factor that is gone checks nothing */
+        break;
+    case DOM_EVT_OTP_SMS_CODE_ADDED:
+        /* A new challenge replaces the pending code (ZITADEL's write model
+         * keeps only the latest). */
+        COPY(st->otp_code_enc, evt->code_enc);
+        st->otp_code_expires_at_us = evt->code_expires_at_us;
+        break;
+    case DOM_EVT_OTP_SMS_CHECK_SUCCEEDED:
+        /* Stricter than ZITADEL, whose login keeps the code: a used code is
+         * spent, so a replayed check gets "Code not found". */
+        clear_otp_code(st);
+        st->otp_failed = 0;
+        break;
+    case DOM_EVT_OTP_SMS_CHECK_FAILED:
+        if (st->otp_failed < INT32_MAX)
+            st->otp_failed++;
         break;
     case DOM_EVT_LOCKED:
         st->status = DOM_USER_LOCKED;
         break;
     case DOM_EVT_UNLOCKED:
+        st->status = DOM_USER_ACTIVE;
+        st->otp_failed = 0; /* ZITADEL: an unlock forgives the failed checks */
+        break;
     case DOM_EVT_REACTIVATED:
         st->status = DOM_USER_ACTIVE;
         break;
@@ -133,8 +162,10 @@ void dom_user_apply(dom_user *st, const dom_evt *evt)
     case DOM_EVT_REMOVED:
         st->status = DOM_USER_REMOVED;
         st->otp_sms = false;
+        clear_otp_code(st);
+        st->otp_failed = 0;
         break;
-    default:
+    default: /* code sent / send failed, verification failed: facts only */
         break;
     }
 
@@ -295,9 +326,9 @@ static dom_rej decide_remove_otp_sms(const dom_user *st, const dom_cmd *cmd, dom
 
 /* The code event of a new number: ctx's ciphertext, expiring after the
  * code lifetime. */
-static void push_code(dom_decision *dec, const dom_ctx *ctx, bool returned)
+static void push_code_of(dom_decision *dec, dom_evt_type type, const dom_ctx *ctx, bool returned)
 {
-    dom_evt *code = push(dec, DOM_EVT_PHONE_CODE_ADDED);
+    dom_evt *code = push(dec, type);
     COPY(code->code_enc, ctx->new_code_enc);
     /* A lifetime of 0 never expires (ZITADEL's crypto.IsCodeExpired);
      * otherwise saturate at the last instant the log can write. */
@@ -308,6 +339,11 @@ static void push_code(dom_decision *dec, const dom_ctx *ctx, bool returned)
     else
         code->code_expires_at_us = ctx->now_us + ctx->code_ttl_us;
     code->code_returned = returned;
+}
+
+static void push_code(dom_decision *dec, const dom_ctx *ctx, bool returned)
+{
+    push_code_of(dec, DOM_EVT_PHONE_CODE_ADDED, ctx, returned);
 }
 
 static dom_rej decide_set_phone(const dom_user *st, const dom_cmd *cmd, const dom_ctx *ctx,
@@ -362,6 +398,109 @@ static dom_rej decide_verify_phone(const dom_user *st, const dom_cmd *cmd, const
         return DOM_REJ_CODE_INVALID;
     }
     push(dec, DOM_EVT_PHONE_VERIFIED);
+    return DOM_REJ_NONE;
+}
+
+static dom_rej decide_resend_phone_code(const dom_user *st, const dom_cmd *cmd,
+                                        const dom_ctx *ctx, dom_decision *dec)
+{
+    if (cmd->user_id[0] == '\0')
+        return DOM_REJ_USER_ID_MISSING_RESEND_PHONE;
+    if (self_unusable(st, cmd))
+        return DOM_REJ_TOKEN_INVALID;
+    if (st->phone[0] == '\0')
+        return DOM_REJ_PHONE_NOT_FOUND_RESEND;
+    if (st->phone_verified)
+        return DOM_REJ_PHONE_ALREADY_VERIFIED;
+    push_code(dec, ctx, cmd->return_code);
+    if (cmd->return_code)
+        COPY(dec->code, ctx->new_code);
+    return DOM_REJ_NONE;
+}
+
+/* The user a sign-in step is about: a user that does not exist here (never
+ * added, removed, of another organisation) has no factor, as in ZITADEL's
+ * write model. */
+static bool signin_unknown(const dom_user *st, const dom_cmd *cmd)
+{
+    return st->status == DOM_USER_NONE || st->status == DOM_USER_REMOVED || other_org(st, cmd) ||
+           !same_user(st, cmd);
+}
+
+/* Codes go to the last number the user proved (brief §2), so the factor
+ * needs one as well as being added. */
+static bool otp_sms_usable(const dom_user *st)
+{
+    return st->otp_sms && st->verified_phone[0] != '\0';
+}
+
+static dom_rej decide_challenge_otp_sms(const dom_user *st, const dom_cmd *cmd,
+                                        const dom_ctx *ctx, dom_decision *dec)
+{
+    if (cmd->user_id[0] == '\0')
+        return DOM_REJ_USER_ID_MISSING_OTP_CHALLENGE;
+    if (signin_unknown(st, cmd))
+        return DOM_REJ_OTP_SMS_NOT_READY_CHALLENGE;
+    if (st->status == DOM_USER_LOCKED)
+        return DOM_REJ_USER_LOCKED_SIGNIN;
+    if (st->status == DOM_USER_INACTIVE)
+        return DOM_REJ_USER_INACTIVE_SIGNIN;
+    if (!otp_sms_usable(st))
+        return DOM_REJ_OTP_SMS_NOT_READY_CHALLENGE;
+    push_code_of(dec, DOM_EVT_OTP_SMS_CODE_ADDED, ctx, cmd->return_code);
+    if (cmd->return_code)
+        COPY(dec->code, ctx->new_code);
+    return DOM_REJ_NONE;
+}
+
+/* ZITADEL's checkOTP: a wrong or expired code writes check.failed, and the
+ * failure that reaches the lockout policy's limit also locks the user. */
+static dom_rej decide_check_otp_sms(const dom_user *st, const dom_cmd *cmd, const dom_ctx *ctx,
+                                    dom_decision *dec)
+{
+    if (cmd->user_id[0] == '\0')
+        return DOM_REJ_USER_ID_MISSING_OTP_CHECK;
+    if (cmd->code[0] == '\0')
+        return DOM_REJ_CODE_EMPTY_OTP_CHECK;
+    if (signin_unknown(st, cmd))
+        return DOM_REJ_OTP_SMS_NOT_READY_CHECK;
+    if (st->status == DOM_USER_INACTIVE)
+        return DOM_REJ_USER_INACTIVE_SIGNIN;
+    if (!otp_sms_usable(st))
+        return DOM_REJ_OTP_SMS_NOT_READY_CHECK;
+    /* Before the code: a locked user learns nothing about a guess. */
+    if (st->status == DOM_USER_LOCKED)
+        return DOM_REJ_USER_LOCKED_OTP_CHECK;
+    if (st->otp_code_enc[0] == '\0')
+        return DOM_REJ_CODE_NOT_FOUND_OTP_CHECK;
+
+    bool expired = st->otp_code_expires_at_us != 0 && ctx->now_us > st->otp_code_expires_at_us;
+    if (!expired && ctx->stored_code && code_equal(ctx->stored_code, cmd->code)) {
+        push(dec, DOM_EVT_OTP_SMS_CHECK_SUCCEEDED);
+        return DOM_REJ_NONE;
+    }
+    push(dec, DOM_EVT_OTP_SMS_CHECK_FAILED);
+    if (ctx->max_otp_attempts > 0 && (int64_t)st->otp_failed + 1 >= ctx->max_otp_attempts)
+        push(dec, DOM_EVT_LOCKED);
+    return expired ? DOM_REJ_CODE_EXPIRED : DOM_REJ_OTP_CODE_INVALID;
+}
+
+/* The notifier's report on one code. Facts about the past: recorded for
+ * any state of the user, as long as the code event exists. */
+static dom_rej decide_record_delivery(const dom_user *st, const dom_cmd *cmd, dom_decision *dec)
+{
+    const dom_delivery *d = &cmd->delivery;
+    bool otp = d->kind == DOM_CODE_OTP_SMS;
+    if (cmd->user_id[0] == '\0')
+        return otp ? DOM_REJ_USER_ID_MISSING_OTP_SENT : DOM_REJ_USER_ID_MISSING_PHONE_SENT;
+    if (st->status == DOM_USER_NONE || !same_user(st, cmd) || other_org(st, cmd))
+        return otp ? DOM_REJ_OTP_SMS_NOT_READY_SENT : DOM_REJ_USER_NOT_FOUND_PHONE_SENT;
+    if (d->code_sequence < 1 || d->code_sequence > st->sequence)
+        return DOM_REJ_CODE_NOT_FOUND_SENT;
+    dom_evt_type type = otp ? (d->sent ? DOM_EVT_OTP_SMS_CODE_SENT : DOM_EVT_OTP_SMS_CODE_SEND_FAILED)
+                            : (d->sent ? DOM_EVT_PHONE_CODE_SENT : DOM_EVT_PHONE_CODE_SEND_FAILED);
+    dom_evt *evt = push(dec, type);
+    evt->delivery = *d;
     return DOM_REJ_NONE;
 }
 
@@ -512,14 +651,20 @@ void dom_user_decide(const dom_user *st, const dom_cmd *cmd, const dom_ctx *ctx,
     case DOM_CMD_DEACTIVATE:
     case DOM_CMD_REACTIVATE:
     case DOM_CMD_REMOVE_USER: rej = decide_admin(st, cmd, dec); break;
+    case DOM_CMD_RESEND_PHONE_CODE: rej = decide_resend_phone_code(st, cmd, ctx, dec); break;
+    case DOM_CMD_CHALLENGE_OTP_SMS: rej = decide_challenge_otp_sms(st, cmd, ctx, dec); break;
+    case DOM_CMD_CHECK_OTP_SMS: rej = decide_check_otp_sms(st, cmd, ctx, dec); break;
+    case DOM_CMD_RECORD_CODE_DELIVERY: rej = decide_record_delivery(st, cmd, dec); break;
     default: rej = DOM_REJ_COMMAND_MALFORMED; break; /* the decoder never yields it */
     }
 
     if (rej != DOM_REJ_NONE) {
         reject(dec, rej);
         dec->code[0] = '\0';
-        /* Only VerifyMyPhone's failure keeps its event. */
-        if (rej != DOM_REJ_CODE_INVALID)
+        /* Only a failed code check keeps its events (verification.failed;
+         * otp.sms.check.failed and the lock it may bring). */
+        if (rej != DOM_REJ_CODE_INVALID && rej != DOM_REJ_OTP_CODE_INVALID &&
+            rej != DOM_REJ_CODE_EXPIRED)
             dec->n_events = 0;
     } else {
         dec->accepted = true;

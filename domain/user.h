@@ -44,6 +44,11 @@ typedef struct {
     bool otp_sms;                      /* the OTP-SMS factor is added */
     char code_enc[DOM_CODE_ENC_MAX];   /* pending phone code, ciphertext */
     int64_t code_expires_at_us;
+    char otp_code_enc[DOM_CODE_ENC_MAX]; /* pending OTP-SMS sign-in code, ciphertext;
+                                            "" = none (never sent, used or void) */
+    int64_t otp_code_expires_at_us;    /* 0 = never expires */
+    int32_t otp_failed;                /* OTP-SMS checks failed since the last
+                                          success, unlock or creation */
     int64_t created_at_us;
     int64_t changed_at_us;
 } dom_user;
@@ -57,11 +62,16 @@ void dom_user_apply(dom_user *st, const dom_evt *evt);
 
 typedef struct {
     int64_t now_us;            /* event creation time */
-    const char *new_code;      /* SetMyPhone: fresh plaintext digits */
-    const char *new_code_enc;  /* ... and their ciphertext (stored in the event) */
-    int64_t code_ttl_us;       /* SetMyPhone: code lifetime */
-    const char *stored_code;   /* VerifyMyPhone: plaintext of st->code_enc, or NULL */
+    const char *new_code;      /* a command that issues a code (SetMyPhone, import,
+                                  ResendMyPhoneVerification, ChallengeOTPSMS):
+                                  fresh plaintext */
+    const char *new_code_enc;  /* ... and its ciphertext (stored in the event) */
+    int64_t code_ttl_us;       /* ... and its lifetime (0 = never expires) */
+    const char *stored_code;   /* VerifyMyPhone: plaintext of st->code_enc;
+                                  CheckOTPSMS: of st->otp_code_enc; or NULL */
     bool user_name_taken;      /* ImportHumanUser: the name is held by another live user */
+    int32_t max_otp_attempts;  /* lockout policy: the failed OTP checks that lock
+                                  the user (ZITADEL's MaxOTPAttempts); 0 = never */
 } dom_ctx;
 
 #define DOM_MAX_EVENTS 4

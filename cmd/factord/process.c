@@ -81,6 +81,9 @@ int fd_process_loop(const es_config *cfgp)
                             .dlq_max_bytes = cfg.dlq_max_bytes,
                             .code_ttl_s = cfg.code_ttl_s,
                             .code_length = (int)cfg.code_length,
+                            .otp_sms_code_ttl_s = cfg.otp_sms_code_ttl_s,
+                            .otp_sms_code_length = (int)cfg.otp_sms_code_length,
+                            .max_otp_attempts = (int)cfg.lockout_max_otp_attempts,
                             .code_key = &ck};
     proc = es_processor_new(st, &po);
     es_info("processor started", "topic", cfg.commands_topic, "group", cfg.processor_group, "batch_max",

@@ -49,6 +49,9 @@ typedef struct {
     char *chain_key_file;   /* or a file holding them (infra/crypto/chain.h) */
     int64_t code_ttl_s;
     int64_t code_length;
+    int64_t otp_sms_code_ttl_s;
+    int64_t otp_sms_code_length;
+    int64_t lockout_max_otp_attempts;
     char *log_level;
     /* The HTTP gateway (docs/gateway.md) */
     char *jwks_file;        /* unset: the development key in state_dir */

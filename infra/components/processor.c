@@ -299,14 +299,22 @@ static es_result attempt(es_processor *p, const es_record *recs, size_t n, es_ba
         if (!u)
             abort(); /* every decoded command's user was loaded above */
 
-        dom_ctx ctx = {.now_us = p->o.now_us(), .code_ttl_us = p->o.code_ttl_s * 1000000};
+        dom_ctx ctx = {.now_us = p->o.now_us(), .code_ttl_us = p->o.code_ttl_s * 1000000,
+                       .max_otp_attempts = p->o.max_otp_attempts};
         char code[DOM_CODE_MAX] = "", code_enc[DOM_CODE_ENC_MAX] = "", stored[DOM_CODE_MAX * 2] = "";
-        /* A new number needs a code: SetMyPhone, and an import whose phone
-         * is not verified yet (else that user could never verify it). */
-        if (it->cmd.type == DOM_CMD_SET_PHONE ||
+        int code_length = p->o.code_length;
+        bool otp = it->cmd.type == DOM_CMD_CHALLENGE_OTP_SMS;
+        if (otp) {
+            code_length = p->o.otp_sms_code_length > 0 ? p->o.otp_sms_code_length : 8;
+            ctx.code_ttl_us = (p->o.otp_sms_code_ttl_s > 0 ? p->o.otp_sms_code_ttl_s : 300) * 1000000;
+        }
+        /* A new number needs a code: SetMyPhone, a resend, and an import
+         * whose phone is not verified yet (else that user could never verify
+         * it); a sign-in challenge needs one too. */
+        if (it->cmd.type == DOM_CMD_SET_PHONE || it->cmd.type == DOM_CMD_RESEND_PHONE_CODE || otp ||
             (it->cmd.type == DOM_CMD_IMPORT_HUMAN && it->cmd.import.phone[0] &&
              !it->cmd.import.is_phone_verified)) {
-            rc = es_code_generate(code, sizeof code, p->o.code_length, err);
+            rc = es_code_generate(code, sizeof code, code_length, err);
             if (rc == ES_OK)
                 rc = es_code_encrypt(p->o.code_key, it->cmd.instance_id, it->cmd.user_id, code, code_enc,
                                      sizeof code_enc, err);
@@ -315,14 +323,17 @@ static es_result attempt(es_processor *p, const es_record *recs, size_t n, es_ba
             ctx.new_code = code;
             ctx.new_code_enc = code_enc;
         }
-        if (it->cmd.type == DOM_CMD_VERIFY_PHONE && u->code_enc[0]) {
+        const char *held = it->cmd.type == DOM_CMD_VERIFY_PHONE  ? u->code_enc
+                           : it->cmd.type == DOM_CMD_CHECK_OTP_SMS ? u->otp_code_enc
+                                                                   : "";
+        if (held[0]) {
             es_error derr = {0};
-            if (es_code_decrypt(p->o.code_key, u->instance_id, u->user_id, u->code_enc, stored, sizeof stored,
+            if (es_code_decrypt(p->o.code_key, u->instance_id, u->user_id, held, stored, sizeof stored,
                                 &derr) == ES_OK)
                 ctx.stored_code = stored;
             else
-                es_warn("stored phone code does not decrypt", "instance", u->instance_id, "user",
-                        u->user_id, "reason", derr.text);
+                es_warn("stored code does not decrypt", "instance", u->instance_id, "user", u->user_id,
+                        "reason", derr.text);
         } else if (it->cmd.type == DOM_CMD_IMPORT_HUMAN && it->cmd.import.user_name[0]) {
             bool taken = false;
             /* names claimed earlier in this batch are not in the table yet */

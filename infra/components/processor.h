@@ -34,6 +34,9 @@ typedef struct {
     int64_t dlq_max_bytes;
     int64_t code_ttl_s;
     int code_length;
+    int64_t otp_sms_code_ttl_s; /* ChallengeOTPSMS's codes */
+    int otp_sms_code_length;
+    int max_otp_attempts;       /* lockout policy; 0: never lock */
     const es_codekey *code_key;
     int64_t (*now_us)(void);    /* NULL: the wall clock */
     int max_conflict_retries;   /* 0: 20 */

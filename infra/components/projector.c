@@ -284,7 +284,7 @@ static es_result prepare_replies(es_projector *p, const dom_evt *evts, const cha
             continue;
         t->replied = true;
         char code[DOM_CODE_MAX * 2] = "";
-        if (e->type == DOM_EVT_PHONE_CODE_ADDED && e->code_returned) {
+        if (dom_evt_is_code(e->type) && e->code_returned) {
             es_error derr = {0};
             if (!p->o.code_key || es_code_decrypt(p->o.code_key, e->instance_id, e->aggregate_id, e->code_enc,
                                                   code, sizeof code, &derr) != ES_OK) {

@@ -236,6 +236,12 @@ static const char *audit_user_diff(const dom_user *a, const dom_user *b)
         return "created_at";
     if (a->changed_at_us != b->changed_at_us)
         return "changed_at";
+    if (strcmp(a->otp_code_enc, b->otp_code_enc))
+        return "otp_code_enc";
+    if (a->otp_code_expires_at_us != b->otp_code_expires_at_us)
+        return "otp_code_expires_at";
+    if (a->otp_failed != b->otp_failed)
+        return "otp_failed";
     return NULL;
 }
 

@@ -342,7 +342,18 @@ static void cb_payload(chain_buf *b, const dom_evt *evt)
         cb_key(b, "phone", &first);
         cb_str(b, CB_FIELD(evt->phone));
         break;
+    case DOM_EVT_PHONE_CODE_SENT:
+    case DOM_EVT_PHONE_CODE_SEND_FAILED:
+    case DOM_EVT_OTP_SMS_CODE_SENT:
+    case DOM_EVT_OTP_SMS_CODE_SEND_FAILED:
+        cb_key(b, "codeSequence", &first);
+        cb_i64_str(b, evt->delivery.code_sequence);
+        cb_opt_str(b, "messageId", CB_FIELD(evt->delivery.message_id), &first);
+        cb_opt_str(b, "provider", CB_FIELD(evt->delivery.provider), &first);
+        cb_opt_str(b, "reason", CB_FIELD(evt->delivery.reason), &first);
+        break;
     case DOM_EVT_PHONE_CODE_ADDED:
+    case DOM_EVT_OTP_SMS_CODE_ADDED:
         cb_key(b, "code", &first);
         cb_str(b, CB_FIELD(evt->code_enc));
         if (evt->code_returned) {

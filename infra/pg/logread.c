@@ -377,7 +377,9 @@ es_result es_logread_chain(es_logread *r, size_t page, es_log_row_fn row, es_log
     " u.phone_verified, u.verified_phone, u.otp_sms, u.code_enc,"                               \
     " (extract(epoch FROM u.code_expires_at) * 1000000)::bigint,"                               \
     " (extract(epoch FROM u.created_at) * 1000000)::bigint,"                                    \
-    " (extract(epoch FROM u.changed_at) * 1000000)::bigint"                                     \
+    " (extract(epoch FROM u.changed_at) * 1000000)::bigint,"                                    \
+    " u.otp_code_enc, (extract(epoch FROM u.otp_code_expires_at) * 1000000)::bigint,"          \
+    " u.otp_failed"                                                                              \
     "  FROM factord.events e LEFT JOIN LATERAL (SELECT * FROM factord.users u"                  \
     "    WHERE u.instance_id = e.instance_id AND u.user_id = e.aggregate_id LIMIT 1) AS u ON true"
 #define LOGREAD_USERS_ORDER                                                                      \

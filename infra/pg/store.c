@@ -103,20 +103,22 @@ static const store_stmt store_stmts[Q__COUNT] = {
     /* DISTINCT ON keeps the last state given for a user, so a batch that
      * lists a user twice cannot trip "ON CONFLICT cannot affect row a second
      * time"; inserting in key order keeps lock order stable. */
-    [Q_UPSERT_USERS] = {"factord_upsert_users", 14,
+    [Q_UPSERT_USERS] = {"factord_upsert_users", 17,
         "INSERT INTO factord.users AS u (instance_id, user_id, resource_owner, user_name,"
         "    status, sequence, phone, phone_verified, verified_phone, otp_sms, code_enc,"
-        "    code_expires_at, created_at, changed_at)"
+        "    code_expires_at, created_at, changed_at, otp_code_enc, otp_code_expires_at,"
+        "    otp_failed)"
         " SELECT DISTINCT ON (r.instance_id, r.user_id) r.instance_id, r.user_id,"
         "    r.resource_owner, r.user_name, r.status, r.sequence, r.phone, r.phone_verified,"
         "    r.verified_phone, r.otp_sms, r.code_enc, r.code_expires_at, r.created_at,"
-        "    r.changed_at"
+        "    r.changed_at, r.otp_code_enc, r.otp_code_expires_at, r.otp_failed"
         "   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
         "    $6::bigint[], $7::text[], $8::boolean[], $9::text[], $10::boolean[], $11::text[],"
-        "    $12::timestamptz[], $13::timestamptz[], $14::timestamptz[]) WITH ORDINALITY"
+        "    $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::text[],"
+        "    $16::timestamptz[], $17::integer[]) WITH ORDINALITY"
         "     AS r(instance_id, user_id, resource_owner, user_name, status, sequence, phone,"
         "    phone_verified, verified_phone, otp_sms, code_enc, code_expires_at, created_at,"
-        "    changed_at, ord)"
+        "    changed_at, otp_code_enc, otp_code_expires_at, otp_failed, ord)"
         "  ORDER BY r.instance_id, r.user_id, r.ord DESC"
         " ON CONFLICT (instance_id, user_id) DO UPDATE SET"
         "    resource_owner = EXCLUDED.resource_owner, user_name = EXCLUDED.user_name,"
@@ -124,15 +126,18 @@ static const store_stmt store_stmts[Q__COUNT] = {
         "    phone = EXCLUDED.phone, phone_verified = EXCLUDED.phone_verified,"
         "    verified_phone = EXCLUDED.verified_phone, otp_sms = EXCLUDED.otp_sms,"
         "    code_enc = EXCLUDED.code_enc, code_expires_at = EXCLUDED.code_expires_at,"
-        "    created_at = EXCLUDED.created_at, changed_at = EXCLUDED.changed_at"
+        "    created_at = EXCLUDED.created_at, changed_at = EXCLUDED.changed_at,"
+        "    otp_code_enc = EXCLUDED.otp_code_enc,"
+        "    otp_code_expires_at = EXCLUDED.otp_code_expires_at, otp_failed = EXCLUDED.otp_failed"
         /* An unchanged user (a rejected command) costs no new row version. */
         "  WHERE (u.resource_owner, u.user_name, u.status, u.sequence, u.phone,"
         "    u.phone_verified, u.verified_phone, u.otp_sms, u.code_enc, u.code_expires_at,"
-        "    u.created_at, u.changed_at)"
+        "    u.created_at, u.changed_at, u.otp_code_enc, u.otp_code_expires_at, u.otp_failed)"
         "    IS DISTINCT FROM (EXCLUDED.resource_owner, EXCLUDED.user_name, EXCLUDED.status,"
         "    EXCLUDED.sequence, EXCLUDED.phone, EXCLUDED.phone_verified,"
         "    EXCLUDED.verified_phone, EXCLUDED.otp_sms, EXCLUDED.code_enc,"
-        "    EXCLUDED.code_expires_at, EXCLUDED.created_at, EXCLUDED.changed_at)"},
+        "    EXCLUDED.code_expires_at, EXCLUDED.created_at, EXCLUDED.changed_at,"
+        "    EXCLUDED.otp_code_enc, EXCLUDED.otp_code_expires_at, EXCLUDED.otp_failed)"},
     [Q_INSERT_COMMANDS] = {"factord_insert_commands", 8,
         "INSERT INTO factord.commands (id, instance_id, type, user_id, content_hash,"
         "    http_status, body, reply_to)"
@@ -233,7 +238,7 @@ static const store_stmt store_stmts[Q__COUNT] = {
  * columns, the outbox's, one table's rows at a time, the hashes; the keys
  * of es_store_load_users and es_store_find_commands reuse the first ones
  * (a connection runs one statement at a time). */
-#define STORE_COLS (12 + 5 + 14 + 1)
+#define STORE_COLS (12 + 5 + 17 + 1)
 
 struct es_store {
     PGconn *conn;
@@ -831,7 +836,9 @@ es_result es_store_row_user(const PGresult *res, int r, int base, dom_user *u, e
         !store_copy(u->phone, sizeof u->phone, PQgetvalue(res, r, base + ES_USER_COL_PHONE)) ||
         !store_copy(u->verified_phone, sizeof u->verified_phone,
                     PQgetvalue(res, r, base + ES_USER_COL_VERIFIED_PHONE)) ||
-        !store_copy(u->code_enc, sizeof u->code_enc, PQgetvalue(res, r, base + ES_USER_COL_CODE_ENC)))
+        !store_copy(u->code_enc, sizeof u->code_enc, PQgetvalue(res, r, base + ES_USER_COL_CODE_ENC)) ||
+        !store_copy(u->otp_code_enc, sizeof u->otp_code_enc,
+                    PQgetvalue(res, r, base + ES_USER_COL_OTP_CODE_ENC)))
         return es_error_set(err, ES_EFATAL, "load users: a column of a users row is too long");
     u->status = dom_user_status_parse(status);
     if (u->status == DOM_USER_NONE && strcmp(status, dom_user_status_name(DOM_USER_NONE)) != 0)
@@ -840,8 +847,15 @@ es_result es_store_row_user(const PGresult *res, int r, int base, dom_user *u, e
         !es_parse_i64(PQgetvalue(res, r, base + ES_USER_COL_CREATED), &u->created_at_us) ||
         !es_parse_i64(PQgetvalue(res, r, base + ES_USER_COL_CHANGED), &u->changed_at_us) ||
         (!PQgetisnull(res, r, base + ES_USER_COL_CODE_EXPIRES) &&
-         !es_parse_i64(PQgetvalue(res, r, base + ES_USER_COL_CODE_EXPIRES), &u->code_expires_at_us)))
+         !es_parse_i64(PQgetvalue(res, r, base + ES_USER_COL_CODE_EXPIRES), &u->code_expires_at_us)) ||
+        (!PQgetisnull(res, r, base + ES_USER_COL_OTP_CODE_EXPIRES) &&
+         !es_parse_i64(PQgetvalue(res, r, base + ES_USER_COL_OTP_CODE_EXPIRES), &u->otp_code_expires_at_us)))
         return es_error_set(err, ES_EFATAL, "load users: malformed number in a users row");
+    int64_t failed = 0;
+    if (!es_parse_i64(PQgetvalue(res, r, base + ES_USER_COL_OTP_FAILED), &failed) || failed < 0 ||
+        failed > INT32_MAX)
+        return es_error_set(err, ES_EFATAL, "load users: malformed otp_failed in a users row");
+    u->otp_failed = (int32_t)failed;
     u->phone_verified = PQgetvalue(res, r, base + ES_USER_COL_PHONE_VERIFIED)[0] == 't';
     u->otp_sms = PQgetvalue(res, r, base + ES_USER_COL_OTP_SMS)[0] == 't';
     return ES_OK;
@@ -1005,10 +1019,12 @@ static es_result store_encode_events(const es_write *w, es_pga *cols, es_error *
 }
 
 enum { US_INSTANCE, US_USER, US_OWNER, US_NAME, US_STATUS, US_SEQUENCE, US_PHONE, US_PHONE_VERIFIED,
-       US_VERIFIED_PHONE, US_OTP_SMS, US_CODE_ENC, US_CODE_EXPIRES, US_CREATED, US_CHANGED, US__COUNT };
+       US_VERIFIED_PHONE, US_OTP_SMS, US_CODE_ENC, US_CODE_EXPIRES, US_CREATED, US_CHANGED,
+       US_OTP_CODE_ENC, US_OTP_CODE_EXPIRES, US_OTP_FAILED, US__COUNT };
 static const uint32_t store_user_oids[US__COUNT] = {
     ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_INT8, ES_PG_TEXT, ES_PG_BOOL,
-    ES_PG_TEXT, ES_PG_BOOL, ES_PG_TEXT, ES_PG_TIMESTAMPTZ, ES_PG_TIMESTAMPTZ, ES_PG_TIMESTAMPTZ};
+    ES_PG_TEXT, ES_PG_BOOL, ES_PG_TEXT, ES_PG_TIMESTAMPTZ, ES_PG_TIMESTAMPTZ, ES_PG_TIMESTAMPTZ,
+    ES_PG_TEXT, ES_PG_TIMESTAMPTZ, ES_PG_INT4};
 
 /* Users still in DOM_USER_NONE (a command for an unknown user was
  * rejected) have no events and nothing to store: they are skipped, so the
@@ -1021,8 +1037,9 @@ static es_result store_encode_users(const es_write *w, es_pga *cols, bool *any, 
         const dom_user *u = &w->users[i];
         if (u->status == DOM_USER_NONE)
             continue;
-        if ((u->code_expires_at_us && !store_time_ok(u->code_expires_at_us)) || !store_time_ok(u->created_at_us) ||
-            !store_time_ok(u->changed_at_us))
+        if ((u->code_expires_at_us && !store_time_ok(u->code_expires_at_us)) ||
+            (u->otp_code_expires_at_us && !store_time_ok(u->otp_code_expires_at_us)) ||
+            !store_time_ok(u->created_at_us) || !store_time_ok(u->changed_at_us) || u->otp_failed < 0)
             return es_error_set(err, ES_EINVAL, "write: user %zu: a time out of range", i);
         if (!es_pga_text(&cols[US_INSTANCE], STORE_FIELD(u->instance_id)) ||
             !es_pga_text(&cols[US_USER], STORE_FIELD(u->user_id)) ||
@@ -1030,7 +1047,8 @@ static es_result store_encode_users(const es_write *w, es_pga *cols, bool *any, 
             !es_pga_text(&cols[US_NAME], STORE_FIELD(u->user_name)) ||
             !es_pga_text(&cols[US_PHONE], STORE_FIELD(u->phone)) ||
             !es_pga_text(&cols[US_VERIFIED_PHONE], STORE_FIELD(u->verified_phone)) ||
-            !es_pga_text(&cols[US_CODE_ENC], STORE_FIELD(u->code_enc)))
+            !es_pga_text(&cols[US_CODE_ENC], STORE_FIELD(u->code_enc)) ||
+            !es_pga_text(&cols[US_OTP_CODE_ENC], STORE_FIELD(u->otp_code_enc)))
             return es_error_set(err, ES_EINVAL, "write: user %zu: invalid UTF-8", i);
         es_pga_text(&cols[US_STATUS], dom_user_status_name(u->status), SIZE_MAX);
         es_pga_i64(&cols[US_SEQUENCE], u->sequence);
@@ -1042,6 +1060,11 @@ static es_result store_encode_users(const es_write *w, es_pga *cols, bool *any, 
             es_pga_null(&cols[US_CODE_EXPIRES]);
         es_pga_time(&cols[US_CREATED], u->created_at_us);
         es_pga_time(&cols[US_CHANGED], u->changed_at_us);
+        if (u->otp_code_expires_at_us)
+            es_pga_time(&cols[US_OTP_CODE_EXPIRES], u->otp_code_expires_at_us);
+        else
+            es_pga_null(&cols[US_OTP_CODE_EXPIRES]);
+        es_pga_i32(&cols[US_OTP_FAILED], u->otp_failed);
         *any = true;
     }
     return ES_OK;

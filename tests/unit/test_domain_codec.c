@@ -295,7 +295,8 @@ Test(command_codec, type_names)
     static const char *const names[] = {
         "AddMyAuthFactorOTPSMS", "RemoveMyAuthFactorOTPSMS", "SetMyPhone", "VerifyMyPhone",
         "RemoveMyPhone", "ImportHumanUser", "LockUser", "UnlockUser", "DeactivateUser",
-        "ReactivateUser", "RemoveUser",
+        "ReactivateUser", "RemoveUser", "ResendMyPhoneVerification", "ChallengeOTPSMS",
+        "CheckOTPSMS", "RecordCodeDelivery",
     };
     cr_assert_eq(sizeof names / sizeof names[0], DOM_CMD__COUNT - 1);
     for (int t = DOM_CMD_UNKNOWN + 1; t < DOM_CMD__COUNT; t++) {
@@ -381,6 +382,26 @@ static dom_evt sample_event(dom_evt_type type)
     case DOM_EVT_PHONE_CODE_ADDED:
         strcpy(e.code_enc, "Y2lwaGVydGV4dA==");
         e.code_expires_at_us = INT64_C(1711537548581123);
+        break;
+    case DOM_EVT_OTP_SMS_CODE_ADDED:
+        strcpy(e.code_enc, "k1:b3RwLWNpcGhlcnRleHQ=");
+        e.code_expires_at_us = INT64_C(1711534248581123);
+        e.code_returned = true;
+        break;
+    case DOM_EVT_PHONE_CODE_SENT:
+    case DOM_EVT_OTP_SMS_CODE_SENT:
+        e.delivery.kind = type == DOM_EVT_PHONE_CODE_SENT ? DOM_CODE_PHONE : DOM_CODE_OTP_SMS;
+        e.delivery.sent = true;
+        e.delivery.code_sequence = 9007199254740992;
+        strcpy(e.delivery.provider, "twilio");
+        strcpy(e.delivery.message_id, "SM0123456789abcdef0123456789abcdef");
+        break;
+    case DOM_EVT_PHONE_CODE_SEND_FAILED:
+    case DOM_EVT_OTP_SMS_CODE_SEND_FAILED:
+        e.delivery.kind = type == DOM_EVT_PHONE_CODE_SEND_FAILED ? DOM_CODE_PHONE : DOM_CODE_OTP_SMS;
+        e.delivery.code_sequence = 3;
+        strcpy(e.delivery.provider, "webhook");
+        strcpy(e.delivery.reason, "HTTP 400: 21211 Invalid 'To' Phone Number");
         break;
     case DOM_EVT_REMOVED:
         strcpy(e.user_name, "zoë");
@@ -495,6 +516,10 @@ Test(event_codec, type_names)
         "user.human.phone.verified", "user.human.phone.verification.failed",
         "user.human.phone.removed", "user.human.otp.sms.added", "user.human.otp.sms.removed",
         "user.locked", "user.unlocked", "user.deactivated", "user.reactivated", "user.removed",
+        "user.human.otp.sms.code.added", "user.human.otp.sms.code.sent",
+        "user.human.otp.sms.code.send.failed", "user.human.otp.sms.check.succeeded",
+        "user.human.otp.sms.check.failed", "user.human.phone.code.sent",
+        "user.human.phone.code.send.failed",
     };
     cr_assert_eq(sizeof names / sizeof names[0], DOM_EVT__COUNT - 1);
     for (int t = DOM_EVT_UNKNOWN + 1; t < DOM_EVT__COUNT; t++) {

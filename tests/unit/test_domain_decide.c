@@ -78,6 +78,10 @@ static void state_from_json(dom_user *st, const json_t *j)
         else if (!strcmp(key, "codeEnc")) SET_STR(st->code_enc, v);
         else if (!strcmp(key, "codeExpiresAt"))
             st->code_expires_at_us = json_is_string(v) ? parse_time(json_string_value(v)) : 0;
+        else if (!strcmp(key, "otpCodeEnc")) SET_STR(st->otp_code_enc, v);
+        else if (!strcmp(key, "otpCodeExpiresAt"))
+            st->otp_code_expires_at_us = json_is_string(v) ? parse_time(json_string_value(v)) : 0;
+        else if (!strcmp(key, "otpFailed")) st->otp_failed = (int32_t)json_integer_value(v);
         else cr_assert_fail("unknown state field %s in test data", key);
     }
 }
@@ -119,6 +123,11 @@ static int state_check(const dom_user *st, const json_t *j, const char *where)
         else if (!strcmp(key, "otpSms")) CHECK_INT(st->otp_sms, json_is_true(v));
         else if (!strcmp(key, "codeExpiresAt"))
             CHECK_INT(st->code_expires_at_us, parse_time(json_string_value(v)));
+        else if (!strcmp(key, "otpCodeEnc")) CHECK_STR(otp_code_enc);
+        else if (!strcmp(key, "otpCodeExpiresAt"))
+            CHECK_INT(st->otp_code_expires_at_us,
+                      json_is_string(v) ? parse_time(json_string_value(v)) : 0);
+        else if (!strcmp(key, "otpFailed")) CHECK_INT(st->otp_failed, json_integer_value(v));
         else cr_assert_fail("unknown after field %s in test data", key);
     }
 #undef CHECK_STR
@@ -138,6 +147,7 @@ static void ctx_from_json(dom_ctx *ctx, const json_t *j)
         else if (!strcmp(key, "codeTtlSeconds")) ctx->code_ttl_us = json_integer_value(v) * 1000000;
         else if (!strcmp(key, "storedCode")) ctx->stored_code = json_string_value(v); /* null -> NULL */
         else if (!strcmp(key, "userNameTaken")) ctx->user_name_taken = json_is_true(v);
+        else if (!strcmp(key, "maxOtpAttempts")) ctx->max_otp_attempts = (int32_t)json_integer_value(v);
         else cr_assert_fail("unknown ctx field %s in test data", key);
     }
 }
@@ -317,6 +327,10 @@ Test(decide_table, UnlockUser) { run_table("UnlockUser"); }
 Test(decide_table, DeactivateUser) { run_table("DeactivateUser"); }
 Test(decide_table, ReactivateUser) { run_table("ReactivateUser"); }
 Test(decide_table, RemoveUser) { run_table("RemoveUser"); }
+Test(decide_table, ResendMyPhoneVerification) { run_table("ResendMyPhoneVerification"); }
+Test(decide_table, ChallengeOTPSMS) { run_table("ChallengeOTPSMS"); }
+Test(decide_table, CheckOTPSMS) { run_table("CheckOTPSMS"); }
+Test(decide_table, RecordCodeDelivery) { run_table("RecordCodeDelivery"); }
 
 /* Every command type has a table, and every table file is run above. */
 Test(decide_table, every_command_has_a_table)
