@@ -52,6 +52,15 @@ typedef struct {
     int64_t otp_sms_code_ttl_s;
     int64_t otp_sms_code_length;
     int64_t lockout_max_otp_attempts;
+    /* The notifier (docs/notifier.md) */
+    char *notify_group;
+    int64_t notify_max_attempts;
+    int64_t notify_retry_first_ms;
+    int64_t notify_retry_max_ms;
+    int64_t notify_rate_limit;
+    int64_t notify_rate_window_s;
+    char *notify_otp_template;
+    char *notify_phone_template;
     char *log_level;
     /* The HTTP gateway (docs/gateway.md) */
     char *jwks_file;        /* unset: the development key in state_dir */
