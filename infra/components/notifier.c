@@ -11,6 +11,7 @@
 
 #include "domain/notification.h"
 #include "infra/base/clock.h"
+#include "infra/base/failpoint.h"
 #include "infra/base/log.h"
 #include "infra/kafka/consumer.h"
 #include "infra/kafka/kafka.h"
@@ -105,6 +106,9 @@ static es_result finish(notifier *n, es_delivery_state state, const char *messag
         es_warn("code not delivered", "instance", e->instance_id, "user", e->aggregate_id, "code", kind_name,
                 "code_sequence", seq, "provider", n->o->provider, "reason", reason);
     }
+    /* A crash here leaves a decided row without its record: the next run
+     * records it and sends nothing. */
+    es_failpoint("notify.before_record");
     es_delivery row;
     memset(&row, 0, sizeof row);
     row.state = state;
@@ -166,6 +170,9 @@ static es_result send_code(notifier *n, const es_delivery *row, const char *to, 
         memset(&out, 0, sizeof out);
         o->send(o->send_ctx, to, body, key, e, &out);
         if (out.kind == ES_SEND_SENT) {
+            /* A crash here is the one that sends again (the row says
+             * sending): docs/notifier.md. */
+            es_failpoint("notify.after_send");
             rc = finish(n, ES_DELIVERY_SENT, out.message_id, "", err);
             break;
         }
