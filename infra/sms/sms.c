@@ -196,7 +196,7 @@ static bool check_url(es_error *e, const char *setting, const char *url)
     curl_free(host);
     curl_url_cleanup(u);
     if (!ok)
-        problem(e, "%s: \"%.80s\" is not an http:// or https:// URL", setting, url);
+        problem(e, "%s: not an http:// or https:// URL with a host", setting); /* not echoed: it may hold a token */
     return ok;
 }
 
@@ -225,14 +225,18 @@ static void read_token(es_sms_provider *p, const es_config *cfg, es_error *e)
                     strerror(errno));
             return;
         }
-        size_t n = fread(p->token, 1, sizeof p->token - 1, f);
-        bool more = fgetc(f) != EOF;
+        char buf[4 * MAX_TOKEN];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
         fclose(f);
-        p->token[n] = '\0';
-        while (n && isspace((unsigned char)p->token[n - 1]))
-            p->token[--n] = '\0';
-        if (more) {
-            problem(e, "FACTORD_SMS_TWILIO_AUTH_TOKEN_FILE: %.200s holds more than %d bytes",
+        buf[n] = '\0';
+        while (n && isspace((unsigned char)buf[n - 1]))
+            buf[--n] = '\0';
+        bool fits = n < sizeof p->token;
+        if (fits)
+            memcpy(p->token, buf, n + 1);
+        explicit_bzero(buf, sizeof buf);
+        if (!fits) {
+            problem(e, "FACTORD_SMS_TWILIO_AUTH_TOKEN_FILE: %.200s holds more than %d characters",
                     cfg->sms_twilio_auth_token_file, MAX_TOKEN - 1);
             return;
         }
@@ -395,9 +399,7 @@ void es_sms_provider_free(es_sms_provider *p)
     if (!p)
         return;
     if (p->curl) {
-        /* libcurl keeps its own copy of the password: overwrite it before the handle goes. */
-        curl_easy_setopt(p->curl, CURLOPT_PASSWORD, "");
-        curl_easy_cleanup(p->curl);
+        curl_easy_cleanup(p->curl); /* frees libcurl's own copy of the token */
     }
     explicit_bzero(p->token, sizeof p->token);
     free(p->url);

@@ -22,7 +22,8 @@
  *
  * Secrets: the Twilio Auth Token is read at creation (from
  * FACTORD_SMS_TWILIO_AUTH_TOKEN or _FILE), kept only inside the provider
- * and wiped at free. Neither the token nor a message body nor an SMS
+ * (and the copy libcurl makes of it) and wiped at free (libcurl's copy is
+ * freed with the handle). Neither the token nor a message body nor an SMS
  * argument is ever logged or put into an outcome; sends are logged at
  * debug level only (kind, instance, user, idempotency key, outcome).
  *

@@ -468,6 +468,23 @@ Test(sms_config, twilio_unreadable_token_file)
     cr_expect(strstr(err.text, "/nonexistent/factord/token"), "%s", err.text);
 }
 
+Test(sms_config, twilio_token_file_too_long)
+{
+    write_token_file();
+    FILE *f = fopen(token_file, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 300; i++)
+        fputc('a', f);
+    fclose(f);
+    const char *env[] = {"FACTORD_SMS_PROVIDER", "twilio", "FACTORD_SMS_TWILIO_ACCOUNT_SID", SID,
+                         "FACTORD_SMS_TWILIO_AUTH_TOKEN_FILE", token_file, "FACTORD_SMS_TWILIO_FROM",
+                         "+15005550006", NULL};
+    es_error err = refused(env);
+    unlink(token_file);
+    cr_expect(strstr(err.text, "FACTORD_SMS_TWILIO_AUTH_TOKEN_FILE"), "%s", err.text);
+    cr_expect(strstr(err.text, "more than 255"), "%s", err.text);
+}
+
 Test(sms_config, twilio_token_from_the_environment)
 {
     static const char *const env[] = {"FACTORD_SMS_PROVIDER", "twilio", "FACTORD_SMS_TWILIO_ACCOUNT_SID", SID,
@@ -487,8 +504,13 @@ Test(sms_config, webhook_needs_an_http_url)
     es_error err = refused(none);
     cr_expect(strstr(err.text, "FACTORD_SMS_WEBHOOK_URL"), "%s", err.text);
     static const char *const ftp[] = {"FACTORD_SMS_PROVIDER", "webhook", "FACTORD_SMS_WEBHOOK_URL",
-                                      "file:///etc/passwd", NULL};
+                                      "ftp://hooks.example/sms?token=s3cr3t", NULL};
     err = refused(ftp);
+    cr_expect(strstr(err.text, "FACTORD_SMS_WEBHOOK_URL"), "%s", err.text);
+    cr_expect_null(strstr(err.text, "s3cr3t"), "the URL may hold a token: %s", err.text);
+    static const char *const file[] = {"FACTORD_SMS_PROVIDER", "webhook", "FACTORD_SMS_WEBHOOK_URL",
+                                       "file:///etc/passwd", NULL};
+    err = refused(file);
     cr_expect(strstr(err.text, "FACTORD_SMS_WEBHOOK_URL"), "%s", err.text);
     static const char *const junk[] = {"FACTORD_SMS_PROVIDER", "webhook", "FACTORD_SMS_WEBHOOK_URL", "not a url",
                                        "FACTORD_SMS_SENDER", "sender", NULL};
