@@ -6,6 +6,7 @@
  * settings are refused naming the setting. Needs no PostgreSQL or Kafka.
  */
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "infra/base/config.h"
+#include "infra/base/log.h"
 #include "infra/sms/sms.h"
 #include "sms_fake.h"
 
@@ -268,6 +270,57 @@ Test(sms_twilio, malformed_messages_send_nothing)
     cr_expect_eq(es_sms_send(prov, &m, &out), ES_SMS_PERMANENT);
     cr_expect_eq(out.http_status, 0);
     cr_expect_eq(sms_fake_count(fake), 0);
+}
+
+/* Everything written to stderr so far (closes it: call once, at the end). */
+static char *stderr_text(void)
+{
+    fflush(stderr);
+    fclose(stderr);
+    FILE *r = cr_get_redirected_stderr();
+    size_t cap = 1 << 16, len = 0;
+    char *text = malloc(cap);
+    cr_assert_not_null(text);
+    size_t got;
+    while ((got = fread(text + len, 1, cap - 1 - len, r)) > 0) {
+        len += got;
+        if (len + 1 == cap) {
+            cap *= 2;
+            text = realloc(text, cap);
+            cr_assert_not_null(text);
+        }
+    }
+    text[len] = '\0';
+    return text;
+}
+
+static void setup_twilio_debug_log(void)
+{
+    cr_redirect_stderr();
+    es_log_init("test", "debug");
+    setup_twilio();
+}
+
+Test(sms_twilio, debug_log_holds_no_token_body_or_code, .init = setup_twilio_debug_log, .fini = stop_all)
+{
+    sms_fake_push(fake, 400, "{\"code\":21211,\"message\":\"The 'To' number is not valid.\",\"status\":400}", NULL, 1);
+    es_sms_msg m = msg("code-evt-3");
+    es_sms_outcome out;
+    cr_assert_eq(es_sms_send(prov, &m, &out), ES_SMS_PERMANENT);
+    cr_assert_eq(es_sms_send(prov, &m, &out), ES_SMS_SENT, "%s", out.reason);
+    es_sms_provider_free(prov);
+    prov = NULL;
+    sms_fake_stop(fake); /* its thread logs too: stop it before stderr closes */
+    fake = NULL;
+    char *text = stderr_text();
+    cr_expect(strstr(text, "\"msg\":\"sms send\""), "the sends are logged at debug: %s", text);
+    cr_expect(strstr(text, "code-evt-3"), "%s", text);
+    cr_expect(strstr(text, "21211"), "%s", text);
+    cr_expect_null(strstr(text, TOKEN), "%s", text);
+    cr_expect_null(strstr(text, "code is"), "nor the body (with its code): %s", text);
+    cr_expect_null(strstr(text, "valid+for"), "nor the encoded body: %s", text);
+    cr_expect_null(strstr(text, "+41791234567"), "nor the recipient: %s", text);
+    free(text);
 }
 
 /* --- the webhook ------------------------------------------------------------------ */
