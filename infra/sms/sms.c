@@ -373,7 +373,7 @@ es_result es_sms_provider_new(const es_config *cfg, es_sms_provider **out, es_er
         return es_error_set(err, ES_EFATAL, "libcurl: cannot initialise: %s", curl_easy_strerror(curl_init_rc));
     }
     CURL *c = p->curl;
-    long timeout = (long)cfg->sms_timeout_ms;
+    long timeout = cfg->sms_timeout_ms > 0 ? (long)cfg->sms_timeout_ms : 10000L; /* 0 would mean no limit */
     curl_easy_setopt(c, CURLOPT_URL, p->url);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout);
@@ -441,6 +441,10 @@ static const char *check_msg(const es_sms_msg *m)
     for (; *k; k++)
         if (*k < 0x21 || *k > 0x7e)
             return "idempotency key holds characters other than visible ASCII";
+    const char *ids[] = {m->instance_id, m->user_id, m->event_type};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        if (ids[i] && !es_utf8_valid(ids[i], strlen(ids[i])))
+            return "instance id, user id or event type is not UTF-8";
     if (m->template_data && !json_is_object(m->template_data))
         return "template data is not a JSON object";
     if (m->args && !json_is_object(m->args))
@@ -461,7 +465,7 @@ static char *twilio_body(const es_sms_provider *p, const es_sms_msg *m, size_t *
 static void set_str(json_t *o, const char *key, const char *v)
 {
     if (v && json_object_set_new(o, key, json_string(v)) != 0)
-        abort(); /* not UTF-8: the callers' ids are; check_msg checked the rest */
+        abort(); /* only when out of memory: check_msg made sure every string is UTF-8 */
 }
 
 /* The JSON body of ZITADEL's HTTP SMS provider: contextInfo (recipient,

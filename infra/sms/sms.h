@@ -91,7 +91,8 @@ const char *es_sms_kind_name(es_sms_kind k);
 
 /* Send m (blocking, at most FACTORD_SMS_TIMEOUT_MS) and fill *out, which
  * is also returned. A message that is malformed (to not E.164, empty or
- * non-UTF-8 body, bad idempotency key) is PERMANENT without a request. */
+ * non-UTF-8 body or ids, bad idempotency key, template data or args not
+ * JSON objects) is PERMANENT without a request. */
 es_sms_status es_sms_send(es_sms_provider *p, const es_sms_msg *m, es_sms_outcome *out);
 
 const char *es_sms_status_name(es_sms_status s);

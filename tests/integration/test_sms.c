@@ -268,6 +268,15 @@ Test(sms_twilio, malformed_messages_send_nothing)
     cr_expect_eq(es_sms_send(prov, &m, &out), ES_SMS_PERMANENT);
     m.body = "\xff\xfe";
     cr_expect_eq(es_sms_send(prov, &m, &out), ES_SMS_PERMANENT);
+    m = msg("k");
+    m.user_id = "\xc3(";
+    cr_expect_eq(es_sms_send(prov, &m, &out), ES_SMS_PERMANENT);
+    cr_expect(strstr(out.reason, "UTF-8"), "%s", out.reason);
+    m = msg("k");
+    json_t *not_object = json_string("x");
+    m.args = not_object;
+    cr_expect_eq(es_sms_send(prov, &m, &out), ES_SMS_PERMANENT);
+    json_decref(not_object);
     cr_expect_eq(out.http_status, 0);
     cr_expect_eq(sms_fake_count(fake), 0);
 }
