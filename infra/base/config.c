@@ -124,6 +124,26 @@ const es_cfg_entry es_config_table[] = {
      "Largest request body the gateway reads; larger ones get 413"},
     {"FACTORD_HTTP_IDLE_TIMEOUT_S", ES_CFG_INT, "60", false, 1, 3600, OFF(http_idle_timeout_s),
      "Seconds after which an idle HTTP connection is closed"},
+    /* SMS providers (infra/sms/sms.h, docs/notifier.md): checked when a
+     * provider is created, so components that send no SMS ignore them. */
+    {"FACTORD_SMS_PROVIDER", ES_CFG_STRING, "none", false, 0, 0, OFF(sms_provider),
+     "SMS provider of the notifier: none (the notifier refuses to start), twilio or webhook"},
+    {"FACTORD_SMS_TWILIO_URL", ES_CFG_STRING, "https://api.twilio.com", false, 0, 0, OFF(sms_twilio_url),
+     "Base URL of Twilio's REST API (http or https)"},
+    {"FACTORD_SMS_TWILIO_ACCOUNT_SID", ES_CFG_STRING, NULL, false, 0, 0, OFF(sms_twilio_account_sid),
+     "Twilio Account SID (AC...); required with twilio"},
+    {"FACTORD_SMS_TWILIO_AUTH_TOKEN", ES_CFG_STRING, NULL, true, 0, 0, OFF(sms_twilio_auth_token),
+     "Twilio Auth Token; required with twilio unless FACTORD_SMS_TWILIO_AUTH_TOKEN_FILE is set"},
+    {"FACTORD_SMS_TWILIO_AUTH_TOKEN_FILE", ES_CFG_STRING, NULL, false, 0, 0, OFF(sms_twilio_auth_token_file),
+     "File holding the Twilio Auth Token (keeps it out of the environment)"},
+    {"FACTORD_SMS_TWILIO_FROM", ES_CFG_STRING, NULL, false, 0, 0, OFF(sms_twilio_from),
+     "Twilio sender: an E.164 number (sent as From) or a Messaging Service SID MG... (sent as MessagingServiceSid); required with twilio"},
+    {"FACTORD_SMS_WEBHOOK_URL", ES_CFG_STRING, NULL, true, 0, 0, OFF(sms_webhook_url),
+     "URL the webhook provider POSTs each SMS to as JSON (http or https; it may carry a token); required with webhook"},
+    {"FACTORD_SMS_SENDER", ES_CFG_STRING, NULL, false, 0, 0, OFF(sms_sender),
+     "Sender number the webhook provider passes on (contextInfo.senderPhoneNumber)"},
+    {"FACTORD_SMS_TIMEOUT_MS", ES_CFG_INT, "10000", false, 100, 120000, OFF(sms_timeout_ms),
+     "Longest one SMS request may take, connection included; a timeout is retried"},
 };
 const size_t es_config_table_len = sizeof es_config_table / sizeof es_config_table[0];
 

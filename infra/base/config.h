@@ -74,6 +74,16 @@ typedef struct {
     int64_t http_max_connections;
     int64_t http_max_body_bytes;
     int64_t http_idle_timeout_s;
+    /* SMS providers of the notifier (infra/sms/sms.h, docs/notifier.md) */
+    char *sms_provider;               /* none, twilio, webhook */
+    char *sms_twilio_url;
+    char *sms_twilio_account_sid;
+    char *sms_twilio_auth_token;      /* secret */
+    char *sms_twilio_auth_token_file; /* or a file holding it */
+    char *sms_twilio_from;            /* E.164 number or a Messaging Service SID (MG...) */
+    char *sms_webhook_url;
+    char *sms_sender;                 /* the webhook's sender number */
+    int64_t sms_timeout_ms;
     /* Not from the environment: set by `factord run` for its embedded
      * broker, which has no CreateTopics (topics are made up front). */
     bool skip_topic_creation;

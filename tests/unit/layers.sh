@@ -7,8 +7,9 @@
 #  1. calls: every object file's undefined symbols (nm -u). libpq (PQ*,
 #     lo_*), librdkafka (rd_kafka_*), libmicrohttpd (MHD_*) and OpenSSL
 #     (EVP_, RAND_, HMAC, BN_, EC_, ERR_, PEM_, OSSL_, OPENSSL_, CRYPTO_,
-#     BIO_, SHA*) may be called only from their adapter folder: infra/pg,
-#     infra/kafka, infra/http, infra/crypto. The domain and the projections
+#     BIO_, SHA*) and libcurl (curl_*) may be called only from their
+#     adapter folder: infra/pg, infra/kafka, infra/http, infra/crypto,
+#     infra/sms. The domain and the projections
 #     call none of them (domain_purity.sh checks the rest of the domain).
 #  2. includes: a client library's header is included only in its adapter
 #     folder; base includes only the domain and base; an adapter includes
@@ -31,12 +32,14 @@ family_of() { # symbol -> family or nothing
         PQ*|lo_*) echo libpq ;;
         rd_kafka_*) echo librdkafka ;;
         MHD_*) echo libmicrohttpd ;;
+        curl_*) echo libcurl ;;
         EVP_*|RAND_*|HMAC*|BN_*|EC_*|ERR_*|PEM_*|OSSL_*|OPENSSL_*|CRYPTO_*|BIO_*|SHA1*|SHA256*|SHA512*) echo openssl ;;
     esac
 }
 own_family() { # layer -> the family it may call
     case "$1" in
         pg) echo libpq ;; kafka) echo librdkafka ;; http) echo libmicrohttpd ;; crypto) echo openssl ;;
+        sms) echo libcurl ;;
     esac
 }
 
@@ -61,7 +64,7 @@ check_objects() { # <layer> <source prefix> <objects...>
     done
 }
 objdir() { echo "$build/CMakeFiles/$1.dir"; }
-for layer in base crypto pg kafka http components; do
+for layer in base crypto pg kafka http sms components; do
     d=$(objdir "factord_$layer")/infra/$layer
     [ -d "$d" ] || { echo "layers: no objects for infra/$layer in $d (build first)" >&2; exit 2; }
     check_objects "$layer" "infra/$layer" "$d"/*.o
@@ -85,6 +88,7 @@ for f in $(cd "$src" && ls domain/*.[ch] projections/*.[ch] infra/*/*.[ch] cmd/f
             libpq-fe.h|libpq/*) [ "$layer" = pg ] || what=libpq ;;
             librdkafka/*) [ "$layer" = kafka ] || what=librdkafka ;;
             microhttpd.h) [ "$layer" = http ] || what=libmicrohttpd ;;
+            curl/*) [ "$layer" = sms ] || what=libcurl ;;
             openssl/*) [ "$layer" = crypto ] || what=openssl ;;
             cmd/*) [ "$layer" = cmd ] || what="include:cmd" ;;
             infra/*)
@@ -92,12 +96,12 @@ for f in $(cd "$src" && ls domain/*.[ch] projections/*.[ch] infra/*/*.[ch] cmd/f
                 case "$layer/$to" in
                     domain/*|projections/*) what="include:infra" ;;
                     base/base|crypto/base|crypto/crypto|pg/base|pg/crypto|pg/pg) ;;
-                    kafka/base|kafka/kafka|http/base|http/http) ;;
+                    kafka/base|kafka/kafka|http/base|http/http|sms/base|sms/sms) ;;
                     components/*|cmd/*) ;;
                     *) what="include:infra/$to" ;;
                 esac ;;
             projections/*)
-                case "$layer" in domain|base|crypto|pg|kafka|http) what="include:projections" ;; esac ;;
+                case "$layer" in domain|base|crypto|pg|kafka|http|sms) what="include:projections" ;; esac ;;
         esac
         if [ -n "$what" ]; then echo "$f $what"; fi
     done >> "$tmp/includes"
