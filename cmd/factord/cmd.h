@@ -34,6 +34,7 @@ int fd_verify_main(int argc, char **argv);
 int fd_replay_main(int argc, char **argv);
 int fd_status_main(int argc, char **argv);
 int fd_rebuild_main(int argc, char **argv);
+int fd_notify_main(int argc, char **argv);
 
 /* The long-running components, without argument parsing or signal set-up,
  * so that `factord run` can run them as threads of one process. Each runs
@@ -43,6 +44,7 @@ int fd_process_loop(const es_config *cfg);
 int fd_relay_loop(const es_config *cfg);
 int fd_project_loop(const es_config *cfg);
 int fd_gateway_loop(const es_config *cfg);
+int fd_notify_loop(const es_config *cfg);
 
 /* Set by SIGTERM/SIGINT; loops check it between units of work. */
 extern volatile sig_atomic_t fd_stop;

@@ -51,6 +51,8 @@ static const fd_subcommand subcommands[] = {
      "[--instance I] [--user U] [--org O] [--type T]... [--since TIME] [--until TIME] "
      "[--from-position N] [--to-position N]"},
     {"status", "log head, relay lag, consumer-group lags, dead letters", fd_status_main, "[--json]"},
+    {"notify", "send phone and OTP-SMS codes through the SMS provider and record each outcome",
+     fd_notify_main, ""},
     {"rebuild", "rebuild a projection from the log while factord serves, then swap it in", fd_rebuild_main,
      "users|auth-factors [--page-size N]"},
 };
