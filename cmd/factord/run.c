@@ -2,8 +2,8 @@
  * cmd/factord/run.c - `factord run`: every component in one process.
  *
  * For a single machine and for local use. The processor, the relay, the
- * read-model projector and the HTTP gateway run as threads, each with its
- * own connections, and
+ * read-model projector, the HTTP gateway and (with an SMS provider
+ * configured) the notifier run as threads, each with its own connections, and
  * share one shutdown path: SIGTERM/SIGINT, or any component stopping on an
  * error, stops them all. With no FACTORD_KAFKA_BROKERS, run starts the
  * embedded broker (librdkafka's mock cluster on 127.0.0.1): Kafka data then
@@ -171,8 +171,15 @@ int fd_run_main(int argc, char **argv)
         {.name = "relay", .loop = fd_relay_loop},
         {.name = "project", .loop = fd_project_loop},
         {.name = "gateway", .loop = fd_gateway_loop},
+        {.name = "notify", .loop = fd_notify_loop},
     };
     size_t n = sizeof comps / sizeof comps[0], started = 0;
+    /* The notifier only with an SMS provider: without one there is nobody
+     * to send codes to (docs/notifier.md). */
+    if (!cfg.sms_provider || strcmp(cfg.sms_provider, "none") == 0) {
+        n--;
+        es_info("no SMS provider configured (FACTORD_SMS_PROVIDER): codes are not sent");
+    }
     for (; started < n; started++) {
         comps[started].cfg = &cfg;
         if (pthread_create(&comps[started].thread, NULL, component_main, &comps[started]) != 0) {
