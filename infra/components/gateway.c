@@ -28,6 +28,7 @@
 #include "infra/pg/readmodel.h"
 #include "infra/base/log.h"
 #include "infra/components/replies.h"
+#include "projections/user_views.h"
 
 #define MAX_HOSTS 64
 #define HEALTH_EVERY_MS 2000
@@ -42,7 +43,10 @@ typedef enum {
     EP_LIST_AUTH_FACTORS,
     EP_SET_PHONE,
     EP_VERIFY_PHONE,
-    EP_REMOVE_PHONE
+    EP_REMOVE_PHONE,
+    EP_GET_MY_USER,
+    EP_GET_MY_PHONE,
+    EP_RESEND_PHONE
 } ep_id;
 
 typedef struct {
@@ -67,9 +71,12 @@ static const endpoint endpoints[] = {
     {OTP_SMS, "POST", EP_ADD_OTP_SMS, DOM_CMD_ADD_OTP_SMS, true, "POST, DELETE"},
     {OTP_SMS, "DELETE", EP_REMOVE_OTP_SMS, DOM_CMD_REMOVE_OTP_SMS, false, "POST, DELETE"},
     {"/auth/v1/users/me/auth_factors/_search", "POST", EP_LIST_AUTH_FACTORS, DOM_CMD_UNKNOWN, false, "POST"},
-    {PHONE, "PUT", EP_SET_PHONE, DOM_CMD_SET_PHONE, true, "PUT, DELETE"},
-    {PHONE, "DELETE", EP_REMOVE_PHONE, DOM_CMD_REMOVE_PHONE, false, "PUT, DELETE"},
+    {PHONE, "GET", EP_GET_MY_PHONE, DOM_CMD_UNKNOWN, false, "GET, PUT, DELETE"},
+    {PHONE, "PUT", EP_SET_PHONE, DOM_CMD_SET_PHONE, true, "GET, PUT, DELETE"},
+    {PHONE, "DELETE", EP_REMOVE_PHONE, DOM_CMD_REMOVE_PHONE, false, "GET, PUT, DELETE"},
     {PHONE "/_verify", "POST", EP_VERIFY_PHONE, DOM_CMD_VERIFY_PHONE, true, "POST"},
+    {PHONE "/_resend_verification", "POST", EP_RESEND_PHONE, DOM_CMD_RESEND_PHONE_CODE, true, "POST"},
+    {"/auth/v1/users/me", "GET", EP_GET_MY_USER, DOM_CMD_UNKNOWN, false, "GET"},
 };
 #define N_ENDPOINTS (sizeof endpoints / sizeof endpoints[0])
 
@@ -306,31 +313,52 @@ static void respond_readyz(es_gateway *gw, es_http_req *req)
 /* ListMyAuthFactors: the read model's rows of the token's user. A user who
  * is unknown, not active, or of another organisation than the token says
  * gets AUTH-7fs1e, as every self-service call (docs/errors.md). */
-static void list_auth_factors(es_gateway *gw, es_http_req *req, const gw_req *g)
+/* Whether the caller's user may be shown: known, active and of the
+ * token's organisation; else answers 401 as token verification would. */
+static bool user_visible(es_http_req *req, const gw_req *g, bool found, const char *status, const char *owner)
+{
+    if (found && strcmp(status, "active") == 0 && (!g->claims.org[0] || strcmp(owner, g->claims.org) == 0))
+        return true;
+    respond_token_invalid(req, "user unknown, not active or of another organisation");
+    return false;
+}
+
+/* Run one read-model query for the request on a pooled connection; false
+ * after answering 503 (no connection, or the query failed). */
+typedef es_result (*read_fn)(es_readmodel *c, const gw_req *g, void *out, es_error *err);
+
+static bool read_model(es_gateway *gw, es_http_req *req, const gw_req *g, read_fn fn, void *out)
 {
     size_t slot = 0;
     es_readmodel *c = pg_acquire(gw, &slot);
-    if (!c) {
-        pg_release(gw, slot);
-        respond_unavailable(req, "The read model is unavailable");
-        return;
-    }
+    es_error err = {0};
+    es_result rc = c ? fn(c, g, out, &err) : ES_ETRANSIENT;
+    pg_release(gw, slot);
+    if (rc == ES_OK)
+        return true;
+    if (c)
+        es_warn("read-model query failed", "path", g->ep->path, "error", err.text, "sqlstate", err.sqlstate);
+    respond_unavailable(req, "The read model is unavailable");
+    return false;
+}
+
+static es_result read_factors(es_readmodel *c, const gw_req *g, void *out, es_error *err)
+{
+    return es_readmodel_auth_factors(c, g->instance, g->claims.sub, out, err);
+}
+
+static es_result read_user(es_readmodel *c, const gw_req *g, void *out, es_error *err)
+{
+    return es_readmodel_user_view(c, g->instance, g->claims.sub, out, err);
+}
+
+static void list_auth_factors(es_gateway *gw, es_http_req *req, const gw_req *g)
+{
     es_user_auth_factors *u = malloc(sizeof *u);
     if (!u)
         abort();
-    es_error err = {0};
-    es_result rc = es_readmodel_auth_factors(c, g->instance, g->claims.sub, u, &err);
-    pg_release(gw, slot);
-    if (rc != ES_OK) {
-        es_warn("ListMyAuthFactors query failed", "error", err.text, "sqlstate", err.sqlstate);
+    if (!read_model(gw, req, g, read_factors, u) || !user_visible(req, g, u->found, u->status, u->resource_owner)) {
         free(u);
-        respond_unavailable(req, "The read model is unavailable");
-        return;
-    }
-    if (!u->found || strcmp(u->status, "active") != 0 ||
-        (g->claims.org[0] && strcmp(u->resource_owner, g->claims.org) != 0)) {
-        free(u);
-        respond_token_invalid(req, "user unknown, not active or of another organisation");
         return;
     }
     /* As ZITADEL's gateway (protojson without EmitUnpopulated): an empty
@@ -347,6 +375,42 @@ static void list_auth_factors(es_gateway *gw, es_http_req *req, const gw_req *g)
     else
         json_decref(result);
     respond_json(req, 200, body);
+}
+
+/* GetMyUser ({"user":{…}}) and GetMyPhone ({"details":{…},"phone":{…}})
+ * from the user read model. A user the write side knows but the
+ * projector has not yet shown (its addition is still on its way) is
+ * ZITADEL's "not found" of these queries. */
+static void get_user_view(es_gateway *gw, es_http_req *req, const gw_req *g)
+{
+    es_user_view_row *u = malloc(sizeof *u);
+    proj_user_view *v = malloc(sizeof *v);
+    if (!u || !v)
+        abort();
+    if (!read_model(gw, req, g, read_user, u) || !user_visible(req, g, u->found, u->status, u->resource_owner))
+        goto out;
+    if (!u->has_view) {
+        respond_status(req, 0, DOM_GRPC_NOT_FOUND, g->ep->id == EP_GET_MY_PHONE ? "QUERY-DAvb3" : "QUERY-Dfbg2",
+                       "User could not be found");
+        goto out;
+    }
+    memset(v, 0, sizeof *v);
+    snprintf(v->instance_id, sizeof v->instance_id, "%s", g->instance);
+    snprintf(v->user_id, sizeof v->user_id, "%s", g->claims.sub);
+    snprintf(v->resource_owner, sizeof v->resource_owner, "%s", u->view_owner);
+    snprintf(v->state, sizeof v->state, "%s", u->state);
+    v->human = u->human;
+    v->sequence = u->sequence;
+    v->created_at_us = u->created_at_us;
+    v->changed_at_us = u->changed_at_us;
+    if (g->ep->id == EP_GET_MY_PHONE)
+        respond_json(req, 200, json_pack("{s:o, s:o}", "details", proj_user_view_details_json(v), "phone",
+                                         proj_user_view_phone_json(v)));
+    else
+        respond_json(req, 200, json_pack("{s:o}", "user", proj_user_view_to_json(v)));
+out:
+    free(u);
+    free(v);
 }
 
 /* --- request checks ------------------------------------------------------ */
@@ -638,6 +702,10 @@ static void on_request(es_http_req *req, void *ctx)
     gw_req *g = es_http_req_user(req);
     if (g->ep->id == EP_LIST_AUTH_FACTORS) {
         list_auth_factors(gw, req, g);
+        return;
+    }
+    if (g->ep->id == EP_GET_MY_USER || g->ep->id == EP_GET_MY_PHONE) {
+        get_user_view(gw, req, g);
         return;
     }
     dom_cmd *cmd = calloc(1, sizeof *cmd);

@@ -35,13 +35,23 @@
 #include "infra/base/jsonw.h"
 #include "infra/base/log.h"
 #include "infra/pg/projection_sql.h"
+#include "projections/user_views.h"
 
 typedef struct {
     const char *instance_id, *user_id; /* borrowed from the batch's events */
     int64_t applied;                   /* sequence applied before the batch */
     bool found;                        /* has a projected_sequences row */
     int64_t last;                      /* after the batch */
+    size_t k0, k1;                     /* its events: order[k0..k1) */
 } user_seq;
+
+/* A user whose batch touches the user read model, in user order. */
+typedef struct {
+    size_t user;                       /* index into users */
+    bool exists;                       /* the row, before and after the fold */
+    bool changed;
+    proj_user_view v;
+} view_slot;
 
 typedef struct {
     char id[DOM_UUID_LEN + 1];
@@ -58,6 +68,7 @@ struct es_projector {
     user_seq *users; size_t users_cap;
     proj_af_change *changes; size_t changes_cap;
     proj_af_net *nets; size_t nets_cap;
+    view_slot *views; size_t views_cap;
     reply_topic *topics; size_t topics_cap;
     size_t n_topics;
     es_reply *replies; size_t replies_cap;
@@ -102,6 +113,7 @@ void es_projector_free(es_projector *p)
     free(p->users);
     free(p->changes);
     free(p->nets);
+    free(p->views);
     free(p->topics);
     free(p->replies);
     es_projsql_free(p->q);
@@ -341,6 +353,108 @@ static es_result found_seq(void *arg, const char *instance_id, const char *user_
     return ES_OK;
 }
 
+typedef struct {
+    view_slot *slots;
+    size_t n;
+} loaded_views;
+
+static int view_slot_cmp(const void *a, const void *b)
+{
+    const view_slot *x = a, *y = b;
+    int c = strcmp(x->v.instance_id, y->v.instance_id);
+    return c ? c : strcmp(x->v.user_id, y->v.user_id);
+}
+
+/* A stored user view: into its slot. */
+static es_result found_view(void *arg, const es_projsql_view *row, es_error *err)
+{
+    loaded_views *l = arg;
+    view_slot key;
+    snprintf(key.v.instance_id, sizeof key.v.instance_id, "%s", row->instance_id);
+    snprintf(key.v.user_id, sizeof key.v.user_id, "%s", row->user_id);
+    view_slot *s = bsearch(&key, l->slots, l->n, sizeof *l->slots, view_slot_cmp);
+    if (!s)
+        return es_error_set(err, ES_EFATAL, "load user views: a row the batch did not ask for");
+    proj_user_view *v = &s->v;
+    snprintf(v->resource_owner, sizeof v->resource_owner, "%s", row->resource_owner);
+    snprintf(v->state, sizeof v->state, "%s", row->state);
+    v->human = *row->human;
+    v->sequence = row->sequence;
+    v->created_at_us = row->created_at_us;
+    v->changed_at_us = row->changed_at_us;
+    s->exists = true;
+    return ES_OK;
+}
+
+/* The user read model (projections/user_views.h): for each user whose
+ * applied events touch it, the stored row when the first such event
+ * changes only part of it (one load for the batch), the events folded in,
+ * and each changed row deleted or written whole. Users whose events do not
+ * touch it (the factor and code events) cost nothing here. */
+static es_result write_views(es_projector *p, const dom_evt *evts, size_t n_users, es_error *err)
+{
+    size_t n_slots = 0, n_load = 0;
+    for (size_t u = 0; u < n_users; u++) {
+        const user_seq *us = &p->users[u];
+        for (size_t k = us->k0; k < us->k1; k++) {
+            const dom_evt *e = &evts[p->order[k]];
+            if (e->sequence <= us->applied || !proj_user_view_touches(e->type))
+                continue;
+            GROW(p, views, n_slots + 1);
+            view_slot *s = &p->views[n_slots++];
+            memset(s, 0, sizeof *s);
+            s->user = u;
+            snprintf(s->v.instance_id, sizeof s->v.instance_id, "%s", us->instance_id);
+            snprintf(s->v.user_id, sizeof s->v.user_id, "%s", us->user_id);
+            if (proj_user_view_needs_row(e->type)) {
+                if (!n_load++)
+                    es_projsql_begin(p->q, ES_PROJSQL_LOAD_VIEWS);
+                es_projsql_add_key(p->q, us->instance_id, us->user_id);
+            }
+            break;
+        }
+    }
+    if (n_load) {
+        loaded_views l = {.slots = p->views, .n = n_slots};
+        es_result rc = es_projsql_load_views(p->q, p->st, found_view, &l, err);
+        if (rc != ES_OK)
+            return rc;
+    }
+    for (size_t i = 0; i < n_slots; i++) {
+        view_slot *s = &p->views[i];
+        const user_seq *us = &p->users[s->user];
+        for (size_t k = us->k0; k < us->k1; k++) {
+            const dom_evt *e = &evts[p->order[k]];
+            if (e->sequence > us->applied)
+                s->changed |= proj_user_view_apply(&s->v, &s->exists, e);
+        }
+    }
+    for (int put = 0; put <= 1; put++) {
+        es_projsql_begin(p->q, put ? ES_PROJSQL_PUT_VIEWS : ES_PROJSQL_DELETE_VIEWS);
+        for (size_t i = 0; i < n_slots; i++) {
+            const view_slot *s = &p->views[i];
+            if (!s->changed || s->exists != (bool)put)
+                continue;
+            if (put) {
+                es_projsql_view row = {.instance_id = s->v.instance_id,
+                                       .user_id = s->v.user_id,
+                                       .resource_owner = s->v.resource_owner,
+                                       .state = s->v.state,
+                                       .human = &s->v.human,
+                                       .sequence = s->v.sequence,
+                                       .created_at_us = s->v.created_at_us,
+                                       .changed_at_us = s->v.changed_at_us};
+                es_projsql_add_view(p->q, &row);
+            } else
+                es_projsql_add_key(p->q, s->v.instance_id, s->v.user_id);
+        }
+        es_result rc = es_projsql_write(p->q, p->st, err);
+        if (rc != ES_OK)
+            return rc;
+    }
+    return ES_OK;
+}
+
 static es_result attempt(es_projector *p, const dom_evt *evts, const char *const *reply_to, const size_t *idx,
                          size_t n, es_project_stats *stats, es_error *err)
 {
@@ -383,6 +497,7 @@ static es_result attempt(es_projector *p, const dom_evt *evts, const char *const
     for (size_t u = 0; u < n_users; u++) {
         user_seq *us = &p->users[u];
         us->last = us->applied;
+        us->k0 = k;
         for (; k < n; k++) {
             const dom_evt *e = &evts[p->order[k]];
             if (strcmp(e->instance_id, us->instance_id) != 0 || strcmp(e->aggregate_id, us->user_id) != 0)
@@ -401,6 +516,7 @@ static es_result attempt(es_projector *p, const dom_evt *evts, const char *const
             us->last = e->sequence;
             stats->applied++;
         }
+        us->k1 = k;
     }
 
     /* 4. Write: new users' sequences first (a racing projector fails here),
@@ -445,6 +561,10 @@ static es_result attempt(es_projector *p, const dom_evt *evts, const char *const
         es_projsql_add_factor(p->q, &row);
     }
     rc = es_projsql_write(p->q, p->st, err);
+    if (rc != ES_OK)
+        goto fail;
+
+    rc = write_views(p, evts, n_users, err);
     if (rc != ES_OK)
         goto fail;
 

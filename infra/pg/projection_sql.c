@@ -85,6 +85,46 @@ static const char SQL_REPLY_TOPICS[] =
     " CROSS JOIN LATERAL (SELECT c.id, c.reply_to, c.http_status FROM factord.commands c"
     "                      WHERE c.id = r.id AND c.instance_id = r.i LIMIT 1) AS c";
 
+/* The user read model (projections/user_views.h). Its rows are loaded only
+ * for users whose applied-sequence rows the batch holds locked, so the load
+ * takes no lock of its own; load, delete and put reach each row through
+ * the primary key, as above. */
+#define VIEW_COLS                                                                                       \
+    "instance_id, user_id, resource_owner, state, user_name, first_name, last_name, nick_name,"       \
+    " display_name, preferred_language, gender, email, email_verified, phone, phone_verified, sequence"
+
+static const char SQL_LOAD_VIEWS[] =
+    "SELECT v.instance_id, v.user_id, v.resource_owner, v.state, v.user_name, v.first_name, v.last_name,"
+    "       v.nick_name, v.display_name, v.preferred_language, v.gender, v.email, v.email_verified, v.phone,"
+    "       v.phone_verified, v.sequence, (extract(epoch FROM v.created_at) * 1000000)::bigint,"
+    "       (extract(epoch FROM v.changed_at) * 1000000)::bigint"
+    "  FROM unnest($1::text[], $2::text[]) AS r(i, u)"
+    " CROSS JOIN LATERAL (SELECT * FROM factord.user_views v"
+    "                      WHERE v.instance_id = r.i AND v.user_id = r.u LIMIT 1) AS v";
+
+static const char SQL_DELETE_VIEWS[] =
+    "DELETE FROM factord.user_views"
+    " WHERE ctid = ANY (ARRAY("
+    "   SELECT v.ctid FROM unnest($1::text[], $2::text[]) AS r(i, u)"
+    "    CROSS JOIN LATERAL (SELECT v.ctid FROM factord.user_views v"
+    "                         WHERE v.instance_id = r.i AND v.user_id = r.u LIMIT 1) AS v))";
+
+/* Rows are written whole: the projector folded them from the stored row. */
+static const char SQL_PUT_VIEWS[] =
+    "INSERT INTO factord.user_views (" VIEW_COLS ", created_at, changed_at)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+    "    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bool[], $14::text[],"
+    "    $15::bool[], $16::bigint[], $17::timestamptz[], $18::timestamptz[])"
+    "     AS r(i, u, o, st, un, fn, ln, nn, dn, pl, g, em, ev, ph, pv, s, created, changed)"
+    "  ORDER BY 1, 2"
+    " ON CONFLICT (instance_id, user_id) DO UPDATE SET resource_owner = EXCLUDED.resource_owner,"
+    "    state = EXCLUDED.state, user_name = EXCLUDED.user_name, first_name = EXCLUDED.first_name,"
+    "    last_name = EXCLUDED.last_name, nick_name = EXCLUDED.nick_name,"
+    "    display_name = EXCLUDED.display_name, preferred_language = EXCLUDED.preferred_language,"
+    "    gender = EXCLUDED.gender, email = EXCLUDED.email, email_verified = EXCLUDED.email_verified,"
+    "    phone = EXCLUDED.phone, phone_verified = EXCLUDED.phone_verified, sequence = EXCLUDED.sequence,"
+    "    created_at = EXCLUDED.created_at, changed_at = EXCLUDED.changed_at";
+
 static const char SQL_LIST_FACTORS[] =
     "SELECT instance_id, user_id, type, state, sequence,"
     "       (extract(epoch FROM created_at) * 1000000)::bigint,"
@@ -93,7 +133,7 @@ static const char SQL_LIST_FACTORS[] =
     " WHERE instance_id = $1 AND user_id = $2"
     " ORDER BY type";
 
-enum { PROJSQL_COLS_MAX = 8 };
+enum { PROJSQL_COLS_MAX = 18 };
 
 /* What each statement is: its SQL, whether the projection's name comes
  * first, its columns' types, what it returns, and its name in errors. */
@@ -121,6 +161,15 @@ static const projsql_def projsql_defs[] = {
                                 PGRES_COMMAND_OK, "put auth factors"},
     [ES_PROJSQL_REPLY_TOPICS] = {SQL_REPLY_TOPICS, false, 2, {ES_PG_UUID, ES_PG_TEXT}, PGRES_TUPLES_OK,
                                  "reply topics"},
+    [ES_PROJSQL_LOAD_VIEWS] = {SQL_LOAD_VIEWS, false, 2, {ES_PG_TEXT, ES_PG_TEXT}, PGRES_TUPLES_OK,
+                               "load user views"},
+    [ES_PROJSQL_DELETE_VIEWS] = {SQL_DELETE_VIEWS, false, 2, {ES_PG_TEXT, ES_PG_TEXT}, PGRES_COMMAND_OK,
+                                 "delete user views"},
+    [ES_PROJSQL_PUT_VIEWS] = {SQL_PUT_VIEWS, false, 18,
+                              {ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT,
+                               ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_BOOL, ES_PG_TEXT,
+                               ES_PG_BOOL, ES_PG_INT8, ES_PG_TIMESTAMPTZ, ES_PG_TIMESTAMPTZ},
+                              PGRES_COMMAND_OK, "put user views"},
 };
 
 struct es_projsql {
@@ -207,6 +256,23 @@ bool es_projsql_add_command(es_projsql *q, const char *command_id, const char *i
     return true;
 }
 
+void es_projsql_add_view(es_projsql *q, const es_projsql_view *v)
+{
+    const dom_import *h = v->human;
+    const char *text[] = {v->instance_id, v->user_id, v->resource_owner, v->state, h->user_name,
+                          h->first_name, h->last_name, h->nick_name, h->display_name, h->preferred_language,
+                          h->gender, h->email};
+    size_t c = 0;
+    for (; c < sizeof text / sizeof text[0]; c++)
+        projsql_text(&q->cols[c], text[c]);
+    es_pga_bool(&q->cols[c++], h->is_email_verified);
+    projsql_text(&q->cols[c++], h->phone);
+    es_pga_bool(&q->cols[c++], h->is_phone_verified);
+    es_pga_i64(&q->cols[c++], v->sequence);
+    es_pga_time(&q->cols[c++], v->created_at_us);
+    es_pga_time(&q->cols[c], v->changed_at_us);
+}
+
 /* Send the begun statement with its rows; *res for the caller to PQclear
  * (NULL when there were no rows: nothing was sent). */
 static es_result projsql_run(es_projsql *q, es_store *st, PGresult **res, es_error *err)
@@ -230,6 +296,41 @@ es_result es_projsql_load_sequences(es_projsql *q, es_store *st, es_projsql_seq_
     for (int r = 0; rc == ES_OK && res && r < PQntuples(res); r++)
         rc = row(arg, PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), strtoll(PQgetvalue(res, r, 2), NULL, 10),
                  err);
+    PQclear(res);
+    return rc;
+}
+
+static void copy_text(char *dst, size_t size, const char *src) { snprintf(dst, size, "%s", src); }
+
+es_result es_projsql_load_views(es_projsql *q, es_store *st, es_projsql_view_fn row, void *arg, es_error *err)
+{
+    PGresult *res = NULL;
+    es_result rc = projsql_run(q, st, &res, err);
+    dom_import *h = rc == ES_OK && res ? calloc(1, sizeof *h) : NULL;
+    if (rc == ES_OK && res && !h)
+        abort();
+    for (int r = 0; rc == ES_OK && res && r < PQntuples(res); r++) {
+        char *const dst[] = {h->user_name, h->first_name, h->last_name, h->nick_name, h->display_name,
+                             h->preferred_language, h->gender, h->email};
+        const size_t size[] = {sizeof h->user_name, sizeof h->first_name, sizeof h->last_name,
+                               sizeof h->nick_name, sizeof h->display_name, sizeof h->preferred_language,
+                               sizeof h->gender, sizeof h->email};
+        for (int c = 0; c < 8; c++)
+            copy_text(dst[c], size[c], PQgetvalue(res, r, 4 + c));
+        h->is_email_verified = PQgetvalue(res, r, 12)[0] == 't';
+        copy_text(h->phone, sizeof h->phone, PQgetvalue(res, r, 13));
+        h->is_phone_verified = PQgetvalue(res, r, 14)[0] == 't';
+        es_projsql_view v = {.instance_id = PQgetvalue(res, r, 0),
+                             .user_id = PQgetvalue(res, r, 1),
+                             .resource_owner = PQgetvalue(res, r, 2),
+                             .state = PQgetvalue(res, r, 3),
+                             .human = h,
+                             .sequence = strtoll(PQgetvalue(res, r, 15), NULL, 10),
+                             .created_at_us = strtoll(PQgetvalue(res, r, 16), NULL, 10),
+                             .changed_at_us = strtoll(PQgetvalue(res, r, 17), NULL, 10)};
+        rc = row(arg, &v, err);
+    }
+    free(h);
     PQclear(res);
     return rc;
 }

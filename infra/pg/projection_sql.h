@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "domain/command.h"
 #include "domain/errors.h"
 #include "infra/pg/store.h"
 
@@ -38,7 +39,10 @@ typedef enum {
     ES_PROJSQL_UPDATE_SEQUENCES,   /* users with a row (only forward): es_projsql_add_seq; es_projsql_write */
     ES_PROJSQL_DELETE_FACTORS,     /* es_projsql_add_factor_key; es_projsql_write */
     ES_PROJSQL_PUT_FACTORS,        /* es_projsql_add_factor (an existing row keeps created_at); es_projsql_write */
-    ES_PROJSQL_REPLY_TOPICS        /* es_projsql_add_command; es_projsql_reply_topics */
+    ES_PROJSQL_REPLY_TOPICS,       /* es_projsql_add_command; es_projsql_reply_topics */
+    ES_PROJSQL_LOAD_VIEWS,         /* user views: es_projsql_add_key; es_projsql_load_views */
+    ES_PROJSQL_DELETE_VIEWS,       /* es_projsql_add_key; es_projsql_write */
+    ES_PROJSQL_PUT_VIEWS           /* whole rows: es_projsql_add_view; es_projsql_write */
 } es_projsql_stmt;
 
 /* One auth-factor row (put, or listed); strings borrowed. */
@@ -49,6 +53,15 @@ typedef struct {
     const char *resource_owner;
     int64_t sequence, created_at_us, changed_at_us;
 } es_projsql_factor;
+
+/* One row of the user read model (factord.user_views); strings and the
+ * human borrowed. */
+typedef struct {
+    const char *instance_id, *user_id, *resource_owner;
+    const char *state;           /* e.g. "USER_STATE_ACTIVE" */
+    const dom_import *human;     /* user name, profile, e-mail, current phone */
+    int64_t sequence, created_at_us, changed_at_us;
+} es_projsql_view;
 
 typedef struct es_projsql es_projsql;
 
@@ -69,6 +82,7 @@ void es_projsql_add_key(es_projsql *q, const char *instance_id, const char *user
 void es_projsql_add_seq(es_projsql *q, const char *instance_id, const char *user_id, int64_t sequence);
 void es_projsql_add_factor_key(es_projsql *q, const char *instance_id, const char *user_id, const char *type);
 void es_projsql_add_factor(es_projsql *q, const es_projsql_factor *f);
+void es_projsql_add_view(es_projsql *q, const es_projsql_view *v);
 /* False, with nothing added, when command_id is not a UUID. */
 bool es_projsql_add_command(es_projsql *q, const char *command_id, const char *instance_id);
 
@@ -80,6 +94,12 @@ typedef es_result (*es_projsql_seq_fn)(void *arg, const char *instance_id, const
                                        int64_t sequence, es_error *err);
 es_result es_projsql_load_sequences(es_projsql *q, es_store *st, es_projsql_seq_fn row, void *arg,
                                     es_error *err) ES_WUR;
+/* Run ES_PROJSQL_LOAD_VIEWS inside the caller's transaction: row(arg, v,
+ * err) for each stored row of the keys (v borrowed for the call); its
+ * first error ends the run with that result. */
+typedef es_result (*es_projsql_view_fn)(void *arg, const es_projsql_view *v, es_error *err);
+es_result es_projsql_load_views(es_projsql *q, es_store *st, es_projsql_view_fn row, void *arg,
+                                es_error *err) ES_WUR;
 /* Run one of the writing statements. */
 es_result es_projsql_write(es_projsql *q, es_store *st, es_error *err) ES_WUR;
 /* Run ES_PROJSQL_REPLY_TOPICS: for each command found in its instance,

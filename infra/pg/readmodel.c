@@ -74,6 +74,17 @@ static void copy_col(char *dst, size_t size, const PGresult *r, int row, int col
     snprintf(dst, size, "%s", PQgetvalue(r, row, col));
 }
 
+/* A failed query: ES_ETRANSIENT with its text and SQLSTATE. */
+static es_result query_failed(es_readmodel *rm, PGresult *r, const char *what, es_error *err)
+{
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    es_error_set(err, ES_ETRANSIENT, "%s: %s", what, PQerrorMessage(rm->conn));
+    if (err)
+        snprintf(err->sqlstate, sizeof err->sqlstate, "%s", state ? state : "");
+    PQclear(r);
+    return ES_ETRANSIENT;
+}
+
 es_result es_readmodel_auth_factors(es_readmodel *rm, const char *instance_id, const char *user_id,
                                     es_user_auth_factors *out, es_error *err)
 {
@@ -86,14 +97,8 @@ es_result es_readmodel_auth_factors(es_readmodel *rm, const char *instance_id, c
                                "ON f.instance_id = u.instance_id AND f.user_id = u.user_id "
                                "WHERE u.instance_id = $1 AND u.user_id = $2 ORDER BY f.type",
                                2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        es_error_set(err, ES_ETRANSIENT, "auth factors of a user: %s", PQerrorMessage(rm->conn));
-        if (err)
-            snprintf(err->sqlstate, sizeof err->sqlstate, "%s", state ? state : "");
-        PQclear(r);
-        return ES_ETRANSIENT;
-    }
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        return query_failed(rm, r, "auth factors of a user", err);
     int n = PQntuples(r);
     if (n > 0) {
         out->found = true;
@@ -106,6 +111,59 @@ es_result es_readmodel_auth_factors(es_readmodel *rm, const char *instance_id, c
         es_auth_factor_row *f = &out->factors[out->n++];
         copy_col(f->type, sizeof f->type, r, i, COL_TYPE);
         copy_col(f->state, sizeof f->state, r, i, COL_STATE);
+    }
+    PQclear(r);
+    return ES_OK;
+}
+
+es_result es_readmodel_user_view(es_readmodel *rm, const char *instance_id, const char *user_id,
+                                 es_user_view_row *out, es_error *err)
+{
+    enum {
+        COL_STATUS, COL_OWNER, COL_VIEW_OWNER, COL_STATE, COL_USER_NAME, /* then the profile and e-mail */
+        COL_EMAIL_VERIFIED = COL_USER_NAME + 8, COL_PHONE, COL_PHONE_VERIFIED, COL_SEQUENCE, COL_CREATED,
+        COL_CHANGED
+    };
+    memset(out, 0, sizeof *out);
+    const char *params[] = {instance_id, user_id};
+    /* The write side says whether the caller may see the user at all (as
+     * for ListMyAuthFactors); the read model what it shows. */
+    PGresult *r = PQexecParams(rm->conn,
+                               "SELECT u.status, u.resource_owner, v.resource_owner, v.state, v.user_name,"
+                               "       v.first_name, v.last_name, v.nick_name, v.display_name,"
+                               "       v.preferred_language, v.gender, v.email, v.email_verified, v.phone,"
+                               "       v.phone_verified, v.sequence,"
+                               "       (extract(epoch FROM v.created_at) * 1000000)::bigint,"
+                               "       (extract(epoch FROM v.changed_at) * 1000000)::bigint"
+                               "  FROM factord.users u LEFT JOIN factord.user_views v"
+                               "    ON v.instance_id = u.instance_id AND v.user_id = u.user_id"
+                               " WHERE u.instance_id = $1 AND u.user_id = $2",
+                               2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        return query_failed(rm, r, "user view", err);
+    if (PQntuples(r) > 0) {
+        out->found = true;
+        copy_col(out->status, sizeof out->status, r, 0, COL_STATUS);
+        copy_col(out->resource_owner, sizeof out->resource_owner, r, 0, COL_OWNER);
+        out->has_view = !PQgetisnull(r, 0, COL_STATE);
+    }
+    if (out->has_view) {
+        dom_import *h = &out->human;
+        char *const dst[] = {h->user_name, h->first_name, h->last_name, h->nick_name, h->display_name,
+                             h->preferred_language, h->gender, h->email};
+        const size_t size[] = {sizeof h->user_name, sizeof h->first_name, sizeof h->last_name,
+                               sizeof h->nick_name, sizeof h->display_name, sizeof h->preferred_language,
+                               sizeof h->gender, sizeof h->email};
+        for (int c = 0; c < 8; c++)
+            copy_col(dst[c], size[c], r, 0, COL_USER_NAME + c);
+        copy_col(out->view_owner, sizeof out->view_owner, r, 0, COL_VIEW_OWNER);
+        copy_col(out->state, sizeof out->state, r, 0, COL_STATE);
+        h->is_email_verified = PQgetvalue(r, 0, COL_EMAIL_VERIFIED)[0] == 't';
+        copy_col(h->phone, sizeof h->phone, r, 0, COL_PHONE);
+        h->is_phone_verified = PQgetvalue(r, 0, COL_PHONE_VERIFIED)[0] == 't';
+        out->sequence = strtoll(PQgetvalue(r, 0, COL_SEQUENCE), NULL, 10);
+        out->created_at_us = strtoll(PQgetvalue(r, 0, COL_CREATED), NULL, 10);
+        out->changed_at_us = strtoll(PQgetvalue(r, 0, COL_CHANGED), NULL, 10);
     }
     PQclear(r);
     return ES_OK;

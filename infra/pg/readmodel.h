@@ -1,6 +1,6 @@
 /*
  * infra/pg/readmodel.h - Queries on the read models for the
- * gateway's read calls (ListMyAuthFactors), over small connections of their
+ * gateway's read calls (ListMyAuthFactors, GetMyUser, GetMyPhone), over small connections of their
  * own: a read call must never wait behind a batch transaction.
  *
  * A connection gives up fast (3 s to connect, 2 s per statement) because
@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "domain/errors.h"
 #include "domain/command.h"
@@ -51,5 +52,24 @@ typedef struct {
  * unavailable. */
 es_result es_readmodel_auth_factors(es_readmodel *rm, const char *instance_id, const char *user_id,
                                     es_user_auth_factors *out, es_error *err) ES_WUR;
+
+/* A user for GetMyUser and GetMyPhone: whether the write side knows the
+ * user (status, organisation) and the user read model's row (has_view:
+ * false while the projector has not yet applied the user's addition). */
+typedef struct {
+    bool found;                  /* the user is in factord.users */
+    char status[16];             /* its status ("active", "locked", ...) */
+    char resource_owner[DOM_ID_MAX];
+    bool has_view;               /* a factord.user_views row: */
+    char view_owner[DOM_ID_MAX];
+    char state[24];              /* "USER_STATE_ACTIVE", ... */
+    dom_import human;            /* user name, profile, e-mail, current phone */
+    int64_t sequence, created_at_us, changed_at_us;
+} es_user_view_row;
+
+/* The user's status and read-model row (instance-scoped). ES_ETRANSIENT
+ * (err with the SQLSTATE) when the query failed. */
+es_result es_readmodel_user_view(es_readmodel *rm, const char *instance_id, const char *user_id,
+                                 es_user_view_row *out, es_error *err) ES_WUR;
 
 #endif

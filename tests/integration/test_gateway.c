@@ -542,6 +542,196 @@ Test(gateway, otp_sms_table_and_phone_calls_over_http, .timeout = 300)
     h_env_done(&e);
 }
 
+#define ME "/auth/v1/users/me"
+
+/* GET path for token until the answer's status is not 404 (the projector
+ * has not yet shown the user) or 30 s have passed. */
+static void get_shown(CURL *c, int port, const char *path, const char *token, resp *r)
+{
+    int64_t end = es_clock_mono_ms() + 30000;
+    for (;;) {
+        http(c, port, "GET", path, token, NULL, NULL, r);
+        if (r->status != 404 || es_clock_mono_ms() > end)
+            return;
+        resp_free(r);
+        es_sleep_ms(100);
+    }
+}
+
+/* The answer's JSON, and the string at a path of object keys in it. */
+static const char *jstr(json_t *j, const char *a, const char *b, const char *c)
+{
+    json_t *v = json_object_get(j, a);
+    if (b)
+        v = json_object_get(v, b);
+    if (c)
+        v = json_object_get(v, c);
+    return json_string_value(v);
+}
+
+Test(gateway, get_my_user_get_my_phone_and_resend_from_the_read_model, .timeout = 300)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    h_env e;
+    h_env_init(&e, "gwuser");
+    keyring k;
+    keyring_init(&k, &e);
+    pid_t proc = h_spawn(&e, "process", NULL), relay = h_spawn(&e, "relay", NULL), proj = h_spawn(&e, "project", NULL);
+    send_cmd(&e, "ImportHumanUser", "u-view", h_import_payload("viewed", "+41 79 123 45 67", true));
+    send_cmd(&e, "ImportHumanUser", "u-plain", h_import_payload("plain", NULL, false));
+    wait_decided(&e, 2);
+    gateway g = {0};
+    gateway_start(&g, &e, &k, NULL, NULL);
+    CURL *c = curl_easy_init();
+    resp r;
+    char *view = token_for(&k, "u-view", OWNER), *plain = token_for(&k, "u-plain", OWNER);
+
+    /* GetMyUser: the import as ZITADEL's user shape; details are those of
+     * the phone's verification, the last event that changed the view. */
+    get_shown(c, g.port, ME, view, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    json_t *j = json_loads(r.body, 0, NULL);
+    cr_assert_not_null(j, "%s", r.body);
+    cr_assert_str_eq(jstr(j, "user", "id", NULL), "u-view");
+    cr_assert_str_eq(jstr(j, "user", "state", NULL), "USER_STATE_ACTIVE");
+    cr_assert_str_eq(jstr(j, "user", "userName", NULL), "viewed");
+    cr_assert_str_eq(jstr(j, "user", "preferredLoginName", NULL), "viewed");
+    cr_assert_str_eq(jstr(j, "user", "details", "sequence"), "2");
+    cr_assert_str_eq(jstr(j, "user", "details", "resourceOwner"), OWNER);
+    json_t *human = json_object_get(json_object_get(j, "user"), "human");
+    cr_assert_str_eq(jstr(human, "profile", "firstName", NULL), "Ada");
+    cr_assert_str_eq(jstr(human, "profile", "lastName", NULL), "Lovelace");
+    cr_assert_str_eq(jstr(human, "email", "email", NULL), "ada@example.com");
+    cr_assert_null(json_object_get(json_object_get(human, "email"), "isEmailVerified"), "false is left out");
+    cr_assert_str_eq(jstr(human, "phone", "phone", NULL), "+41791234567");
+    cr_assert(json_is_true(json_object_get(json_object_get(human, "phone"), "isPhoneVerified")));
+    json_decref(j);
+    resp_free(&r);
+
+    /* GetMyPhone without a phone: the details and an empty Phone. */
+    get_shown(c, g.port, PHONE, plain, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    j = json_loads(r.body, 0, NULL);
+    cr_assert_not_null(j, "%s", r.body);
+    cr_assert_str_eq(jstr(j, "details", "sequence", NULL), "1");
+    cr_assert_eq(json_object_size(json_object_get(j, "phone")), 0, "%s", r.body);
+    json_decref(j);
+    resp_free(&r);
+
+    /* SetMyPhone, then GetMyPhone reads its own write: the new number,
+     * not verified; its code event does not change the view. */
+    http(c, g.port, "PUT", PHONE, plain, "{\"phone\":\"+41 79 000 00 02\"}", NULL, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    resp_free(&r);
+    http(c, g.port, "GET", PHONE, plain, NULL, NULL, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    j = json_loads(r.body, 0, NULL);
+    cr_assert_str_eq(jstr(j, "phone", "phone", NULL), "+41790000002", "%s", r.body);
+    cr_assert_null(json_object_get(json_object_get(j, "phone"), "isPhoneVerified"), "%s", r.body);
+    cr_assert_str_eq(jstr(j, "details", "sequence", NULL), "2", "%s", r.body);
+    json_decref(j);
+    resp_free(&r);
+
+    /* ResendMyPhoneVerification: a second code; the first no longer works. */
+    const char *pp[] = {e.instance};
+    const char *codes_sql = "SELECT count(*) FROM factord.events WHERE instance_id = $1 AND aggregate_id = "
+                            "'u-plain' AND type = 'user.human.phone.code.added'";
+    cr_assert_eq(h_sql_long(&e, codes_sql, 1, pp), 1);
+    char first[32], second[32], vbody[96];
+    phone_code(&e, "u-plain", first, sizeof first);
+    http(c, g.port, "POST", PHONE "/_resend_verification", plain, "{}", NULL, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    cr_assert(strstr(r.body, "\"details\""), "%s", r.body);
+    cr_assert_null(strstr(r.body, "verificationCode"), "no code through the gateway: %s", r.body);
+    resp_free(&r);
+    cr_assert_eq(h_sql_long(&e, codes_sql, 1, pp), 2);
+    phone_code(&e, "u-plain", second, sizeof second);
+    if (strcmp(first, second) != 0) {
+        snprintf(vbody, sizeof vbody, "{\"code\":\"%s\"}", first);
+        http(c, g.port, "POST", PHONE "/_verify", plain, vbody, NULL, &r);
+        expect(&r, 400, BODY_SM0CS, "the replaced code");
+        resp_free(&r);
+    }
+    snprintf(vbody, sizeof vbody, "{\"code\":\"%s\"}", second);
+    http(c, g.port, "POST", PHONE "/_verify", plain, vbody, NULL, &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    resp_free(&r);
+    http(c, g.port, "GET", PHONE, plain, NULL, NULL, &r);
+    cr_assert(strstr(r.body, "\"isPhoneVerified\":true"), "verified: %s", r.body);
+    resp_free(&r);
+    /* Nothing left to verify: ZITADEL's error, no code. */
+    http(c, g.port, "POST", PHONE "/_resend_verification", plain, NULL, NULL, &r);
+    cr_assert_eq(r.status, 400, "%s", r.body);
+    cr_assert(strstr(r.body, "COMMAND-2M9sf"), "%s", r.body);
+    resp_free(&r);
+    cr_assert_eq(h_sql_long(&e, codes_sql, 1, pp), 2);
+
+    /* Who may not see a user: unknown, another organisation, locked. */
+    char *unknown = token_for(&k, "u-never", OWNER), *other_org = token_for(&k, "u-view", "org-2");
+    http(c, g.port, "GET", ME, unknown, NULL, NULL, &r);
+    expect(&r, 401, BODY_TOKEN, "unknown user");
+    resp_free(&r);
+    http(c, g.port, "GET", PHONE, other_org, NULL, NULL, &r);
+    expect(&r, 401, BODY_TOKEN, "another organisation");
+    resp_free(&r);
+    http(c, g.port, "POST", ME, view, "{}", NULL, &r);
+    cr_assert_eq(r.status, 405, "%s", r.body);
+    cr_assert_str_eq(r.allow, "GET");
+    resp_free(&r);
+    long decided = h_sql_long(&e, "SELECT count(*) FROM factord.commands WHERE instance_id = $1", 1, pp);
+    send_cmd(&e, "LockUser", "u-view", NULL);
+    wait_decided(&e, decided + 1);
+    http(c, g.port, "GET", ME, view, NULL, NULL, &r);
+    expect(&r, 401, BODY_TOKEN, "locked user");
+    resp_free(&r);
+    /* The read model follows the lock too. */
+    const char *uv[] = {e.instance};
+    int64_t end = es_clock_mono_ms() + 30000;
+    while (h_sql_long(&e, "SELECT count(*) FROM factord.user_views WHERE instance_id = $1 AND user_id = 'u-view' "
+                          "AND state = 'USER_STATE_LOCKED' AND sequence = 3", 1, uv) != 1 &&
+           es_clock_mono_ms() < end)
+        es_sleep_ms(100);
+    cr_assert_eq(h_sql_long(&e, "SELECT count(*) FROM factord.user_views WHERE instance_id = $1 AND user_id = "
+                                "'u-view' AND state = 'USER_STATE_LOCKED' AND sequence = 3", 1, uv), 1);
+
+    /* Migration 0014 fills the view of existing users from the write side
+     * and the log: it must give the rows the projector folded. */
+    const char *rows_sql = "SELECT string_agg(v::text, E'\\n' ORDER BY user_id) FROM factord.user_views v "
+                           "WHERE instance_id = $1";
+    char *projected = sql_text(&e, rows_sql, 1, uv);
+    cr_assert_not_null(projected);
+    cr_assert(strstr(projected, "plain") && strstr(projected, "viewed"), "%s", projected);
+    const char *migration = h_data("../../migrations/0014_create_user_views.sql");
+    const char *fill = strstr(migration, "INSERT INTO factord.user_views");
+    cr_assert_not_null(fill);
+    PGconn *pg = PQconnectdb(e.db_url);
+    cr_assert_eq(PQstatus(pg), CONNECTION_OK);
+    PGresult *pr = PQexecParams(pg, "DELETE FROM factord.user_views WHERE instance_id = $1", 1, NULL, uv, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(pr), PGRES_COMMAND_OK, "%s", PQerrorMessage(pg));
+    PQclear(pr);
+    pr = PQexec(pg, fill);
+    cr_assert_eq(PQresultStatus(pr), PGRES_COMMAND_OK, "%s", PQerrorMessage(pg));
+    PQclear(pr);
+    PQfinish(pg);
+    char *filled = sql_text(&e, rows_sql, 1, uv);
+    cr_assert_not_null(filled);
+    cr_assert_str_eq(filled, projected);
+    free(filled);
+    free(projected);
+
+    curl_easy_cleanup(c);
+    free(view);
+    free(plain);
+    free(unknown);
+    free(other_org);
+    cr_assert_eq(h_stop(g.pid, false), 0);
+    h_stop(proj, false);
+    h_stop(relay, false);
+    h_stop(proc, false);
+    keyring_done(&k);
+    h_env_done(&e);
+}
+
 Test(gateway, bad_tokens_get_401_and_send_nothing, .timeout = 180)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
