@@ -300,7 +300,20 @@ es_result es_projsql_load_sequences(es_projsql *q, es_store *st, es_projsql_seq_
     return rc;
 }
 
-static void copy_text(char *dst, size_t size, const char *src) { snprintf(dst, size, "%s", src); }
+void es_projsql_read_human(const PGresult *res, int row, int col, dom_import *h)
+{
+    char *const dst[] = {h->user_name, h->first_name, h->last_name, h->nick_name, h->display_name,
+                         h->preferred_language, h->gender, h->email};
+    const size_t size[] = {sizeof h->user_name, sizeof h->first_name, sizeof h->last_name,
+                           sizeof h->nick_name, sizeof h->display_name, sizeof h->preferred_language,
+                           sizeof h->gender, sizeof h->email};
+    int c = 0;
+    for (; c < 8; c++)
+        snprintf(dst[c], size[c], "%s", PQgetvalue(res, row, col + c));
+    h->is_email_verified = PQgetvalue(res, row, col + c++)[0] == 't';
+    snprintf(h->phone, sizeof h->phone, "%s", PQgetvalue(res, row, col + c++));
+    h->is_phone_verified = PQgetvalue(res, row, col + c)[0] == 't';
+}
 
 es_result es_projsql_load_views(es_projsql *q, es_store *st, es_projsql_view_fn row, void *arg, es_error *err)
 {
@@ -310,16 +323,7 @@ es_result es_projsql_load_views(es_projsql *q, es_store *st, es_projsql_view_fn 
     if (rc == ES_OK && res && !h)
         abort();
     for (int r = 0; rc == ES_OK && res && r < PQntuples(res); r++) {
-        char *const dst[] = {h->user_name, h->first_name, h->last_name, h->nick_name, h->display_name,
-                             h->preferred_language, h->gender, h->email};
-        const size_t size[] = {sizeof h->user_name, sizeof h->first_name, sizeof h->last_name,
-                               sizeof h->nick_name, sizeof h->display_name, sizeof h->preferred_language,
-                               sizeof h->gender, sizeof h->email};
-        for (int c = 0; c < 8; c++)
-            copy_text(dst[c], size[c], PQgetvalue(res, r, 4 + c));
-        h->is_email_verified = PQgetvalue(res, r, 12)[0] == 't';
-        copy_text(h->phone, sizeof h->phone, PQgetvalue(res, r, 13));
-        h->is_phone_verified = PQgetvalue(res, r, 14)[0] == 't';
+        es_projsql_read_human(res, r, 4, h);
         es_projsql_view v = {.instance_id = PQgetvalue(res, r, 0),
                              .user_id = PQgetvalue(res, r, 1),
                              .resource_owner = PQgetvalue(res, r, 2),

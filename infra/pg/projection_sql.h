@@ -94,6 +94,13 @@ typedef es_result (*es_projsql_seq_fn)(void *arg, const char *instance_id, const
                                        int64_t sequence, es_error *err);
 es_result es_projsql_load_sequences(es_projsql *q, es_store *st, es_projsql_seq_fn row, void *arg,
                                     es_error *err) ES_WUR;
+/* The user-view columns user_name, first_name, last_name, nick_name,
+ * display_name, preferred_language, gender, email, email_verified, phone,
+ * phone_verified (11 columns from col, in this order) of a result's row
+ * into *h. */
+struct pg_result;
+void es_projsql_read_human(const struct pg_result *res, int row, int col, dom_import *h);
+
 /* Run ES_PROJSQL_LOAD_VIEWS inside the caller's transaction: row(arg, v,
  * err) for each stored row of the keys (v borrowed for the call); its
  * first error ends the run with that result. */

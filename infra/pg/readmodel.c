@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infra/pg/projection_sql.h"
+
 
 struct es_readmodel {
     PGconn *conn;
@@ -120,9 +122,9 @@ es_result es_readmodel_user_view(es_readmodel *rm, const char *instance_id, cons
                                  es_user_view_row *out, es_error *err)
 {
     enum {
-        COL_STATUS, COL_OWNER, COL_VIEW_OWNER, COL_STATE, COL_USER_NAME, /* then the profile and e-mail */
-        COL_EMAIL_VERIFIED = COL_USER_NAME + 8, COL_PHONE, COL_PHONE_VERIFIED, COL_SEQUENCE, COL_CREATED,
-        COL_CHANGED
+        COL_STATUS, COL_OWNER, COL_VIEW_OWNER, COL_STATE,
+        COL_USER_NAME, /* the 11 columns es_projsql_read_human reads */
+        COL_SEQUENCE = COL_USER_NAME + 11, COL_CREATED, COL_CHANGED
     };
     memset(out, 0, sizeof *out);
     const char *params[] = {instance_id, user_id};
@@ -148,19 +150,9 @@ es_result es_readmodel_user_view(es_readmodel *rm, const char *instance_id, cons
         out->has_view = !PQgetisnull(r, 0, COL_STATE);
     }
     if (out->has_view) {
-        dom_import *h = &out->human;
-        char *const dst[] = {h->user_name, h->first_name, h->last_name, h->nick_name, h->display_name,
-                             h->preferred_language, h->gender, h->email};
-        const size_t size[] = {sizeof h->user_name, sizeof h->first_name, sizeof h->last_name,
-                               sizeof h->nick_name, sizeof h->display_name, sizeof h->preferred_language,
-                               sizeof h->gender, sizeof h->email};
-        for (int c = 0; c < 8; c++)
-            copy_col(dst[c], size[c], r, 0, COL_USER_NAME + c);
+        es_projsql_read_human(r, 0, COL_USER_NAME, &out->human);
         copy_col(out->view_owner, sizeof out->view_owner, r, 0, COL_VIEW_OWNER);
         copy_col(out->state, sizeof out->state, r, 0, COL_STATE);
-        h->is_email_verified = PQgetvalue(r, 0, COL_EMAIL_VERIFIED)[0] == 't';
-        copy_col(h->phone, sizeof h->phone, r, 0, COL_PHONE);
-        h->is_phone_verified = PQgetvalue(r, 0, COL_PHONE_VERIFIED)[0] == 't';
         out->sequence = strtoll(PQgetvalue(r, 0, COL_SEQUENCE), NULL, 10);
         out->created_at_us = strtoll(PQgetvalue(r, 0, COL_CREATED), NULL, 10);
         out->changed_at_us = strtoll(PQgetvalue(r, 0, COL_CHANGED), NULL, 10);
