@@ -45,13 +45,6 @@ typedef struct {
     size_t k0, k1;                     /* its events: order[k0..k1) */
 } user_seq;
 
-/* A user whose batch touches the user read model, in user order. */
-typedef struct {
-    size_t user;                       /* index into users */
-    bool exists;                       /* the row, before and after the fold */
-    bool changed;
-    proj_user_view v;
-} view_slot;
 
 typedef struct {
     char id[DOM_UUID_LEN + 1];
@@ -68,7 +61,8 @@ struct es_projector {
     user_seq *users; size_t users_cap;
     proj_af_change *changes; size_t changes_cap;
     proj_af_net *nets; size_t nets_cap;
-    view_slot *views; size_t views_cap;
+    es_view_user *vusers; size_t vusers_cap;
+    es_view_writer *views;
     reply_topic *topics; size_t topics_cap;
     size_t n_topics;
     es_reply *replies; size_t replies_cap;
@@ -99,6 +93,7 @@ es_projector *es_projector_new(es_store *st, const es_projector_opts *opts)
     p->st = st;
     p->o = *opts;
     p->q = es_projsql_new(PROJ_AUTH_FACTORS);
+    p->views = es_view_writer_new();
     if (p->o.max_conflict_retries <= 0)
         p->o.max_conflict_retries = 20;
     return p;
@@ -113,7 +108,8 @@ void es_projector_free(es_projector *p)
     free(p->users);
     free(p->changes);
     free(p->nets);
-    free(p->views);
+    free(p->vusers);
+    es_view_writer_free(p->views);
     free(p->topics);
     free(p->replies);
     es_projsql_free(p->q);
@@ -353,6 +349,36 @@ static es_result found_seq(void *arg, const char *instance_id, const char *user_
     return ES_OK;
 }
 
+/* --- the user read model ------------------------------------------------------ */
+
+/* A user whose events touch the user read model, in user order. */
+typedef struct {
+    size_t user;                       /* index into the caller's users */
+    bool exists;                       /* the row, before and after the fold */
+    bool changed;
+    proj_user_view v;
+} view_slot;
+
+struct es_view_writer {
+    view_slot *slots; size_t slots_cap;
+};
+
+es_view_writer *es_view_writer_new(void)
+{
+    es_view_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        abort();
+    return w;
+}
+
+void es_view_writer_free(es_view_writer *w)
+{
+    if (!w)
+        return;
+    free(w->slots);
+    free(w);
+}
+
 typedef struct {
     view_slot *slots;
     size_t n;
@@ -386,53 +412,51 @@ static es_result found_view(void *arg, const es_projsql_view *row, es_error *err
     return ES_OK;
 }
 
-/* The user read model (projections/user_views.h): for each user whose
- * applied events touch it, the stored row when the first such event
- * changes only part of it (one load for the batch), the events folded in,
- * and each changed row deleted or written whole. Users whose events do not
- * touch it (the factor and code events) cost nothing here. */
-static es_result write_views(es_projector *p, const dom_evt *evts, size_t n_users, es_error *err)
+/* Users whose events do not touch the view (the factor and code events)
+ * cost nothing here. */
+es_result es_view_writer_write(es_view_writer *w, es_projsql *q, es_store *st, const dom_evt *evts,
+                               const size_t *order, const es_view_user *users, size_t n_users, es_error *err)
 {
     size_t n_slots = 0, n_load = 0;
     for (size_t u = 0; u < n_users; u++) {
-        const user_seq *us = &p->users[u];
-        for (size_t k = us->k0; k < us->k1; k++) {
-            const dom_evt *e = &evts[p->order[k]];
-            if (e->sequence <= us->applied || !proj_user_view_touches(e->type))
+        const es_view_user *vu = &users[u];
+        for (size_t k = vu->k0; k < vu->k1; k++) {
+            const dom_evt *e = &evts[order[k]];
+            if (e->sequence <= vu->applied || !proj_user_view_touches(e->type))
                 continue;
-            GROW(p, views, n_slots + 1);
-            view_slot *s = &p->views[n_slots++];
+            GROW(w, slots, n_slots + 1);
+            view_slot *s = &w->slots[n_slots++];
             memset(s, 0, sizeof *s);
             s->user = u;
-            snprintf(s->v.instance_id, sizeof s->v.instance_id, "%s", us->instance_id);
-            snprintf(s->v.user_id, sizeof s->v.user_id, "%s", us->user_id);
+            snprintf(s->v.instance_id, sizeof s->v.instance_id, "%s", vu->instance_id);
+            snprintf(s->v.user_id, sizeof s->v.user_id, "%s", vu->user_id);
             if (proj_user_view_needs_row(e->type)) {
                 if (!n_load++)
-                    es_projsql_begin(p->q, ES_PROJSQL_LOAD_VIEWS);
-                es_projsql_add_key(p->q, us->instance_id, us->user_id);
+                    es_projsql_begin(q, ES_PROJSQL_LOAD_VIEWS);
+                es_projsql_add_key(q, vu->instance_id, vu->user_id);
             }
             break;
         }
     }
     if (n_load) {
-        loaded_views l = {.slots = p->views, .n = n_slots};
-        es_result rc = es_projsql_load_views(p->q, p->st, found_view, &l, err);
+        loaded_views l = {.slots = w->slots, .n = n_slots};
+        es_result rc = es_projsql_load_views(q, st, found_view, &l, err);
         if (rc != ES_OK)
             return rc;
     }
     for (size_t i = 0; i < n_slots; i++) {
-        view_slot *s = &p->views[i];
-        const user_seq *us = &p->users[s->user];
-        for (size_t k = us->k0; k < us->k1; k++) {
-            const dom_evt *e = &evts[p->order[k]];
-            if (e->sequence > us->applied)
+        view_slot *s = &w->slots[i];
+        const es_view_user *vu = &users[s->user];
+        for (size_t k = vu->k0; k < vu->k1; k++) {
+            const dom_evt *e = &evts[order[k]];
+            if (e->sequence > vu->applied)
                 s->changed |= proj_user_view_apply(&s->v, &s->exists, e);
         }
     }
     for (int put = 0; put <= 1; put++) {
-        es_projsql_begin(p->q, put ? ES_PROJSQL_PUT_VIEWS : ES_PROJSQL_DELETE_VIEWS);
+        es_projsql_begin(q, put ? ES_PROJSQL_PUT_VIEWS : ES_PROJSQL_DELETE_VIEWS);
         for (size_t i = 0; i < n_slots; i++) {
-            const view_slot *s = &p->views[i];
+            const view_slot *s = &w->slots[i];
             if (!s->changed || s->exists != (bool)put)
                 continue;
             if (put) {
@@ -444,16 +468,18 @@ static es_result write_views(es_projector *p, const dom_evt *evts, size_t n_user
                                        .sequence = s->v.sequence,
                                        .created_at_us = s->v.created_at_us,
                                        .changed_at_us = s->v.changed_at_us};
-                es_projsql_add_view(p->q, &row);
+                es_projsql_add_view(q, &row);
             } else
-                es_projsql_add_key(p->q, s->v.instance_id, s->v.user_id);
+                es_projsql_add_key(q, s->v.instance_id, s->v.user_id);
         }
-        es_result rc = es_projsql_write(p->q, p->st, err);
+        es_result rc = es_projsql_write(q, st, err);
         if (rc != ES_OK)
             return rc;
     }
     return ES_OK;
 }
+
+/* --- one attempt, continued --------------------------------------------------- */
 
 static es_result attempt(es_projector *p, const dom_evt *evts, const char *const *reply_to, const size_t *idx,
                          size_t n, es_project_stats *stats, es_error *err)
@@ -564,7 +590,13 @@ static es_result attempt(es_projector *p, const dom_evt *evts, const char *const
     if (rc != ES_OK)
         goto fail;
 
-    rc = write_views(p, evts, n_users, err);
+    GROW(p, vusers, n_users);
+    for (size_t u = 0; u < n_users; u++) {
+        const user_seq *us = &p->users[u];
+        p->vusers[u] = (es_view_user){.instance_id = us->instance_id, .user_id = us->user_id,
+                                      .applied = us->applied, .k0 = us->k0, .k1 = us->k1};
+    }
+    rc = es_view_writer_write(p->views, p->q, p->st, evts, p->order, p->vusers, n_users, err);
     if (rc != ES_OK)
         goto fail;
 

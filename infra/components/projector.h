@@ -96,6 +96,29 @@ es_result es_auth_factors_list(es_store *st, const char *instance_id, const char
  * auth-factor model (the projector, rebuild). */
 es_projsql_factor es_projector_factor_row(const proj_auth_factor *f);
 
+/* The user read model (projections/user_views.h), for every writer of it
+ * (the projector, rebuild): one user's events of a batch, evts[order[k]]
+ * for k in [k0, k1) with a sequence above applied. */
+typedef struct {
+    const char *instance_id, *user_id; /* borrowed */
+    int64_t applied;
+    size_t k0, k1;
+} es_view_user;
+
+/* Buffers kept between batches; one thread. */
+typedef struct es_view_writer es_view_writer;
+es_view_writer *es_view_writer_new(void);
+void es_view_writer_free(es_view_writer *w); /* NULL-safe */
+
+/* For the users (in (instance, user) strcmp order) whose events touch
+ * the view: load the stored rows that the first such event changes only
+ * part of (one statement), fold the events in, and delete or write each
+ * changed row whole, through q's user-view statements (its table:
+ * es_projsql_use_views_table), inside the caller's transaction or not. */
+es_result es_view_writer_write(es_view_writer *w, es_projsql *q, es_store *st, const dom_evt *evts,
+                               const size_t *order, const es_view_user *users, size_t n_users,
+                               es_error *err) ES_WUR;
+
 /* The success reply value for a command whose last event is last:
  * {"commandId":"<id>","httpStatus":200,"body":<dom_success_body(last, code)>},
  * built exactly as the processor builds a repeated reply from the stored

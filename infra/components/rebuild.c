@@ -66,6 +66,9 @@ typedef struct {
     proj_af_net *nets;
     es_rbsql_seq *seqs;    /* the page's users' last sequences (auth-factors target) */
     es_rbsql_factor *rows; /* the page's net row changes (auth-factors target) */
+    es_view_user *vusers;  /* the page's users for the user read model (auth-factors target) */
+    es_projsql *vq;        /* its statements, on the shadow */
+    es_view_writer *vw;
 } rb_ctx;
 
 static void *rb_xcalloc(size_t n, size_t size)
@@ -164,7 +167,22 @@ static es_result rb_fold_auth_factors(rb_ctx *c, size_t n, es_error *err)
         const proj_af_net *net = &c->nets[i];
         c->rows[i] = (es_rbsql_factor){.del = net->del, .put = net->put, .row = es_projector_factor_row(&net->row)};
     }
-    return es_rbsql_put_factors(c->st, PROJ_AUTH_FACTORS, c->seqs, n_seqs, c->rows, n_nets, err);
+    es_result rc = es_rbsql_put_factors(c->st, PROJ_AUTH_FACTORS, c->seqs, n_seqs, c->rows, n_nets, err);
+    if (rc != ES_OK)
+        return rc;
+    /* The user read model shares the applied sequences: the same users,
+     * each with all its events of the page (pages do not overlap). */
+    size_t n_users = 0;
+    for (size_t k = 0; k < n; k++) {
+        const dom_evt *e = &c->evts[c->order[k]];
+        if (k && rb_same_user(e, &c->evts[c->order[k - 1]])) {
+            c->vusers[n_users - 1].k1 = k + 1;
+            continue;
+        }
+        c->vusers[n_users++] =
+            (es_view_user){.instance_id = e->instance_id, .user_id = e->aggregate_id, .k0 = k, .k1 = k + 1};
+    }
+    return es_view_writer_write(c->vw, c->vq, c->st, c->evts, c->order, c->vusers, n_users, err);
 }
 
 /* Fold pages until the visible end of the log; *folded = events. Between
@@ -290,6 +308,10 @@ es_result es_rebuild_run(es_store *st, const es_rebuild_opts *opts, es_rebuild_s
         c.nets = rb_xcalloc(page * PROJ_AF_MAX_CHANGES, sizeof *c.nets);
         c.seqs = rb_xcalloc(page, sizeof *c.seqs);
         c.rows = rb_xcalloc(page * PROJ_AF_MAX_CHANGES, sizeof *c.rows);
+        c.vusers = rb_xcalloc(page, sizeof *c.vusers);
+        c.vq = es_projsql_new(PROJ_AUTH_FACTORS);
+        es_projsql_use_views_table(c.vq, "user_views_rebuild");
+        c.vw = es_view_writer_new();
     }
 
     rc = rb_lock(&c, err);
@@ -377,6 +399,9 @@ out:
     free(c.changes);
     free(c.nets);
     free(c.seqs);
+    free(c.vusers);
+    es_projsql_free(c.vq);
+    es_view_writer_free(c.vw);
     free(c.rows);
     return rc;
 }

@@ -3,10 +3,10 @@
  * factord keeps serving, then swapping it in atomically.
  *
  * Two projections: the write-side user projection (factord.users, folded
- * with dom_user_apply, brief §4.9) and the auth-factor read model
- * (factord.auth_factors with its applied sequences in
- * factord.projected_sequences, folded with the projections/auth_factors
- * reducer).
+ * with dom_user_apply, brief §4.9) and the projector's read models
+ * (factord.auth_factors and factord.user_views with their applied
+ * sequences in factord.projected_sequences, folded with the
+ * projections/auth_factors and projections/user_views reducers).
  *
  * Steps (docs/operations.md, "Rebuilding projections"):
  *   1. drop any stale shadow or retired table of an earlier run (a rerun
@@ -45,7 +45,7 @@
 
 typedef enum {
     ES_REBUILD_USERS = 1,     /* "users": factord.users */
-    ES_REBUILD_AUTH_FACTORS   /* "auth-factors": factord.auth_factors + projected_sequences */
+    ES_REBUILD_AUTH_FACTORS   /* "auth-factors": factord.auth_factors, user_views + projected_sequences */
 } es_rebuild_target;
 
 /* "users" / "auth-factors" -> target; 0 for anything else. */

@@ -176,7 +176,44 @@ struct es_projsql {
     char *projection;
     es_projsql_stmt stmt;
     es_pga cols[PROJSQL_COLS_MAX]; /* the statement's columns, kept between batches */
+    /* The user-view statements on another table than factord.user_views
+     * (es_projsql_use_views_table): their SQL with its name; NULL: the
+     * defaults. */
+    char *view_sql[ES_PROJSQL_PUT_VIEWS + 1];
 };
+
+static bool is_view_stmt(es_projsql_stmt s)
+{
+    return s == ES_PROJSQL_LOAD_VIEWS || s == ES_PROJSQL_DELETE_VIEWS || s == ES_PROJSQL_PUT_VIEWS;
+}
+
+void es_projsql_use_views_table(es_projsql *q, const char *table)
+{
+    static const char live[] = "factord.user_views";
+    for (int st = ES_PROJSQL_LOAD_VIEWS; st <= ES_PROJSQL_PUT_VIEWS; st++) {
+        /* Each statement names the table once or twice; the name is one of
+         * the caller's constants (an identifier), never data. */
+        const char *tmpl = projsql_defs[st].sql;
+        size_t cap = strlen(tmpl) * 2 + 3 * strlen(table) + 1, n = 0;
+        char *out = malloc(cap);
+        if (!out)
+            abort();
+        for (const char *at = tmpl; *at;) {
+            const char *hit = strstr(at, live);
+            size_t keep = hit ? (size_t)(hit - at) : strlen(at);
+            memcpy(out + n, at, keep);
+            n += keep;
+            at += keep;
+            if (hit) {
+                n += (size_t)snprintf(out + n, cap - n, "factord.%s", table);
+                at += sizeof live - 1;
+            }
+        }
+        out[n] = '\0';
+        free(q->view_sql[st]);
+        q->view_sql[st] = out;
+    }
+}
 
 es_projsql *es_projsql_new(const char *projection)
 {
@@ -195,6 +232,8 @@ void es_projsql_free(es_projsql *q)
         return;
     for (int i = 0; i < PROJSQL_COLS_MAX; i++)
         es_pga_free(&q->cols[i]);
+    for (size_t i = 0; i < sizeof q->view_sql / sizeof q->view_sql[0]; i++)
+        free(q->view_sql[i]);
     free(q->projection);
     free(q);
 }
@@ -286,7 +325,8 @@ static es_result projsql_run(es_projsql *q, es_store *st, PGresult **res, es_err
     if (!q->cols[0].n)
         return ES_OK;
     es_pga_params(n, d->named ? fixed : NULL, q->cols, values, lengths, formats);
-    return es_store_exec_bin(st, d->what, d->sql, n, values, lengths, formats, d->want, res, err);
+    const char *sql = is_view_stmt(q->stmt) && q->view_sql[q->stmt] ? q->view_sql[q->stmt] : d->sql;
+    return es_store_exec_bin(st, d->what, sql, n, values, lengths, formats, d->want, res, err);
 }
 
 es_result es_projsql_load_sequences(es_projsql *q, es_store *st, es_projsql_seq_fn row, void *arg, es_error *err)

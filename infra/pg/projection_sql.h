@@ -69,6 +69,10 @@ typedef struct es_projsql es_projsql;
  * name; copied). Out of memory aborts. */
 es_projsql *es_projsql_new(const char *projection);
 void es_projsql_free(es_projsql *q); /* NULL-safe */
+/* Run the user-view statements on factord.<table> instead of
+ * factord.user_views (rebuild's shadow, "user_views_rebuild"); table is an
+ * identifier constant of the caller's. */
+void es_projsql_use_views_table(es_projsql *q, const char *table);
 
 /* Empty the rows and start statement s. */
 void es_projsql_begin(es_projsql *q, es_projsql_stmt s);

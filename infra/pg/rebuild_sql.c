@@ -31,10 +31,12 @@ typedef struct {
 } rbsql_table;
 
 static const rbsql_table rbsql_users[] = {{"users", "users_rebuild", "users_retired"}};
-/* Lock order: the projector locks projected_sequences rows first. */
+/* Lock order: the projector locks projected_sequences rows first, then
+ * writes auth_factors, then user_views. */
 static const rbsql_table rbsql_af[] = {
     {"projected_sequences", "projected_sequences_rebuild", "projected_sequences_retired"},
     {"auth_factors", "auth_factors_rebuild", "auth_factors_retired"},
+    {"user_views", "user_views_rebuild", "user_views_retired"},
 };
 
 static const rbsql_table *rbsql_tables_of(es_rbsql_tables t, size_t *n)
@@ -474,7 +476,8 @@ es_result es_rbsql_lock_live(es_store *st, es_rbsql_tables t, int lock_timeout_m
         rc = rbsql_exec(st, "rebuild: lock the live tables",
                         t == ES_RBSQL_USERS
                             ? "LOCK TABLE factord.users IN ACCESS EXCLUSIVE MODE"
-                            : "LOCK TABLE factord.projected_sequences, factord.auth_factors IN ACCESS EXCLUSIVE MODE",
+                            : "LOCK TABLE factord.projected_sequences, factord.auth_factors, factord.user_views"
+                              " IN ACCESS EXCLUSIVE MODE",
                         err);
     if (rc == ES_OK)
         rc = rbsql_exec(st, "rebuild: lock the position counter",

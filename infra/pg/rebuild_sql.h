@@ -36,7 +36,7 @@
 typedef enum {
     ES_RBSQL_USERS = 1,     /* factord.users */
     ES_RBSQL_AUTH_FACTORS   /* factord.projected_sequences, then factord.auth_factors
-                               (the projector's lock order) */
+                               and factord.user_views (the projector's lock order) */
 } es_rbsql_tables;
 
 /* --- the advisory lock ------------------------------------------------------ */
