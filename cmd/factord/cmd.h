@@ -62,6 +62,12 @@ bool fd_wants_help(int argc, char **argv, const char *name, bool *bad);
  * required, signals, then loop(cfg); returns the exit code. */
 int fd_component_main(int argc, char **argv, const char *name, int (*loop)(const es_config *cfg));
 
+/* The metrics endpoint when FACTORD_METRICS_ADDR is set: *out the server
+ * (NULL when unset); false after logging why it cannot listen, naming the
+ * setting (a configuration error: exit 2). es_metrics_server_stop ends it. */
+struct es_metrics_server;
+bool fd_metrics_start(const es_config *cfg, const char *component, struct es_metrics_server **out);
+
 /* PostgreSQL for a one-shot tool: one attempt (no retry), the schema at
  * min_schema or later (and present); NULL after logging why not. */
 es_store *fd_open_store(const es_config *cfg, int min_schema);

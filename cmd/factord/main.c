@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "cmd/factord/cmd.h"
+#include "infra/base/metrics.h"
+#include "infra/http/metrics_server.h"
 #include "infra/base/log.h"
 #include "infra/kafka/kafka.h"
 #include "infra/pg/store.h"
@@ -114,12 +116,31 @@ int fd_component_main(int argc, char **argv, const char *name, int (*loop)(const
     if (!fd_load_config(&cfg, name))
         return 2;
     int rc = 2;
-    if (fd_require_brokers(&cfg, name)) {
+    es_metrics_server *metrics = NULL;
+    if (fd_require_brokers(&cfg, name) && fd_metrics_start(&cfg, name, &metrics)) {
         fd_install_signals();
         rc = loop(&cfg);
     }
+    es_metrics_server_stop(metrics);
     es_config_free(&cfg);
     return rc;
+}
+
+bool fd_metrics_start(const es_config *cfg, const char *component, es_metrics_server **out)
+{
+    *out = NULL;
+    if (!cfg->metrics_addr || !cfg->metrics_addr[0])
+        return true;
+    es_error err = {0};
+    if (es_metrics_server_start(cfg->metrics_addr, component, out, &err) != ES_OK) {
+        es_err("FACTORD_METRICS_ADDR: cannot serve the metrics there", "addr", cfg->metrics_addr, "error", err.text);
+        return false;
+    }
+    es_info("serving metrics", "url_path", "/metrics", "addr", cfg->metrics_addr);
+    es_metric_set(es_metrics_gauge("factord_build_info", "factord's version; always 1",
+                                   "version=\"" FACTORD_VERSION "\""),
+                  1);
+    return true;
 }
 
 es_store *fd_open_store(const es_config *cfg, int min_schema)

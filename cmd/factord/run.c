@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "cmd/factord/cmd.h"
+#include "infra/http/metrics_server.h"
 #include "infra/base/util.h"
 #include "infra/base/backoff.h"
 #include "infra/base/clock.h"
@@ -108,6 +109,7 @@ int fd_run_main(int argc, char **argv)
         return 2;
     int exit_code = 1;
     es_kafka_mock *mock = NULL;
+    es_metrics_server *metrics = NULL;
     char path[1024];
     fd_install_signals();
 
@@ -165,6 +167,10 @@ int fd_run_main(int argc, char **argv)
     }
     if (!migrate(&cfg))
         goto out;
+    if (!fd_metrics_start(&cfg, "run", &metrics)) {
+        exit_code = 2;
+        goto out;
+    }
 
     component comps[] = {
         {.name = "process", .loop = fd_process_loop},
@@ -207,6 +213,7 @@ int fd_run_main(int argc, char **argv)
     }
     es_info("factord stopped", "exit_code", es_log_i64(exit_code));
 out:
+    es_metrics_server_stop(metrics);
     if (mock) {
         if (path_join(path, sizeof path, cfg.state_dir, "kafka.brokers"))
             unlink(path); /* the address dies with the embedded broker */

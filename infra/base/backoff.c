@@ -6,6 +6,7 @@
 
 #include "infra/base/clock.h"
 #include "infra/base/log.h"
+#include "infra/base/metrics.h"
 
 #define SLICE_MS 200
 
@@ -49,6 +50,15 @@ es_result es_retry_run(const es_retry *r, const es_stop_flag *stop, es_error *er
             return rc;
         int64_t wait = b.next_ms;
         es_warn(r->what, "error", err ? err->text : "", "retry_ms", es_log_i64(wait));
+        /* No SQLSTATE: the server was not reached (or it is not PostgreSQL's
+         * failure); "" would be an unreadable label. */
+        char labels[128];
+        es_metrics_labels(labels, sizeof labels, "component", es_log_component(), "sqlstate",
+                          err && err->sqlstate[0] ? err->sqlstate : "none", NULL);
+        es_metric_inc(es_metrics_counter("factord_retries_total",
+                                         "Work retried after a transient failure (PostgreSQL or Kafka away), by "
+                                         "component and PostgreSQL's SQLSTATE (none: no answer from the server)",
+                                         labels));
         if (!es_backoff_sleep(&b, stop)) {
             if (r->gave_up)
                 es_warn(r->gave_up);

@@ -10,6 +10,7 @@
 
 int64_t es_clock_now_us(void);   /* wall clock, microseconds since the epoch */
 int64_t es_clock_mono_ms(void);  /* monotonic milliseconds, for timeouts */
+int64_t es_clock_mono_us(void);  /* monotonic microseconds, for durations */
 void es_sleep_ms(int64_t ms);
 
 #endif

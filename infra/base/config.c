@@ -22,6 +22,8 @@ const es_cfg_entry es_config_table[] = {
      "Instance (tenant) the gateway serves when no host mapping is configured"},
     {"FACTORD_HTTP_ADDR", ES_CFG_STRING, "127.0.0.1:8080", false, 0, 0, OFF(http_addr),
      "Address the HTTP gateway listens on"},
+    {"FACTORD_METRICS_ADDR", ES_CFG_STRING, NULL, false, 0, 0, OFF(metrics_addr),
+     "Address (host:port) where a long-running component serves its Prometheus metrics at /metrics; unset: none (docs/metrics.md)"},
     {"FACTORD_STATE_DIR", ES_CFG_STRING, "./.factord", false, 0, 0, OFF(state_dir),
      "Folder for local state of `run` (embedded broker address, development keys)"},
     {"FACTORD_COMMANDS_TOPIC", ES_CFG_STRING, "factord.commands", false, 0, 0, OFF(commands_topic),

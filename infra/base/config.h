@@ -23,6 +23,7 @@ typedef struct {
     char *kafka_brokers;    /* may be NULL */
     char *instance_id;
     char *http_addr;
+    char *metrics_addr;     /* may be NULL: no metrics endpoint */
     char *state_dir;
     char *commands_topic;
     char *events_topic;

@@ -13,6 +13,7 @@
 #include "infra/base/clock.h"
 #include "infra/base/failpoint.h"
 #include "infra/base/log.h"
+#include "infra/base/metrics.h"
 #include "infra/kafka/consumer.h"
 #include "infra/kafka/kafka.h"
 #include "infra/pg/deliveries.h"
@@ -131,6 +132,18 @@ static int64_t retry_delay_ms(const es_notifier_opts *o, int attempts, int64_t r
 }
 
 /* Try (and retry) one code whose row is NONE or SENDING. */
+/* One request to the provider into the metrics (docs/metrics.md). */
+static void count_send(const char *provider, es_send_kind kind)
+{
+    const char *outcome = kind == ES_SEND_SENT ? "sent" : kind == ES_SEND_RETRY ? "retry" : "refused";
+    char labels[128];
+    es_metrics_labels(labels, sizeof labels, "provider", provider, "outcome", outcome, NULL);
+    es_metric_inc(es_metrics_counter("factord_sms_sends_total",
+                                     "Requests to the SMS provider, by provider and outcome (sent; retry: a "
+                                     "temporary failure, tried again; refused: a permanent refusal)",
+                                     labels));
+}
+
 static es_result send_code(notifier *n, const es_delivery *row, const char *to, es_error *err)
 {
     const es_notifier_opts *o = n->o;
@@ -169,6 +182,7 @@ static es_result send_code(notifier *n, const es_delivery *row, const char *to, 
         es_send_outcome out;
         memset(&out, 0, sizeof out);
         o->send(o->send_ctx, to, body, key, e, &out);
+        count_send(o->provider, out.kind);
         if (out.kind == ES_SEND_SENT) {
             /* A crash here is the one that sends again (the row says
              * sending): docs/notifier.md. */

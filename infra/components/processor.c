@@ -25,6 +25,7 @@
 #include "infra/base/clock.h"
 #include "infra/base/failpoint.h"
 #include "infra/base/log.h"
+#include "infra/base/metrics.h"
 
 typedef struct {
     bool decoded;
@@ -280,10 +281,12 @@ static es_result attempt(es_processor *p, const es_record *recs, size_t n, es_ba
             const char *old_inst = prev ? prev->instance_id : kc->instance_id;
             if (memcmp(old_hash, it->hash, 32) == 0 && strcmp(old_inst, it->cmd.instance_id) == 0) {
                 stats->replayed++;
+                stats->by_type[it->cmd.type][ES_OUTCOME_REPLAYED]++;
                 queue_reply(p, &n_outbox, it->cmd.instance_id, it->cmd.id, it->cmd.reply_to,
                             prev ? prev->http_status : kc->http_status, prev ? prev->body : kc->body);
             } else {
                 stats->rejected++;
+                stats->by_type[it->cmd.type][ES_OUTCOME_REJECTED]++;
                 json_t *b = dom_rej_body(DOM_REJ_COMMAND_ID_REUSED, NULL);
                 char *body = own(p, json_dumps(b, JSON_COMPACT));
                 json_decref(b);
@@ -375,6 +378,7 @@ static es_result attempt(es_processor *p, const es_record *recs, size_t n, es_ba
         oc->body = body;
         oc->reply_to = it->cmd.reply_to[0] ? it->cmd.reply_to : p->o.replies_topic;
         p->done[n_done++] = (decided){it->cmd.id, it->cmd.instance_id, it->hash, status, body};
+        stats->by_type[it->cmd.type][dec->accepted ? ES_OUTCOME_ACCEPTED : ES_OUTCOME_REJECTED]++;
         if (dec->accepted) {
             stats->accepted++;
         } else {
@@ -460,6 +464,39 @@ static es_result batch_reconnect(void *ctx, es_error *err)
     return es_store_reset(t->st, err);
 }
 
+/* A committed batch into the metrics (docs/metrics.md). */
+static void count_batch(const es_batch_stats *bs, size_t n, double seconds)
+{
+    static const char *const outcome_names[ES_OUTCOME__N] = {"accepted", "rejected", "replayed"};
+    static const double size_buckets[] = {1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000};
+    for (int t = 0; t < DOM_CMD__COUNT; t++)
+        for (int o = 0; o < ES_OUTCOME__N; o++) {
+            if (!bs->by_type[t][o])
+                continue;
+            char labels[160];
+            const char *name = dom_cmd_type_name((dom_cmd_type)t);
+            es_metrics_labels(labels, sizeof labels, "type", name[0] ? name : "unknown", "outcome", outcome_names[o],
+                              NULL);
+            es_metric_add(es_metrics_counter("factord_commands_total",
+                                             "Commands decided, by type and outcome (replayed: a redelivered command "
+                                             "answered from its stored outcome)",
+                                             labels),
+                          bs->by_type[t][o]);
+        }
+    es_metric_add(es_metrics_counter("factord_dead_letters_total",
+                                     "Command records that could not be decoded, copied to the dead-letter topic", ""),
+                  bs->dead);
+    es_metric_add(es_metrics_counter("factord_events_appended_total", "Events appended to the log", ""), bs->events);
+    es_metric_observe(es_metrics_histogram("factord_processor_batch_commands",
+                                           "Commands per decided batch (one transaction)", "", size_buckets,
+                                           sizeof size_buckets / sizeof size_buckets[0]),
+                      (double)n);
+    es_metric_observe(es_metrics_histogram("factord_processor_batch_duration_seconds",
+                                           "Time to decide, append and commit one batch, retries included", "",
+                                           es_metrics_seconds_buckets, es_metrics_seconds_buckets_n),
+                      seconds);
+}
+
 static void log_progress(const char *msg, const es_batch_stats *t)
 {
     es_info(msg, "accepted", es_log_i64((long long)t->accepted), "rejected", es_log_i64((long long)t->rejected),
@@ -490,6 +527,7 @@ es_result es_processor_loop(es_processor *p, es_store *st, es_consumer *c, size_
         if (!n)
             continue;
         es_batch_stats bs = {0};
+        int64_t started_us = es_clock_mono_us();
         batch_try t = {.p = p, .st = st, .recs = recs, .n = n, .bs = &bs};
         es_retry r = {.what = "PostgreSQL unavailable, retrying the batch",
                       .attempt = batch_attempt,
@@ -499,6 +537,7 @@ es_result es_processor_loop(es_processor *p, es_store *st, es_consumer *c, size_
         if (rc == ES_OK) {
             es_failpoint("process.after_commit");
             es_consumer_store_records(c, recs, n);
+            count_batch(&bs, n, (double)(es_clock_mono_us() - started_us) / 1e6);
             total->accepted += bs.accepted;
             total->rejected += bs.rejected;
             total->replayed += bs.replayed;

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "domain/command.h"
 #include "domain/errors.h"
 #include "infra/base/backoff.h"
 #include "infra/crypto/codecrypt.h"
@@ -42,8 +43,12 @@ typedef struct {
     int max_conflict_retries;   /* 0: 20 */
 } es_processor_opts;
 
+/* What became of a decoded command (its metrics' outcome label). */
+typedef enum { ES_OUTCOME_ACCEPTED, ES_OUTCOME_REJECTED, ES_OUTCOME_REPLAYED, ES_OUTCOME__N } es_outcome;
+
 typedef struct {
     size_t accepted, rejected, replayed, dead, events, attempts;
+    uint32_t by_type[DOM_CMD__COUNT][ES_OUTCOME__N]; /* decoded commands */
 } es_batch_stats;
 
 typedef struct es_processor es_processor;

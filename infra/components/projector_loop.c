@@ -40,6 +40,7 @@
 #include "infra/base/clock.h"
 #include "infra/base/failpoint.h"
 #include "infra/base/log.h"
+#include "infra/base/metrics.h"
 #include "infra/base/util.h"
 
 /* The relay's factord-reply-to header of m into topic ("" when absent or
@@ -532,6 +533,34 @@ static es_result apply_reconnect(void *ctx, es_error *err)
     return rc;
 }
 
+/* A committed batch into the metrics (docs/metrics.md): events applied
+ * and skipped, the batch's duration, and how far behind the log the read
+ * models are: the age of the newest event applied (0 when caught up and
+ * idle is not shown: an idle projector applies nothing). */
+static void count_batch(const batch *b, const es_project_stats *ps, double seconds)
+{
+    static const char help[] = "Events the projector read, by result (applied; skipped: at or below the user's "
+                               "applied sequence, a redelivery)";
+    es_metric_add(es_metrics_counter("factord_projector_events_total", help, "result=\"applied\""), ps->applied);
+    es_metric_add(es_metrics_counter("factord_projector_events_total", help, "result=\"skipped\""), ps->skipped);
+    es_metric_observe(es_metrics_histogram("factord_projector_batch_duration_seconds",
+                                           "Time to apply and commit one batch of events, retries included", "",
+                                           es_metrics_seconds_buckets, es_metrics_seconds_buckets_n),
+                      seconds);
+    int64_t newest = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->evts[i].created_at_us > newest)
+            newest = b->evts[i].created_at_us;
+    if (newest > 0) {
+        double behind = (double)(es_clock_now_us() - newest) / 1e6;
+        es_metric_set(es_metrics_gauge("factord_projector_behind_seconds",
+                                       "Age of the newest event of the last applied batch: how far the read models "
+                                       "trail the log while events flow",
+                                       ""),
+                      behind > 0 ? behind : 0);
+    }
+}
+
 static void log_totals(const char *msg, const es_project_totals *t)
 {
     es_info(msg, "applied", es_log_i64((long long)t->applied), "skipped", es_log_i64((long long)t->skipped),
@@ -594,6 +623,7 @@ es_result es_projector_loop(const es_projector_loop_opts *o, const es_stop_flag 
         const es_reply *replies = NULL;
         size_t n_replies = 0;
         es_project_stats ps = {0};
+        int64_t started_us = es_clock_mono_us();
         apply_try t = {.o = o, .sp = &sp, .b = b, .replies = &replies, .n_replies = &n_replies, .ps = &ps};
         es_retry r = {.what = "PostgreSQL unavailable, retrying the batch",
                       .attempt = apply_attempt,
@@ -612,6 +642,7 @@ es_result es_projector_loop(const es_projector_loop_opts *o, const es_stop_flag 
         /* 3. Replies after the commit, offsets after the replies: the
          * previous batch is settled first, then this one takes its place. */
         if (committed) {
+            count_batch(b, &ps, (double)(es_clock_mono_us() - started_us) / 1e6);
             es_failpoint("project.after_commit");
             if (inflight_finish(&fly, prod, o->consumer, totals, stop)) {
                 inflight_start(&fly, prod, replies, n_replies, offs, &ps);

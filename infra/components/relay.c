@@ -26,6 +26,7 @@
 #include "infra/base/clock.h"
 #include "infra/base/failpoint.h"
 #include "infra/base/log.h"
+#include "infra/base/metrics.h"
 #include "infra/pg/store.h"
 
 #define CHECKPOINT "relay"
@@ -129,6 +130,34 @@ static es_result publish_page(relay *r, size_t *n_out, es_error *err)
     return rc;
 }
 
+/* The relay's figures for the metrics (docs/metrics.md); the lag query
+ * runs at most once a second. A failed query leaves the gauges as they
+ * were: the retry loop reports the failure. */
+static void relay_metrics(relay *r, size_t n, int64_t *next_lag_ms)
+{
+    if (n)
+        es_metric_add(es_metrics_counter("factord_relay_published_total",
+                                         "Rows (events, replies, dead letters) the relay published to Kafka", ""),
+                      n);
+    es_metric_set(es_metrics_gauge("factord_relay_checkpoint_position",
+                                   "Log position up to which everything is published", ""),
+                  (double)r->checkpoint);
+    int64_t now = es_clock_mono_ms();
+    if (now < *next_lag_ms)
+        return;
+    *next_lag_ms = now + 1000;
+    int64_t rows = 0;
+    double age = 0;
+    es_error err = {0};
+    if (es_store_outbound_lag(r->st, r->checkpoint, &rows, &age, &err) != ES_OK)
+        return;
+    es_metric_set(es_metrics_gauge("factord_relay_lag_rows", "Committed rows not yet published (outbox lag)", ""),
+                  (double)rows);
+    es_metric_set(es_metrics_gauge("factord_relay_oldest_unpublished_age_seconds",
+                                   "Age of the oldest committed row not yet published; 0 when none", ""),
+                  age);
+}
+
 /* Nothing to publish: wait for a commit's notification, up to
  * FACTORD_RELAY_IDLE_MS, returning early on a notification or a stop. */
 static es_result wait_for_commit(relay *r, es_error *err)
@@ -164,7 +193,7 @@ es_result es_relay_run(const es_relay_opts *o, es_producer *prod, const es_stop_
     es_info("relay active", "checkpoint", es_log_i64(r.checkpoint), "events_topic", o->events_topic);
 
     es_backoff backoff = ES_BACKOFF_DEFAULT;
-    int64_t last_report = es_clock_mono_ms();
+    int64_t last_report = es_clock_mono_ms(), next_lag_ms = 0;
     unsigned long long reported = 0;
     while (!es_stopping(stop)) {
         size_t n = 0;
@@ -174,6 +203,8 @@ es_result es_relay_run(const es_relay_opts *o, es_producer *prod, const es_stop_
         rc = es_store_wait_notify(r.st, 0, &notified, err);
         if (rc == ES_OK)
             rc = publish_page(&r, &n, err);
+        if (rc == ES_OK)
+            relay_metrics(&r, n, &next_lag_ms);
         if (rc == ES_OK && n == 0)
             rc = wait_for_commit(&r, err);
         if (rc == ES_OK) {

@@ -18,11 +18,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "infra/base/clock.h"
 #include "infra/base/log.h"
+#include "infra/base/metrics.h"
 
 #define MAX_LOG_FIELDS 4
 #define MAX_HEADERS 4
@@ -46,7 +48,7 @@ struct es_http_req {
     char *method;
     char *path;
     char remote[64];
-    int64_t start_ms;
+    int64_t start_ms, start_us;
     char *body;
     size_t body_len, body_cap, discarded;
     bool too_large;
@@ -234,7 +236,11 @@ static enum MHD_Result queue(es_http_req *r)
     r->resp = NULL; /* MHD frees it with the response */
     if (!resp)
         return MHD_NO;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    bool typed = false; /* a caller's Content-Type replaces the JSON one */
+    for (int i = 0; i < r->nhdr; i++)
+        typed |= strcasecmp(r->hdr_n[i], MHD_HTTP_HEADER_CONTENT_TYPE) == 0;
+    if (!typed)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     for (int i = 0; i < r->nhdr; i++)
         MHD_add_response_header(resp, r->hdr_n[i], r->hdr_v[i]);
@@ -292,6 +298,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         if (!r->method || !r->path)
             abort();
         r->start_ms = es_clock_mono_ms();
+        r->start_us = es_clock_mono_us();
         remote_of(c, r->remote, sizeof r->remote);
         *con_cls = r;
         pthread_mutex_lock(&h->mu);
@@ -361,6 +368,25 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     return MHD_YES;
 }
 
+/* The request's duration into the metrics (docs/metrics.md), by server,
+ * method and status: no path, whose values a client chooses. */
+static void count_request(const es_http *h, const es_http_req *r, bool completed)
+{
+    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "DELETE"};
+    const char *method = "other";
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if (r->method && strcmp(r->method, methods[i]) == 0)
+            method = methods[i];
+    char code[8], labels[160];
+    snprintf(code, sizeof code, "%u", r->resp_ready && completed ? r->status : 0);
+    es_metrics_labels(labels, sizeof labels, "server", h->component, "method", method, "code", code, NULL);
+    es_metric_observe(es_metrics_histogram("factord_http_request_duration_seconds",
+                                           "HTTP requests served, from the first byte to the answer written, by "
+                                           "server, method and status (0: the client left before the answer)",
+                                           labels, es_metrics_seconds_buckets, es_metrics_seconds_buckets_n),
+                      (double)(es_clock_mono_us() - r->start_us) / 1e6);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
     (void)c;
@@ -380,6 +406,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
            es_log_i64(es_clock_mono_ms() - r->start_ms), "remote", r->remote, "completed",
            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "connection closed early", k[0], v[0], k[1], v[1],
            k[2], v[2], k[3], v[3], (const char *)NULL);
+    count_request(h, r, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     pthread_mutex_lock(&h->mu);
     h->active--;
     pthread_mutex_unlock(&h->mu);

@@ -74,11 +74,13 @@ void es_http_req_set_user(es_http_req *r, void *user, void (*free_fn)(void *));
 void *es_http_req_user(const es_http_req *r);
 /* Add a field to the request's log line (copied; up to 4 fields). */
 void es_http_req_log(es_http_req *r, const char *key, const char *value);
-/* Add a response header (copied; up to 4), before es_http_respond. */
+/* Add a response header (copied; up to 4), before es_http_respond. A
+ * Content-Type given here replaces the default application/json. */
 void es_http_req_add_header(es_http_req *r, const char *name, const char *value);
 
-/* Answer with status and a JSON body (malloc'd; ownership passes, even on
- * a second call, which is ignored). Callable from any thread. */
+/* Answer with status and a body (JSON unless a Content-Type was added;
+ * malloc'd; ownership passes, even on a second call, which is ignored).
+ * Callable from any thread. */
 void es_http_respond(es_http_req *r, unsigned status, char *body, size_t len);
 
 /* --- detached requests (fuzzing and tests: no socket, no MHD) ----------- */

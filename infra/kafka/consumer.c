@@ -6,9 +6,11 @@
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "infra/base/clock.h"
 #include "infra/base/log.h"
+#include "infra/base/metrics.h"
 #include "infra/kafka/kafka.h"
 
 /* What es_consumer_next keeps between calls: the batch's linger deadline
@@ -26,10 +28,61 @@ typedef struct es_consumer_poll {
     unsigned long long wakeups; /* queries sent, for the stop log line */
 } es_consumer_poll;
 
+#define LAG_EXPORT_MS 1000
+#define LAG_MAX_PARTITIONS 256
+
 struct es_consumer {
     rd_kafka_t *rk;
     es_consumer_poll cp;
+    char *group;
+    int64_t next_lag_ms;
+    es_metric *lag[LAG_MAX_PARTITIONS]; /* the gauges of the last export */
+    size_t n_lag;
 };
+
+/* The group's lag per assigned partition, as kafka_exporter names it
+ * (kafka_consumergroup_lag{consumergroup,topic,partition}): the high
+ * watermark librdkafka cached from its last fetch minus the consumer's
+ * position. Local calls only, no request to a broker. Partitions this
+ * consumer no longer has are hidden, not left at their last value. */
+static void export_lag(es_consumer *c)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(c->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || !parts)
+        return;
+    es_metric *now[LAG_MAX_PARTITIONS];
+    size_t n_now = 0;
+    if (parts->cnt > 0 && rd_kafka_position(c->rk, parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < parts->cnt && n_now < LAG_MAX_PARTITIONS; i++) {
+            const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+            int64_t lo = -1, hi = -1;
+            if (tp->offset < 0 ||
+                rd_kafka_get_watermark_offsets(c->rk, tp->topic, tp->partition, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+                hi < 0)
+                continue; /* nothing consumed or fetched yet: no figure */
+            char labels[400], part[16];
+            snprintf(part, sizeof part, "%d", (int)tp->partition);
+            es_metrics_labels(labels, sizeof labels, "consumergroup", c->group, "topic", tp->topic, "partition",
+                              part, NULL);
+            es_metric *m = es_metrics_gauge("kafka_consumergroup_lag",
+                                            "Records of the partition not yet consumed by this process's group member "
+                                            "(high watermark minus position)",
+                                            labels);
+            es_metric_set(m, (double)(hi > tp->offset ? hi - tp->offset : 0));
+            now[n_now++] = m;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    for (size_t i = 0; i < c->n_lag; i++) {
+        bool kept = false;
+        for (size_t j = 0; j < n_now && !kept; j++)
+            kept = now[j] == c->lag[i];
+        if (!kept)
+            es_metric_unset(c->lag[i]);
+    }
+    memcpy(c->lag, now, n_now * sizeof *now);
+    c->n_lag = n_now;
+}
 
 /*
  * Waking librdkafka 2.0.2's fetcher.
@@ -170,6 +223,10 @@ es_kafka_msg *es_consumer_next(es_consumer *c, size_t got, int64_t linger_ms, es
         int64_t now = es_clock_mono_ms();
         if (now >= cp->next_check_ms)
             wake_fetcher(rk, cp, now);
+        if (now >= c->next_lag_ms) {
+            c->next_lag_ms = now + LAG_EXPORT_MS;
+            export_lag(c);
+        }
         int wait = 200;
         if (got) {
             int64_t left = cp->deadline - es_clock_mono_ms();
@@ -261,6 +318,9 @@ es_result es_consumer_new(const char *brokers, const es_consumer_opts *o, const 
     if (!c)
         abort();
     c->rk = rk;
+    c->group = strdup(o->group);
+    if (!c->group)
+        abort();
     *out = c;
     return ES_OK;
 }
@@ -271,6 +331,9 @@ void es_consumer_free(es_consumer *c)
         return;
     rd_kafka_consumer_close(c->rk); /* commits the stored offsets, leaves the group */
     rd_kafka_destroy(c->rk);
+    for (size_t i = 0; i < c->n_lag; i++)
+        es_metric_unset(c->lag[i]);
+    free(c->group);
     free(c);
 }
 

@@ -70,6 +70,7 @@ typedef enum {
     Q_CHECKPOINT_SET,
     Q_TRY_LOCK,
     Q_HEAD,
+    Q_OUTBOUND_LAG,
     Q_RECORD_MIGRATION,
     Q__COUNT
 } store_q;
@@ -228,6 +229,16 @@ static const store_stmt store_stmts[Q__COUNT] = {
     [Q_HEAD] = {"factord_head", 0,
         "SELECT greatest(coalesce((SELECT max(position) FROM factord.events), 0),"
         "                coalesce((SELECT max(position) FROM factord.outbox), 0))"},
+    /* What is still to publish after a position: rows (the positions
+     * between it and the head) and the age of the oldest, in seconds
+     * (0 when none). Each part is a probe of a position index. */
+    [Q_OUTBOUND_LAG] = {"factord_outbound_lag", 1,
+        "SELECT greatest(greatest(coalesce((SELECT max(position) FROM factord.events), 0),"
+        "                         coalesce((SELECT max(position) FROM factord.outbox), 0)) - $1::bigint, 0),"
+        "       coalesce(extract(epoch FROM clock_timestamp() - least("
+        "           (SELECT created_at FROM factord.events WHERE position > $1::bigint ORDER BY position LIMIT 1),"
+        "           (SELECT created_at FROM factord.outbox WHERE position > $1::bigint ORDER BY position LIMIT 1))),"
+        "         0)::float8"},
     [Q_RECORD_MIGRATION] = {"factord_record_migration", 2,
         "INSERT INTO factord.schema_migrations (version, name) VALUES ($1::int, $2)"},
 };
@@ -1477,6 +1488,23 @@ es_result es_store_head(es_store *st, int64_t *pos, es_error *err)
     es_result rc = store_query(st, Q_HEAD, NULL, PGRES_TUPLES_OK, &res, err);
     if (rc == ES_OK && !es_parse_i64(PQgetvalue(res, 0, 0), pos))
         rc = es_error_set(err, ES_EFATAL, "head: malformed position");
+    PQclear(res);
+    return rc;
+}
+
+es_result es_store_outbound_lag(es_store *st, int64_t after, int64_t *rows, double *oldest_age_s, es_error *err)
+{
+    PGresult *res = NULL;
+    char pos[24];
+    snprintf(pos, sizeof pos, "%lld", (long long)after);
+    const char *params[] = {pos};
+    *rows = 0;
+    *oldest_age_s = 0;
+    es_result rc = store_query(st, Q_OUTBOUND_LAG, params, PGRES_TUPLES_OK, &res, err);
+    if (rc == ES_OK && !es_parse_i64(PQgetvalue(res, 0, 0), rows))
+        rc = es_error_set(err, ES_EFATAL, "outbound lag: malformed count");
+    if (rc == ES_OK)
+        *oldest_age_s = strtod(PQgetvalue(res, 0, 1), NULL);
     PQclear(res);
     return rc;
 }

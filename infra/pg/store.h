@@ -243,6 +243,11 @@ es_result es_store_try_lock(es_store *st, const char *name, bool *got, es_error 
 
 /* Highest committed position (0 when empty). */
 es_result es_store_head(es_store *st, int64_t *pos, es_error *err) ES_WUR;
+/* What the relay has still to publish after position after: *rows
+ * positions (events and outbox rows) and the age in seconds of the oldest
+ * of them (0 when none). Across instances, as the relay publishes. */
+es_result es_store_outbound_lag(es_store *st, int64_t after, int64_t *rows, double *oldest_age_s,
+                                es_error *err) ES_WUR;
 
 /* --- waking on commits (LISTEN/NOTIFY) ----------------------------------- */
 
