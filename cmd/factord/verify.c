@@ -16,7 +16,10 @@
 #include "cmd/factord/cmd.h"
 #include "infra/components/verify.h"
 #include "infra/crypto/chain.h"
+#include "infra/base/clock.h"
 #include "infra/base/log.h"
+#include "infra/base/metrics.h"
+#include "infra/base/util.h"
 #include "infra/pg/store.h"
 
 static void print_progress(void *arg, const es_audit_progress *p)
@@ -30,7 +33,7 @@ static void print_progress(void *arg, const es_audit_progress *p)
 }
 
 /* 0 parsed, 1 help printed, 2 usage error (printed). */
-static int parse_args(int argc, char **argv, es_verify_opts *o)
+static int parse_args(int argc, char **argv, es_verify_opts *o, const char **metrics_file)
 {
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -44,8 +47,18 @@ static int parse_args(int argc, char **argv, es_verify_opts *o)
                    "factord.users against the fold of the log. Exit 0: all holds (summary on stdout);\n"
                    "1: the first bad event is printed, or the check could not run; 2: usage.\n"
                    "  --expect-head POS:HASH  the head an auditor recorded earlier (`head` line of an\n"
-                   "                          earlier run): the event at POS must still have HASH\n");
+                   "                          earlier run): the event at POS must still have HASH\n"
+                   "  --metrics-file PATH     also write the result for Prometheus (node_exporter's\n"
+                   "                          textfile collector format, replaced atomically; docs/metrics.md)\n");
             return 1;
+        }
+        if (strncmp(arg, "--metrics-file=", 15) == 0 || (strcmp(arg, "--metrics-file") == 0 && i + 1 < argc)) {
+            *metrics_file = arg[14] == '=' ? arg + 15 : argv[++i];
+            if (!**metrics_file) {
+                fprintf(stderr, "factord verify: --metrics-file: a path, please\n");
+                return 2;
+            }
+            continue;
         }
         const char *value = NULL;
         if (strncmp(arg, "--expect-head=", 14) == 0)
@@ -66,20 +79,60 @@ static int parse_args(int argc, char **argv, es_verify_opts *o)
     return 0;
 }
 
+/* The run's result for Prometheus: completed (a verdict was reached), ok,
+ * and for a clean log its size and head. False (after printing why) when
+ * the file cannot be written. */
+static bool write_metrics(const char *path, bool completed, const es_verify_report *rep, double started_s)
+{
+    es_metric_set(es_metrics_gauge("factord_verify_last_run_timestamp_seconds",
+                                   "When factord verify last ran (Unix time)", ""),
+                  started_s);
+    es_metric_set(es_metrics_gauge("factord_verify_completed",
+                                   "1 when the last factord verify reached a verdict, 0 when it could not run", ""),
+                  completed ? 1 : 0);
+    if (completed) {
+        es_metric_set(es_metrics_gauge("factord_verify_ok",
+                                       "1 when the last factord verify found the log complete and unaltered, 0 when "
+                                       "it found a bad event",
+                                       ""),
+                      rep->ok ? 1 : 0);
+        es_metric_set(es_metrics_gauge("factord_verify_duration_seconds", "How long the last factord verify took",
+                                       ""),
+                      rep->seconds);
+    }
+    if (completed && rep->ok) {
+        es_metric_set(es_metrics_gauge("factord_verify_events", "Events the last clean factord verify checked", ""),
+                      (double)rep->events);
+        es_metric_set(es_metrics_gauge("factord_verify_head_position",
+                                       "Log position of the chain head the last clean factord verify reached", ""),
+                      (double)rep->head_position);
+    }
+    char *text = es_metrics_render();
+    bool ok = es_write_file_atomic(path, text, strlen(text), 0644);
+    if (!ok)
+        fprintf(stderr, "factord verify: --metrics-file %s: %s\n", path, strerror(errno));
+    free(text);
+    return ok;
+}
+
 int fd_verify_main(int argc, char **argv)
 {
     es_verify_opts o = {.progress = print_progress};
-    int prc = parse_args(argc, argv, &o);
+    const char *metrics_file = NULL;
+    int prc = parse_args(argc, argv, &o, &metrics_file);
     if (prc)
         return prc == 1 ? 0 : 2;
     es_config cfg;
     if (!fd_load_config(&cfg, "verify"))
         return 2;
     int rc = 1;
+    bool completed = false;
+    double started_s = (double)es_clock_now_us() / 1e6;
     es_error err = {0};
     es_store *st = NULL;
     es_chain_key key = {0};
     es_verify_report rep;
+    memset(&rep, 0, sizeof rep);
     if (es_chain_key_load(&cfg, true, &key, &err) != ES_OK) {
         fprintf(stderr, "factord verify: %s\n", err.text);
         rc = 2;
@@ -94,6 +147,7 @@ int fd_verify_main(int argc, char **argv)
                 err.sqlstate);
         goto out;
     }
+    completed = true;
     char hex[2 * ES_CHAIN_HASH_LEN + 1];
     es_chain_hex(rep.head_hash, sizeof rep.head_hash, hex);
     if (!rep.ok) {
@@ -116,6 +170,9 @@ int fd_verify_main(int argc, char **argv)
     rc = 0;
 out:
     if (fflush(stdout) != 0 && rc == 0)
+        rc = 1;
+    /* A usage or key error (2) is no run of the check. */
+    if (metrics_file && rc != 2 && !write_metrics(metrics_file, completed, &rep, started_s) && rc == 0)
         rc = 1;
     es_chain_key_wipe(&key);
     es_store_free(st);

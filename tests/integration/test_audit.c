@@ -639,6 +639,58 @@ Test(audit, verify_binary_reports_and_exits, .timeout = 120)
     scratch_close(&s);
 }
 
+/* The file verify writes for Prometheus (docs/metrics.md). */
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s not written", path);
+    static char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+Test(audit, verify_metrics_file, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u");
+    char path[] = "/tmp/factord-verify-metrics-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    char *out = NULL;
+    cr_assert_eq(run_factord(s.conninfo, (const char *[]){"verify", "--metrics-file", path, NULL}, &out, NULL), 0,
+                 "%s", out);
+    free(out);
+    const char *m = read_text(path);
+    cr_assert(strstr(m, "\nfactord_verify_ok 1\n"), "%s", m);
+    cr_assert(strstr(m, "\nfactord_verify_completed 1\n"), "%s", m);
+    cr_assert(strstr(m, "\nfactord_verify_events 20\n"), "%s", m);
+    cr_assert(strstr(m, "# TYPE factord_verify_last_run_timestamp_seconds gauge\n"), "%s", m);
+    /* A bad event: ok 0, and no figures of a clean run. */
+    disable_triggers(s.st);
+    itest_exec(s.st, "UPDATE factord.events SET creator = 'mallory' WHERE position = 4", 0, NULL);
+    cr_assert_eq(run_factord(s.conninfo, (const char *[]){"verify", "--metrics-file", path, NULL}, &out, NULL), 1,
+                 "%s", out);
+    free(out);
+    m = read_text(path);
+    cr_assert(strstr(m, "\nfactord_verify_ok 0\n"), "%s", m);
+    cr_assert(strstr(m, "\nfactord_verify_completed 1\n"), "%s", m);
+    cr_assert_null(strstr(m, "factord_verify_events "), "%s", m);
+    /* No PostgreSQL: no verdict. */
+    cr_assert_eq(run_factord("postgresql://factord@127.0.0.1:1/nowhere?connect_timeout=2",
+                             (const char *[]){"verify", "--metrics-file", path, NULL}, &out, NULL),
+                 1, "%s", out);
+    free(out);
+    m = read_text(path);
+    cr_assert(strstr(m, "\nfactord_verify_completed 0\n"), "%s", m);
+    cr_assert_null(strstr(m, "factord_verify_ok "), "%s", m);
+    unlink(path);
+    scratch_close(&s);
+}
+
 /* --- through the real pipeline ---------------------------------------------------------- */
 
 static json_t *import_payload(const char *name)
