@@ -150,8 +150,10 @@ void es_metrics_labels(char *buf, size_t size, ...)
     for (const char *k; (k = va_arg(ap, const char *)) != NULL;) {
         const char *v = va_arg(ap, const char *);
         int w = snprintf(buf + n, size - n, "%s%s=\"", first ? "" : ",", k);
-        if (w < 0 || (size_t)w >= size - n)
+        if (w < 0 || (size_t)w + 2 >= size - n) {
+            buf[n] = '\0'; /* no room for this pair: the pairs before it stand */
             break;
+        }
         n += (size_t)w;
         first = false;
         for (; v && *v && n + 3 < size; v++) {

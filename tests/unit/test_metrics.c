@@ -76,6 +76,8 @@ Test(metrics, label_values_are_escaped_and_bounded)
     es_metrics_labels(small, sizeof small, "name", "a very long value indeed", NULL);
     cr_assert_lt(strlen(small), sizeof small);
     cr_assert_eq(small[strlen(small) - 1], '"', "still a closed label: %s", small);
+    es_metrics_labels(small, sizeof small, "a", "b", "another_name", "x", NULL);
+    cr_assert_str_eq(small, "a=\"b\"", "a pair without room is left out whole");
 }
 
 static void *count_many(void *arg)
