@@ -24,6 +24,8 @@ typedef struct {
     char *instance_id;
     char *http_addr;
     char *metrics_addr;     /* may be NULL: no metrics endpoint */
+    char *http_tls;         /* "auto", "on", "off" */
+    char *http_tls_cert_file, *http_tls_key_file; /* may be NULL */
     char *state_dir;
     char *commands_topic;
     char *events_topic;

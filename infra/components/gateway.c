@@ -817,12 +817,13 @@ es_result es_gateway_start(const es_gateway_opts *o, es_gateway **out, es_error 
                        .max_connections = (unsigned)cfg->http_max_connections,
                        .idle_timeout_s = (unsigned)cfg->http_idle_timeout_s,
                        .max_body = (size_t)cfg->http_max_body_bytes, .too_large_body = too_large,
-                       .on_headers = on_headers, .on_request = on_request, .ctx = gw, .component = "gateway"};
+                       .on_headers = on_headers, .on_request = on_request, .ctx = gw, .component = "gateway",
+                       .tls_cert_pem = o->tls_cert_pem, .tls_key_pem = o->tls_key_pem};
     rc = es_http_start(&ho, &gw->http, err);
     free(too_large);
     if (rc != ES_OK)
         goto fail;
-    es_info("gateway listening", "addr", cfg->http_addr, "port", es_log_i64(es_http_port(gw->http)),
+    es_info("gateway listening", "scheme", o->tls_cert_pem ? "https" : "http", "addr", cfg->http_addr, "port", es_log_i64(es_http_port(gw->http)),
             "commands_topic", cfg->commands_topic, "replies_topic", cfg->gateway_replies_topic, "issuer",
             gw->issuer, "audience", gw->audience, "keys", es_log_i64((long long)es_jwks_count(gw->keys)),
             "instances", gw->n_hosts ? "FACTORD_HOST_MAP" : cfg->instance_id);

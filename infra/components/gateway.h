@@ -32,6 +32,7 @@ typedef struct {
     es_jwks *keys;          /* taken, even when starting fails */
     const char *issuer;     /* copied */
     const char *audience;   /* copied */
+    const char *tls_cert_pem, *tls_key_pem; /* HTTPS (es_http_opts); NULL: plain HTTP */
 } es_gateway_opts;
 
 typedef struct es_gateway es_gateway;

@@ -27,7 +27,7 @@ static void starting_answer(es_http_req *req, void *ctx)
     es_http_respond(req, strcmp(es_http_req_path(req), "/healthz") == 0 ? 200 : 503, s, strlen(s));
 }
 
-static es_http *starting_server(const es_config *cfg)
+static es_http *starting_server(const es_config *cfg, const es_tls_files *tls)
 {
     es_http_opts o = {.addr = cfg->http_addr,
                       .threads = 1,
@@ -37,7 +37,9 @@ static es_http *starting_server(const es_config *cfg)
                       .too_large_body = "{}",
                       .on_headers = starting_answer,
                       .on_request = starting_answer,
-                      .component = "gateway"};
+                      .component = "gateway",
+                      .tls_cert_pem = tls->cert_pem,
+                      .tls_key_pem = tls->key_pem};
     es_http *h = NULL;
     es_error err = {0};
     if (es_http_start(&o, &h, &err) != ES_OK) {
@@ -67,6 +69,7 @@ typedef struct {
     es_gateway *gw;          /* started */
     es_http *starting;       /* the stand-in, while Kafka is away */
     es_kafka_probe *probe;   /* asks Kafka whether the next attempt is worth it */
+    es_tls_files tls;        /* HTTPS; empty: plain HTTP */
 } gw_start;
 
 /* One try at starting the gateway (an es_retry attempt). */
@@ -81,12 +84,13 @@ static es_result start_once(void *arg, es_error *err)
         s->failed = ES_EINVAL;
         return es_error_set(err, ES_EINVAL, "token keys");
     }
-    es_gateway_opts o = {.cfg = s->cfg, .keys = keys, .issuer = issuer, .audience = audience};
+    es_gateway_opts o = {.cfg = s->cfg, .keys = keys, .issuer = issuer, .audience = audience,
+                         .tls_cert_pem = s->tls.cert_pem, .tls_key_pem = s->tls.key_pem};
     es_result r = es_gateway_start(&o, &s->gw, err);
     if (r == ES_ETRANSIENT) {
         es_error perr = {0};
         if (!s->starting)
-            s->starting = starting_server(s->cfg);
+            s->starting = starting_server(s->cfg, &s->tls);
         if (!s->probe && es_kafka_probe_new(s->cfg->kafka_brokers, "factord-gateway-probe", &s->probe, &perr) != ES_OK)
             s->probe = NULL; /* without one, the next attempt follows the backoff alone */
     } else if (r != ES_OK) {
@@ -106,6 +110,46 @@ static es_result await_kafka(void *arg, es_error *err)
     return rc;
 }
 
+/* Whether addr ("host:port", "[v6]:port") is a loopback address. */
+static bool loopback(const char *addr)
+{
+    if (strncmp(addr, "127.", 4) == 0 || strncmp(addr, "[::1]:", 6) == 0)
+        return true;
+    return strncmp(addr, "localhost:", 10) == 0;
+}
+
+es_result es_gateway_tls(const es_config *cfg, es_tls_files *out, es_error *err)
+{
+    memset(out, 0, sizeof *out);
+    const char *mode = cfg->http_tls ? cfg->http_tls : "auto";
+    bool cert = cfg->http_tls_cert_file && *cfg->http_tls_cert_file;
+    bool key = cfg->http_tls_key_file && *cfg->http_tls_key_file;
+    if (strcmp(mode, "off") == 0) {
+        if (cert || key)
+            return es_error_set(err, ES_EINVAL,
+                                "FACTORD_HTTP_TLS=off with FACTORD_HTTP_TLS_CERT_FILE or FACTORD_HTTP_TLS_KEY_FILE set: "
+                                "unset the files, or let FACTORD_HTTP_TLS be auto or on");
+        return ES_OK;
+    }
+    if (strcmp(mode, "auto") != 0 && strcmp(mode, "on") != 0)
+        return es_error_set(err, ES_EINVAL, "FACTORD_HTTP_TLS: '%s' is none of auto, on, off", mode);
+    if (cert != key || (strcmp(mode, "on") == 0 && !cert))
+        return es_error_set(err, ES_EINVAL, "HTTPS needs %s", !cert && !key ? "FACTORD_HTTP_TLS_CERT_FILE and FACTORD_HTTP_TLS_KEY_FILE"
+                                                              : !cert ? "FACTORD_HTTP_TLS_CERT_FILE too"
+                                                                      : "FACTORD_HTTP_TLS_KEY_FILE too");
+    if (!cert) {
+        if (!loopback(cfg->http_addr))
+            return es_error_set(err, ES_EINVAL,
+                                "FACTORD_HTTP_ADDR %s is not a loopback address: serve HTTPS "
+                                "(FACTORD_HTTP_TLS_CERT_FILE, FACTORD_HTTP_TLS_KEY_FILE) or ask for plain HTTP "
+                                "(FACTORD_HTTP_TLS=off)",
+                                cfg->http_addr);
+        return ES_OK;
+    }
+    return es_tls_files_load(cfg->http_tls_cert_file, "FACTORD_HTTP_TLS_CERT_FILE", cfg->http_tls_key_file,
+                             "FACTORD_HTTP_TLS_KEY_FILE", out, err);
+}
+
 es_result es_gateway_run(const es_config *cfg, es_gateway_keys_fn keys, void *keys_ctx, const es_stop_flag *stop,
                          es_error *err)
 {
@@ -114,6 +158,10 @@ es_result es_gateway_run(const es_config *cfg, es_gateway_keys_fn keys, void *ke
         return ES_EINVAL;
     }
     gw_start s = {.cfg = cfg, .keys = keys, .keys_ctx = keys_ctx, .stop = stop, .failed = ES_OK};
+    if (es_gateway_tls(cfg, &s.tls, err) != ES_OK) {
+        es_err("bad configuration", "error", err->text);
+        return ES_EINVAL;
+    }
     es_retry r = {.what = "cannot start the gateway yet, retrying",
                   .attempt = start_once,
                   .before_retry = await_kafka,
@@ -121,6 +169,8 @@ es_result es_gateway_run(const es_config *cfg, es_gateway_keys_fn keys, void *ke
     es_result rc = es_retry_run(&r, stop, err);
     starting_stop(&s.starting);
     es_kafka_probe_free(s.probe);
+    /* The servers copied what they need: the key's text goes now. */
+    es_tls_files_free(&s.tls);
     if (rc != ES_OK || !s.gw)
         return s.failed; /* stopped while waiting for Kafka (ES_OK), or could not start */
     while (!es_stopping(stop))

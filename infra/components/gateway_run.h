@@ -20,6 +20,7 @@
 #include "infra/base/config.h"
 #include "infra/components/gateway.h"
 #include "infra/crypto/jwt.h"
+#include "infra/crypto/tlsfiles.h"
 
 /* The token keys, issuer and audience for one start attempt (quiet: not
  * the first, say nothing again). *keys becomes the gateway's. ES_OK, or a
@@ -33,5 +34,11 @@ typedef es_result (*es_gateway_keys_fn)(void *ctx, bool quiet, es_jwks **keys, c
  * start, logged. */
 es_result es_gateway_run(const es_config *cfg, es_gateway_keys_fn keys, void *keys_ctx, const es_stop_flag *stop,
                          es_error *err) ES_WUR;
+
+/* The gateway's TLS from FACTORD_HTTP_TLS, _CERT_FILE and _KEY_FILE: *out
+ * holds the checked PEM text for HTTPS, or stays empty for plain HTTP,
+ * which auto allows only on a loopback address. ES_EINVAL names the
+ * setting that is wrong. */
+es_result es_gateway_tls(const es_config *cfg, es_tls_files *out, es_error *err) ES_WUR;
 
 #endif

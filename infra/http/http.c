@@ -40,6 +40,7 @@ struct es_http {
     size_t active;   /* requests begun and not yet completed */
     int port;
     bool quiesced;
+    char *tls_cert, *tls_key; /* HTTPS: copies kept for the daemon's life */
 };
 
 struct es_http_req {
@@ -468,6 +469,15 @@ static es_result resolve(const char *addr, struct sockaddr_storage *ss, socklen_
     return ES_OK;
 }
 
+static void free_tls(es_http *h)
+{
+    if (h->tls_key)
+        explicit_bzero(h->tls_key, strlen(h->tls_key));
+    free(h->tls_key);
+    free(h->tls_cert);
+    h->tls_key = h->tls_cert = NULL;
+}
+
 es_result es_http_start(const es_http_opts *o, es_http **out, es_error *err)
 {
     struct sockaddr_storage ss;
@@ -479,6 +489,7 @@ es_result es_http_start(const es_http_opts *o, es_http **out, es_error *err)
     if (!h)
         abort();
     h->o = *o;
+    h->o.tls_cert_pem = h->o.tls_key_pem = NULL; /* the caller's; the copies below are ours */
     h->too_large_body = strdup(o->too_large_body ? o->too_large_body : "{}");
     if (!h->too_large_body)
         abort();
@@ -487,7 +498,19 @@ es_result es_http_start(const es_http_opts *o, es_http **out, es_error *err)
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+    struct MHD_OptionItem tls[3] = {{MHD_OPTION_END, 0, NULL}};
+    if (o->tls_cert_pem && o->tls_key_pem) {
+        h->tls_cert = strdup(o->tls_cert_pem);
+        h->tls_key = strdup(o->tls_key_pem);
+        if (!h->tls_cert || !h->tls_key)
+            abort();
+        flags |= MHD_USE_TLS;
+        tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, h->tls_key};
+        tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, h->tls_cert};
+        tls[2] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    }
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h, MHD_OPTION_ARRAY, tls,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                             MHD_OPTION_THREAD_POOL_SIZE, o->threads ? o->threads : 1u, MHD_OPTION_CONNECTION_LIMIT,
                             o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, o->idle_timeout_s,
@@ -496,6 +519,7 @@ es_result es_http_start(const es_http_opts *o, es_http **out, es_error *err)
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u, MHD_OPTION_END);
     if (!h->d) {
         free(h->too_large_body);
+        free_tls(h);
         pthread_mutex_destroy(&h->mu);
         free(h);
         return es_error_set(err, ES_ETRANSIENT, "cannot listen on %s (in use, or not an address of this host)",
@@ -541,6 +565,7 @@ void es_http_stop(es_http *h)
     MHD_stop_daemon(h->d);
     pthread_mutex_destroy(&h->mu);
     free(h->too_large_body);
+    free_tls(h);
     free(h);
 }
 

@@ -43,6 +43,10 @@ typedef struct {
     es_http_fn on_request;
     void *ctx;
     const char *component;     /* log component of the server's threads */
+    /* HTTPS: the certificate (and chain) and its private key as PEM text,
+     * checked beforehand (infra/crypto/tlsfiles.h); both copied, the key's
+     * copy wiped at es_http_stop. NULL: plain HTTP. */
+    const char *tls_cert_pem, *tls_key_pem;
 } es_http_opts;
 
 es_result es_http_start(const es_http_opts *o, es_http **out, es_error *err) ES_WUR;

@@ -19,7 +19,9 @@
 #include <netinet/in.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rsa.h>
+#include <openssl/x509v3.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1366,5 +1368,156 @@ Test(gateway, thousand_requests_from_fifty_connections, .timeout = 400)
     h_stop(relay, false);
     h_stop(proc, false);
     keyring_done(&k);
+    h_env_done(&e);
+}
+
+/* --- HTTPS ----------------------------------------------------------------------- */
+
+/* A fresh P-256 key into path (PEM); returned for signing. */
+static EVP_PKEY *write_key(const char *path)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    cr_assert_not_null(k);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    cr_assert(PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL));
+    fclose(f);
+    return k;
+}
+
+/* A self-signed certificate for 127.0.0.1 (subjectAltName IP) into path. */
+static void write_cert(const char *path, EVP_PKEY *k)
+{
+    X509 *x = X509_new();
+    cr_assert_not_null(x);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, k);
+    X509_NAME *n = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"127.0.0.1", -1, -1, 0);
+    X509_set_issuer_name(x, n);
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_subject_alt_name, "IP:127.0.0.1");
+    cr_assert_not_null(ext);
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    cr_assert(X509_sign(x, k, EVP_sha256()));
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    cr_assert(PEM_write_X509(f, x));
+    fclose(f);
+    X509_free(x);
+}
+
+static bool log_has(const h_env *e, const char *text)
+{
+    FILE *f = fopen(e->log_path, "r");
+    if (!f)
+        return false;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, text) != NULL;
+}
+
+/* GET url; the HTTP status, or -1 when no answer came (e.g. TLS failed). */
+static long get_status(CURL *c, const char *url, const char *ca_file)
+{
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 3000L);
+    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    if (ca_file)
+        curl_easy_setopt(c, CURLOPT_CAINFO, ca_file);
+    long status = -1;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    return status;
+}
+
+/* A gateway that must refuse to start: exit 2 and a log line with want. */
+static void expect_refused(h_env *e, const char *const *env, const char *want)
+{
+    pid_t pid = h_spawn(e, "gateway", env);
+    cr_assert_eq(h_wait(pid, 30000), 2, "the gateway should exit 2 (%s); see %s", want, e->log_path);
+    cr_assert(log_has(e, want), "the log names '%s' (see %s)", want, e->log_path);
+}
+
+Test(gateway, https_with_certificate_files, .timeout = 180)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    h_env e;
+    h_env_init(&e, "gwtls");
+    char dir[] = "/tmp/factord-tls-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char cert[128], key[128], other_key[128];
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    snprintf(other_key, sizeof other_key, "%s/other.pem", dir);
+    EVP_PKEY *k = write_key(key);
+    write_cert(cert, k);
+    EVP_PKEY_free(k);
+    EVP_PKEY_free(write_key(other_key));
+    char cert_env[200], key_env[200], other_env[200], state_env[200];
+    snprintf(cert_env, sizeof cert_env, "FACTORD_HTTP_TLS_CERT_FILE=%s", cert);
+    snprintf(key_env, sizeof key_env, "FACTORD_HTTP_TLS_KEY_FILE=%s", key);
+    snprintf(other_env, sizeof other_env, "FACTORD_HTTP_TLS_KEY_FILE=%s", other_key);
+    snprintf(state_env, sizeof state_env, "FACTORD_STATE_DIR=%s/state", dir);
+
+    /* HTTPS with the certificate, verified by the client against it. */
+    gateway g = {0};
+    const char *more[] = {cert_env, key_env, state_env, NULL};
+    g.port = free_port();
+    int n = 0;
+    snprintf(g.env[n++], sizeof g.env[0], "FACTORD_HTTP_ADDR=127.0.0.1:%d", g.port);
+    snprintf(g.env[n++], sizeof g.env[0], "FACTORD_GATEWAY_REPLIES_TOPIC=%s.gw", e.replies);
+    snprintf(g.env[n++], sizeof g.env[0], "FACTORD_INSTANCE_ID=%s", e.instance);
+    for (int i = 0; i < n; i++)
+        g.envp[i] = g.env[i];
+    for (int i = 0; more[i]; i++)
+        g.envp[n + i] = more[i];
+    g.envp[n + 3] = NULL;
+    g.pid = h_spawn(&e, "gateway", g.envp);
+    CURL *c = curl_easy_init();
+    char https[128], http_url[128];
+    snprintf(https, sizeof https, "https://127.0.0.1:%d/readyz", g.port);
+    snprintf(http_url, sizeof http_url, "http://127.0.0.1:%d/readyz", g.port);
+    int64_t end = es_clock_mono_ms() + 60000;
+    long status = -1;
+    while ((status = get_status(c, https, cert)) != 200 && es_clock_mono_ms() < end)
+        es_sleep_ms(200);
+    cr_assert_eq(status, 200, "HTTPS /readyz (see %s)", e.log_path);
+    cr_assert(log_has(&e, "\"scheme\":\"https\""), "the gateway logs its scheme");
+    cr_assert_neq(get_status(c, http_url, NULL), 200, "no plain HTTP on the HTTPS port");
+    cr_assert_eq(get_status(c, https, NULL), -1, "a client that does not trust the certificate gets no answer");
+    cr_assert_eq(h_stop(g.pid, false), 0);
+
+    /* Settings that cannot work: refused at start, naming the setting. */
+    char addr_env[64];
+    snprintf(addr_env, sizeof addr_env, "FACTORD_HTTP_ADDR=127.0.0.1:%d", free_port());
+    const char *only_cert[] = {addr_env, cert_env, state_env, NULL};
+    expect_refused(&e, only_cert, "FACTORD_HTTP_TLS_KEY_FILE too");
+    const char *wrong_key[] = {addr_env, cert_env, other_env, state_env, NULL};
+    expect_refused(&e, wrong_key, "does not belong to the certificate");
+    const char *swapped[] = {addr_env, "FACTORD_HTTP_TLS_CERT_FILE=/nonexistent/cert.pem", key_env, state_env, NULL};
+    expect_refused(&e, swapped, "FACTORD_HTTP_TLS_CERT_FILE: cannot read /nonexistent/cert.pem");
+    const char *on_without[] = {addr_env, "FACTORD_HTTP_TLS=on", state_env, NULL};
+    expect_refused(&e, on_without, "HTTPS needs FACTORD_HTTP_TLS_CERT_FILE and FACTORD_HTTP_TLS_KEY_FILE");
+    const char *bogus[] = {addr_env, "FACTORD_HTTP_TLS=maybe", state_env, NULL};
+    expect_refused(&e, bogus, "none of auto, on, off");
+    /* Plain HTTP on an address other than loopback only when asked. The
+     * address is not this host's: nothing could listen there anyway. */
+    const char *exposed[] = {"FACTORD_HTTP_ADDR=192.0.2.1:9", state_env, NULL};
+    expect_refused(&e, exposed, "is not a loopback address");
+
+    curl_easy_cleanup(c);
+    char rm[200];
+    snprintf(rm, sizeof rm, "rm -rf %s", dir);
+    cr_assert_eq(system(rm), 0);
     h_env_done(&e);
 }
