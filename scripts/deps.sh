@@ -30,6 +30,7 @@ packages=(
     postgresql-15 postgresql-client-15
     postgresql-15-auto-failover # pg_autoctl, for scripts/pg-ha.sh's failover pair
     ca-certificates curl
+    openssl # certificates for the PostgreSQL TLS test (scripts/pg.sh FACTORD_PG_TLS=1)
     prometheus python3 # Prometheus and promtool for tests/integration/metrics.sh (docs/metrics.md)
     libclang-rt-14-dev # libFuzzer runtime for FACTORD_FUZZ builds (tests/fuzz, docs/fuzzing.md)
 )

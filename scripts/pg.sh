@@ -17,6 +17,10 @@
 #                     data/ (the cluster), sock/ (unix socket), postgresql.log
 #   FACTORD_PG_PORT   TCP port (default 55432)
 #   FACTORD_PG_BIN    server binaries (default /usr/lib/postgresql/15/bin)
+#   FACTORD_PG_TLS=1  also serve TLS: a CA and a server certificate for
+#                     localhost and 127.0.0.1 are made once in tls/ (openssl),
+#                     and 'env' prints FACTORD_PG_TLS_CA, the CA's file, for
+#                     sslmode=verify-full clients (tests/integration/pg_tls.sh)
 #
 # PostgreSQL refuses to run as root: as root the folder belongs to the
 # 'postgres' system user and initdb/pg_ctl run through 'runuser -u postgres'.
@@ -48,6 +52,8 @@ esac
 
 PGDATA_DIR=$PG_ROOT/data
 SOCK_DIR=$PG_ROOT/sock
+TLS_DIR=$PG_ROOT/tls
+TLS=${FACTORD_PG_TLS:-0}
 LOG_FILE=$PG_ROOT/postgresql.log
 MARKER=$PG_ROOT/.factord-pg
 DB_USER=factord
@@ -142,6 +148,29 @@ init_cluster() {
     as_pg sh -c "printf '\n# factord: settings written by scripts/pg.sh\ninclude_if_exists = '\''factord.conf'\''\n' >>'$PGDATA_DIR/postgresql.conf'"
 }
 
+# A CA, and a server certificate it signed for localhost and 127.0.0.1,
+# made once; the server's key belongs to the server's user, mode 0600.
+ensure_tls() {
+    [[ -s $TLS_DIR/server.crt && -s $TLS_DIR/server.key && -s $TLS_DIR/ca.crt ]] && return 0
+    command -v openssl >/dev/null 2>&1 || die "FACTORD_PG_TLS=1 needs openssl (scripts/deps.sh installs it)"
+    log "making a CA and a server certificate in $TLS_DIR"
+    mkdir -p "$TLS_DIR"
+    (
+        cd "$TLS_DIR"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+            -subj "/CN=factord test CA" -keyout ca.key -out ca.crt
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+            -keyout server.key -out server.csr
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+            -extfile server.ext -out server.crt
+    ) >"$PG_ROOT/openssl.log" 2>&1 || die "openssl failed (see $PG_ROOT/openssl.log)"
+    chmod 0755 "$TLS_DIR"
+    chmod 0644 "$TLS_DIR/ca.crt" "$TLS_DIR/server.crt"
+    chmod 0600 "$TLS_DIR/server.key" "$TLS_DIR/ca.key"
+    if [[ $(id -u) -eq 0 ]]; then chown postgres: "$TLS_DIR/server.key" "$TLS_DIR/server.crt"; fi
+}
+
 write_conf() {
     local conf=$PGDATA_DIR/factord.conf
     # shellcheck disable=SC2016 # the $0/$1 are sh -c's
@@ -161,6 +190,14 @@ max_wal_size = 4GB
 wal_compression = lz4
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF
+    if [[ $TLS == 1 ]]; then
+        # shellcheck disable=SC2016 # the $0 is sh -c's
+        as_pg sh -c 'cat >>"$0"' "$conf" <<EOF
+ssl = on
+ssl_cert_file = '$TLS_DIR/server.crt'
+ssl_key_file = '$TLS_DIR/server.key'
+EOF
+    fi
 }
 
 ensure_databases() {
@@ -199,6 +236,7 @@ cmd_start() {
     fi
     prepare_folder
     init_cluster
+    if [[ $TLS == 1 ]]; then ensure_tls; fi
     write_conf
     log "starting PostgreSQL on 127.0.0.1:$PORT ($PGDATA_DIR)"
     local t0=$SECONDS
@@ -270,7 +308,8 @@ case "${1:-}" in
     url)    shift; printf '%s\n' "$URL" ;;
     env)    shift
             printf 'export FACTORD_DATABASE_URL=%s\n' "$URL"
-            printf 'export FACTORD_TEST_DATABASE_URL=%s\n' "$TEST_URL" ;;
+            printf 'export FACTORD_TEST_DATABASE_URL=%s\n' "$TEST_URL"
+            if [[ $TLS == 1 ]]; then printf 'export FACTORD_PG_TLS_CA=%s\n' "$TLS_DIR/ca.crt"; fi ;;
     -h|--help|help) usage ;;
     "") usage; exit 2 ;;
     *) usage; die "unknown subcommand '$1'" ;;

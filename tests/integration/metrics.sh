@@ -169,7 +169,8 @@ PROM_PORT=$(free_port)
         echo "        labels: {component: '$c'}"
     done
 } >"$LOGS/prometheus.yml"
-check "promtool check config" promtool check config "$LOGS/prometheus.yml" >/dev/null
+promtool check config "$LOGS/prometheus.yml" >"$LOGS/promtool-config.log" 2>&1
+check "promtool check config (see promtool-config.log)" test $? = 0
 prometheus --config.file="$LOGS/prometheus.yml" --storage.tsdb.path="$LOGS/prom-data" \
     --web.listen-address="127.0.0.1:$PROM_PORT" >"$LOGS/prometheus.log" 2>&1 &
 PROM_PID=$!
