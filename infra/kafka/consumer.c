@@ -103,7 +103,7 @@ static void export_lag(es_consumer *c)
  * What: a request to a partition's leader is an op on the leader's broker
  * thread, which wakes it; it re-decides every partition it serves and, the
  * queue being short again, fetches. The cheapest public request is one
- * ListOffsets for the partition's end (wake_query); its answer is unused.
+ * ListOffsets for the partition's end (es_kafka_list_offset); its answer is unused.
  * At most every WAKE_CHECK_MS, es_consumer_next looks at the consumer
  * queue, and sends one when
  *   - the queue is below half of queued.min.messages, and nothing was
@@ -159,32 +159,6 @@ static int wake_pick(rd_kafka_t *rk, const es_consumer_poll *cp, const rd_kafka_
     return only_known ? -1 : any;
 }
 
-/*
- * The wake-up's request: the partition's end offset (ListOffsets, timestamp
- * -1) through rd_kafka_offsets_for_times, which waits at most timeout_ms
- * and drops a late answer. Not rd_kafka_query_watermark_offsets: in 2.0.2
- * (fixed in librdkafka 2.3.0, #2588/#4460) it ignores its timeout, and while
- * the leader's broker refuses connections its answer callback re-sends the
- * request at every broker state change (each failed reconnect is one) until
- * that broker accepts a connection. A processor whose wake-up went to the
- * broker just SIGKILLed in `chaos.sh --ha` sat in it for 150 s, until the
- * broker was started again: no polls, no decisions, its group session
- * lost (docs/ha.md).
- */
-static rd_kafka_resp_err_t wake_query(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *hi,
-                                      int timeout_ms)
-{
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = RD_KAFKA_OFFSET_END;
-    rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(rk, l, timeout_ms);
-    if (!e)
-        e = l->elems[0].err;
-    if (!e)
-        *hi = l->elems[0].offset;
-    rd_kafka_topic_partition_list_destroy(l);
-    return e;
-}
-
 static void wake_fetcher(rd_kafka_t *rk, es_consumer_poll *cp, int64_t now)
 {
     cp->next_check_ms = now + WAKE_CHECK_MS;
@@ -229,7 +203,7 @@ static void wake_fetcher(rd_kafka_t *rk, es_consumer_poll *cp, int64_t now)
         cp->armed = false;
         cp->woke = true;
         cp->wakeups++;
-        rd_kafka_resp_err_t e = wake_query(rk, tp->topic, tp->partition, &hi, WAKE_QUERY_TIMEOUT_MS);
+        rd_kafka_resp_err_t e = es_kafka_list_offset(rk, tp->topic, tp->partition, RD_KAFKA_OFFSET_END, WAKE_QUERY_TIMEOUT_MS, &hi);
         int64_t took = es_clock_mono_ms() - now;
         es_debug("fetch wake-up", "topic", tp->topic, "partition", es_log_i64(tp->partition), "position",
                  es_log_i64(tp->offset), "high", es_log_i64(hi), "queued", es_log_i64((long long)qlen),

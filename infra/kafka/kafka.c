@@ -383,3 +383,26 @@ es_result es_producer_flush(es_producer *p, int timeout_ms, size_t *failed, es_e
         return es_error_set(err, ES_ETRANSIENT, "%zu deliveries failed, last: %s", *failed, p->last_error);
     return ES_OK;
 }
+
+/* rd_kafka_offsets_for_times (ListOffsets, timestamp -1 or -2) waits at
+ * most timeout_ms and drops a late answer. rd_kafka_query_watermark_offsets
+ * does not, in 2.0.2 (fixed in librdkafka 2.3.0, #2588/#4460): while the
+ * leader's broker refuses connections, its answer callback re-sends the
+ * request at every broker state change (each failed reconnect is one) until
+ * that broker accepts a connection. A processor whose fetch wake-up went to
+ * the broker just SIGKILLed in `chaos.sh --ha` sat in it for 150 s, until
+ * the broker was started again: no polls, no decisions, its group session
+ * lost (docs/ha.md). */
+rd_kafka_resp_err_t es_kafka_list_offset(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t which,
+                                         int timeout_ms, int64_t *offset)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = which;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(rk, l, timeout_ms);
+    if (!e)
+        e = l->elems[0].err;
+    if (!e)
+        *offset = l->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    return e;
+}

@@ -83,6 +83,14 @@ es_result es_producer_recreate(es_producer *p, es_error *err) ES_WUR;
 
 rd_kafka_t *es_producer_handle(es_producer *p);
 
+/* A partition's first (which = RD_KAFKA_OFFSET_BEGINNING) or end
+ * (RD_KAFKA_OFFSET_END: the high watermark) offset, asked of its leader
+ * with one ListOffsets that keeps timeout_ms. Use it instead of
+ * rd_kafka_query_watermark_offsets, which in librdkafka 2.0.2 ignores its
+ * timeout and waits for a dead leader to come back (docs/ha.md). */
+rd_kafka_resp_err_t es_kafka_list_offset(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t which,
+                                         int timeout_ms, int64_t *offset);
+
 /* Drop every record still queued or in flight (they fail, none is sent
  * later): for a client that gave up on what it sent. */
 void es_producer_purge(es_producer *p);

@@ -81,7 +81,9 @@ es_result es_kafka_group_lag(const char *brokers, es_group_lag *g, int timeout_m
         es_partition_lag *p = &g->parts[i];
         int64_t low = 0, high = 0;
         rd_kafka_resp_err_t e =
-            rd_kafka_query_watermark_offsets(rk, g->topic, p->partition, &low, &high, timeout_ms);
+            es_kafka_list_offset(rk, g->topic, p->partition, RD_KAFKA_OFFSET_BEGINNING, timeout_ms, &low);
+        if (!e)
+            e = es_kafka_list_offset(rk, g->topic, p->partition, RD_KAFKA_OFFSET_END, timeout_ms, &high);
         if (e) {
             rc = es_error_set(err, ES_ETRANSIENT, "watermarks of %.200s [%d]: %s", g->topic, (int)p->partition,
                               rd_kafka_err2str(e));

@@ -77,8 +77,8 @@ static es_result assign_at_end(es_tail *t, es_error *err)
     es_result rc = ES_OK;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
     for (int p = 0; p < n; p++) {
-        int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(t->rk, t->topic, p, &lo, &hi, 10000);
+        int64_t hi = 0;
+        rd_kafka_resp_err_t e = es_kafka_list_offset(t->rk, t->topic, p, RD_KAFKA_OFFSET_END, 10000, &hi);
         if (e) {
             rc = es_error_set(err, ES_ETRANSIENT, "%s topic %s [%d]: %s", t->what, t->topic, p, rd_kafka_err2str(e));
             goto out;

@@ -203,10 +203,10 @@ es_result es_waiter_new(const char *brokers, const char *topic, int create_parti
         goto out;
     parts = rd_kafka_topic_partition_list_new(n);
     for (int p = 0; p < n; p++) {
-        int64_t low = 0, high = 0;
+        int64_t high = 0;
         for (;;) {
-            rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(w->rk, topic, p, &low, &high,
-                                                                     slice_ms(deadline_ms, 1000));
+            rd_kafka_resp_err_t e =
+                es_kafka_list_offset(w->rk, topic, p, RD_KAFKA_OFFSET_END, slice_ms(deadline_ms, 1000), &high);
             if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
                 break;
             serve(w->rk);
