@@ -112,6 +112,8 @@ const es_cfg_entry es_config_table[] = {
      "Lowest log level written: debug, info, warn, error"},
     {"FACTORD_JWKS_FILE", ES_CFG_STRING, NULL, false, 0, 0, OFF(jwks_file),
      "JWKS file with the public keys (RS256, ES256) the gateway accepts tokens from; unset: the development key in FACTORD_STATE_DIR (`factord token`)"},
+    {"FACTORD_JWKS_REFRESH_S", ES_CFG_INT, "300", false, 0, 86400, OFF(jwks_refresh_s),
+     "Seconds between re-reads of FACTORD_JWKS_FILE (0: only when a token names an unknown kid, at most one re-read every 5 s)"},
     {"FACTORD_TOKEN_ISSUER", ES_CFG_STRING, NULL, false, 0, 0, OFF(token_issuer),
      "Issuer (iss) the gateway requires in tokens; required with FACTORD_JWKS_FILE, else `factord-dev`"},
     {"FACTORD_TOKEN_AUDIENCE", ES_CFG_STRING, NULL, false, 0, 0, OFF(token_audience),

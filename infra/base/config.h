@@ -24,6 +24,7 @@ typedef struct {
     char *instance_id;
     char *http_addr;
     char *metrics_addr;     /* may be NULL: no metrics endpoint */
+    int64_t jwks_refresh_s; /* 0: reload only on an unknown kid */
     char *http_tls;         /* "auto", "on", "off" */
     char *http_tls_cert_file, *http_tls_key_file; /* may be NULL */
     char *state_dir;

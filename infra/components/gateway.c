@@ -32,6 +32,7 @@
 
 #define MAX_HOSTS 64
 #define HEALTH_EVERY_MS 2000
+#define JWKS_RELOAD_GAP_MS 5000
 
 /* --- endpoints ----------------------------------------------------------- */
 
@@ -89,7 +90,13 @@ typedef struct {
 
 struct es_gateway {
     const es_config *cfg;
+    /* The token keys: verifications hold the lock shared; a reload of
+     * FACTORD_JWKS_FILE (the health thread) swaps them exclusively. */
+    pthread_rwlock_t keys_lock;
     es_jwks *keys;
+    atomic_bool keys_wanted;     /* a token named a kid the keys lack */
+    int64_t keys_due_ms;         /* next periodic reload (health thread) */
+    int64_t keys_tried_ms;       /* last reload (health thread) */
     char *issuer, *audience;
     host_entry hosts[MAX_HOSTS];
     size_t n_hosts;
@@ -254,10 +261,45 @@ static bool instance_for(const es_gateway *gw, const char *host, char *out)
 
 /* --- readiness and PostgreSQL ------------------------------------------- */
 
+/* Reload FACTORD_JWKS_FILE when it is due (every FACTORD_JWKS_REFRESH_S)
+ * or asked for by an unknown kid, but never twice within
+ * JWKS_RELOAD_GAP_MS: a stream of made-up kids costs one file read per
+ * gap. A file that cannot be read or parsed leaves the keys as they were.
+ * Health thread only. */
+static void reload_keys(es_gateway *gw)
+{
+    const es_config *cfg = gw->cfg;
+    if (!cfg->jwks_file || !*cfg->jwks_file)
+        return; /* the development key does not change */
+    int64_t now = es_clock_mono_ms();
+    bool wanted = atomic_load(&gw->keys_wanted);
+    bool due = cfg->jwks_refresh_s > 0 && now >= gw->keys_due_ms;
+    if ((!wanted && !due) || now - gw->keys_tried_ms < JWKS_RELOAD_GAP_MS)
+        return;
+    atomic_store(&gw->keys_wanted, false);
+    gw->keys_tried_ms = now;
+    gw->keys_due_ms = now + cfg->jwks_refresh_s * 1000;
+    es_jwks *fresh = NULL;
+    es_error err = {0};
+    if (es_jwks_load_file(cfg->jwks_file, &fresh, &err) != ES_OK) {
+        es_warn("cannot reload the token keys; keeping the ones in use", "error", err.text);
+        return;
+    }
+    pthread_rwlock_wrlock(&gw->keys_lock);
+    es_jwks *old = gw->keys;
+    gw->keys = fresh;
+    pthread_rwlock_unlock(&gw->keys_lock);
+    es_log(wanted ? ES_LOG_INFO : ES_LOG_DEBUG, "token keys reloaded", "keys",
+           es_log_i64((long long)es_jwks_count(fresh)), "was", es_log_i64((long long)es_jwks_count(old)), "why",
+           wanted ? "a token named an unknown kid" : "periodic", (const char *)NULL);
+    es_jwks_free(old);
+}
+
 static void *health_main(void *arg)
 {
     es_gateway *gw = arg;
     es_log_set_component("gateway");
+    gw->keys_due_ms = es_clock_mono_ms() + gw->cfg->jwks_refresh_s * 1000;
     while (!atomic_load(&gw->health_stop)) {
         bool pg = es_readmodel_ping(&gw->health_pg, gw->cfg->database_url);
         bool kafka = es_replies_ping(gw->replies, 1000);
@@ -266,8 +308,10 @@ static void *health_main(void *arg)
                    pg ? "ok" : "unreachable", "kafka", kafka ? "ok" : "unreachable", (const char *)NULL);
         atomic_store(&gw->pg_ok, pg);
         atomic_store(&gw->kafka_ok, kafka);
-        for (int i = 0; i < HEALTH_EVERY_MS / 100 && !atomic_load(&gw->health_stop); i++)
+        for (int i = 0; i < HEALTH_EVERY_MS / 100 && !atomic_load(&gw->health_stop); i++) {
+            reload_keys(gw);
             es_sleep_ms(100);
+        }
     }
     return NULL;
 }
@@ -541,7 +585,14 @@ static void on_headers(es_http_req *req, void *ctx)
         respond_token_invalid(req, why);
         return;
     }
-    if (es_jwt_verify(gw->keys, token, tlen, &pol, &g->claims, &err) != ES_OK) {
+    pthread_rwlock_rdlock(&gw->keys_lock);
+    es_result vr = es_jwt_verify(gw->keys, token, tlen, &pol, &g->claims, &err);
+    pthread_rwlock_unlock(&gw->keys_lock);
+    if (vr != ES_OK) {
+        /* A key the identity provider may have added since the last read:
+         * ask for a reload (at most one every JWKS_RELOAD_GAP_MS). */
+        if (strstr(err.text, "no key with this kid") || strstr(err.text, "not exactly one"))
+            atomic_store(&gw->keys_wanted, true);
         respond_token_invalid(req, err.text);
         return;
     }
@@ -771,6 +822,7 @@ static es_gateway *gateway_alloc(const es_gateway_opts *o)
     if (!gw->issuer || !gw->audience)
         abort();
     pthread_rwlock_init(&gw->send_lock, NULL);
+    pthread_rwlock_init(&gw->keys_lock, NULL);
     pthread_mutex_init(&gw->pg_mu, NULL);
     return gw;
 }
@@ -916,6 +968,7 @@ void es_gateway_stop(es_gateway *gw)
     free(gw->pg_busy);
     pthread_mutex_destroy(&gw->pg_mu);
     pthread_rwlock_destroy(&gw->send_lock);
+    pthread_rwlock_destroy(&gw->keys_lock);
     es_jwks_free(gw->keys);
     free(gw->issuer);
     free(gw->audience);

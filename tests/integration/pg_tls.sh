@@ -15,7 +15,7 @@
 #
 # Usage: pg_tls.sh <factord binary> [log dir]
 # Environment: FACTORD_TEST_KAFKA_BROKERS (for step 2), FACTORD_PGTLS_PORT
-# (default 55478).
+# (default: a free port).
 set -uo pipefail
 
 FACTORD=${1:?usage: pg_tls.sh <factord binary> [log dir]}
@@ -26,7 +26,10 @@ LOGS=${2:-${TMPDIR:-/tmp}/factord-pgtls-logs-$TAG}
 mkdir -p "$LOGS"
 rm -rf "${LOGS:?}"/*
 BROKERS=${FACTORD_TEST_KAFKA_BROKERS:?FACTORD_TEST_KAFKA_BROKERS is not set (see README)}
-export FACTORD_PG_PORT=${FACTORD_PGTLS_PORT:-55478}
+# A port nobody holds right now (a fixed one can be some connection's
+# ephemeral local port at that moment).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+export FACTORD_PG_PORT=${FACTORD_PGTLS_PORT:-$(free_port)}
 export FACTORD_PG_DIR=${TMPDIR:-/tmp}/factord-pgtls-$TAG
 export FACTORD_PG_TLS=1
 

@@ -24,6 +24,7 @@
 #include <openssl/x509v3.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1519,5 +1520,144 @@ Test(gateway, https_with_certificate_files, .timeout = 180)
     char rm[200];
     snprintf(rm, sizeof rm, "rm -rf %s", dir);
     cr_assert_eq(system(rm), 0);
+    h_env_done(&e);
+}
+
+/* --- token keys rotated at the identity provider ------------------------------------- */
+
+/* A JWKS file with the public keys given (NULL-terminated), replaced
+ * atomically as an identity provider's sync job would. */
+static void write_jwks(const char *path, EVP_PKEY *const *keys)
+{
+    json_t *arr = json_array();
+    es_error err = {0};
+    for (; *keys; keys++) {
+        json_t *jwk = NULL;
+        cr_assert_eq(es_jwk_public(*keys, &jwk, &err), ES_OK, "%s", err.text);
+        json_array_append_new(arr, jwk);
+    }
+    json_t *doc = json_pack("{s:o}", "keys", arr);
+    char tmp[340];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    cr_assert_eq(json_dump_file(doc, tmp, 0), 0);
+    json_decref(doc);
+    cr_assert_eq(rename(tmp, path), 0);
+}
+
+typedef struct {
+    int port;
+    const char *token;
+    atomic_bool stop;
+    atomic_long ok, other;
+} rot_load;
+
+/* ListMyAuthFactors with one token, over and over, until stopped. */
+static void *rot_load_main(void *arg)
+{
+    rot_load *l = arg;
+    CURL *c = curl_easy_init();
+    while (!atomic_load(&l->stop)) {
+        resp r;
+        http(c, l->port, "POST", LIST, l->token, NULL, NULL, &r);
+        if (r.status == 200)
+            atomic_fetch_add(&l->ok, 1);
+        else
+            atomic_fetch_add(&l->other, 1);
+        resp_free(&r);
+    }
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+Test(gateway, jwks_file_rotation_without_restart, .timeout = 240)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    h_env e;
+    h_env_init(&e, "gwjwks");
+    keyring k;
+    keyring_init(&k, &e);
+    pid_t proc = h_spawn(&e, "process", NULL), relay = h_spawn(&e, "relay", NULL), proj = h_spawn(&e, "project", NULL);
+    send_cmd(&e, "ImportHumanUser", "u-rot", h_import_payload("rot", "+41 79 123 45 67", true));
+    wait_decided(&e, 1);
+
+    /* The identity provider's keys: the EC key alone at first. Re-reads
+     * only when a token names an unknown kid (no periodic one), so each
+     * step below is that path's doing. */
+    keyring rot = k;
+    snprintf(rot.jwks_path, sizeof rot.jwks_path, "%.280s.rot.json", k.jwks_path);
+    write_jwks(rot.jwks_path, (EVP_PKEY *const[]){k.ec, NULL});
+    gateway g = {0};
+    const char *more[] = {"FACTORD_JWKS_REFRESH_S=0", NULL};
+    gateway_start(&g, &e, &rot, NULL, more);
+    char *ec = sign_with(k.ec, k.ec_kid, claims_for("u-rot", OWNER));
+    char *rsa = sign_with(k.rsa, k.rsa_kid, claims_for("u-rot", OWNER));
+    char *made_up = sign_with(k.stranger, "made-up-kid", claims_for("u-rot", OWNER));
+    CURL *c = curl_easy_init();
+    resp r;
+    http(c, g.port, "POST", LIST, ec, NULL, NULL, &r);
+    expect(&r, 200, NULL, "the EC key is known");
+    resp_free(&r);
+    http(c, g.port, "POST", LIST, rsa, NULL, NULL, &r);
+    expect(&r, 401, BODY_TOKEN, "the RSA key is not published yet");
+    resp_free(&r);
+
+    /* The provider publishes the RSA key: the first token that names it
+     * makes the gateway read the file again; no restart. */
+    write_jwks(rot.jwks_path, (EVP_PKEY *const[]){k.ec, k.rsa, NULL});
+    int64_t end = es_clock_mono_ms() + 20000;
+    long status = 0;
+    while (es_clock_mono_ms() < end) {
+        http(c, g.port, "POST", LIST, rsa, NULL, NULL, &r);
+        status = r.status;
+        resp_free(&r);
+        if (status == 200)
+            break;
+        es_sleep_ms(200);
+    }
+    cr_assert_eq(status, 200, "the RSA token is accepted after the provider published its key (see %s)", e.log_path);
+
+    /* Under load with the RSA token, the provider retires the EC key; a
+     * made-up kid makes the gateway read the file (as the next unknown kid
+     * would). Not one RSA request may fail meanwhile; the EC token is
+     * refused once the file was read. */
+    rot_load load = {.port = g.port, .token = rsa};
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, rot_load_main, &load), 0);
+    es_sleep_ms(500);
+    write_jwks(rot.jwks_path, (EVP_PKEY *const[]){k.rsa, NULL});
+    es_sleep_ms(5200); /* past the reload gap since the last read */
+    http(c, g.port, "POST", LIST, made_up, NULL, NULL, &r);
+    expect(&r, 401, BODY_TOKEN, "a kid nobody published");
+    resp_free(&r);
+    end = es_clock_mono_ms() + 20000;
+    while (es_clock_mono_ms() < end) {
+        http(c, g.port, "POST", LIST, ec, NULL, NULL, &r);
+        status = r.status;
+        resp_free(&r);
+        if (status == 401)
+            break;
+        es_sleep_ms(200);
+    }
+    es_sleep_ms(500);
+    atomic_store(&load.stop, true);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(status, 401, "the retired EC key is refused after the re-read (see %s)", e.log_path);
+    cr_assert_gt(atomic_load(&load.ok), 20, "the load ran: %ld requests", atomic_load(&load.ok));
+    cr_assert_eq(atomic_load(&load.other), 0, "%ld of the RSA token's requests failed during the rotation",
+                 atomic_load(&load.other));
+    cr_assert(log_has(&e, "token keys reloaded"), "the reloads are logged");
+
+    curl_easy_cleanup(c);
+    free(ec);
+    free(rsa);
+    free(made_up);
+    unlink(rot.jwks_path);
+    cr_assert_eq(h_stop(g.pid, false), 0);
+    h_stop(proj, false);
+    h_stop(relay, false);
+    h_stop(proc, false);
+    keyring_done(&k);
     h_env_done(&e);
 }
