@@ -19,6 +19,12 @@
 #   FACTORD_KAFKA_PORT           client port (default 19092; controller = port+1)
 #   FACTORD_KAFKA_START_TIMEOUT  seconds to wait for the broker (default 90)
 #   FACTORD_KAFKA_HEAP           JVM heap flags (default "-Xmx512m -Xms256m")
+#   FACTORD_KAFKA_SECURE=1       also a SASL_SSL listener on port+2: TLS with a
+#                                certificate of a CA made once in tls/ (openssl),
+#                                SCRAM-SHA-256 user factord, password in
+#                                tls/scram-password; 'env' then also prints
+#                                FACTORD_KAFKA_SECURE_BROKERS, _CA and
+#                                _PASSWORD_FILE (tests/integration/kafka_secure.sh)
 #
 # Progress goes to stderr; only 'env' writes to stdout, so
 # eval "$(scripts/kafka.sh env)" is safe.
@@ -52,6 +58,9 @@ DATA_DIR=$(abspath "$DATA_DIR")
 check_outside_repo "cache dir" "$CACHE_DIR" FACTORD_CACHE_DIR
 check_outside_repo "data dir" "$DATA_DIR" FACTORD_KAFKA_DIR
 
+SECURE=${FACTORD_KAFKA_SECURE:-0}
+SECURE_PORT=$((PORT + 2))
+TLS_DIR=$DATA_DIR/tls
 KRAFT_DIR=$DATA_DIR/kraft
 PROPS=$DATA_DIR/server.properties
 PID_FILE=$DATA_DIR/kafka.pid
@@ -166,8 +175,45 @@ answering() {
     [[ "$out" == *"broker 1 at 127.0.0.1:$PORT"* ]]
 }
 
+# The secure listener's CA, the broker's key and certificate (one PEM file,
+# as Kafka's PEM keystore wants them) for 127.0.0.1 and localhost, and the
+# SCRAM user's password; made once.
+ensure_secure_files() {
+    [[ -s $TLS_DIR/broker.pem && -s $TLS_DIR/ca.crt && -s $TLS_DIR/scram-password ]] && return 0
+    need openssl
+    mkdir -p "$TLS_DIR"
+    (
+        cd "$TLS_DIR"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+            -subj "/CN=factord test Kafka CA" -keyout ca.key -out ca.crt
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+            -keyout broker.key -out broker.csr
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >broker.ext
+        openssl x509 -req -in broker.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+            -extfile broker.ext -out broker.crt
+        openssl pkcs8 -topk8 -nocrypt -in broker.key -out broker.p8
+        cat broker.p8 broker.crt >broker.pem
+        openssl rand -hex 16 >scram-password
+    ) >"$DATA_DIR/openssl.log" 2>&1 || die "openssl failed (see $DATA_DIR/openssl.log)"
+    chmod 0600 "$TLS_DIR"/*.key "$TLS_DIR/broker.p8" "$TLS_DIR/broker.pem" "$TLS_DIR/scram-password"
+}
+
 write_server_properties() {
     node_properties 1 "$PORT" "$CONTROLLER_PORT" "1@127.0.0.1:$CONTROLLER_PORT" "$KRAFT_DIR" 1 1 >"$PROPS.tmp"
+    if [[ $SECURE == 1 ]]; then
+        # The plain listener stays for the readiness check and the broker's
+        # own traffic; clients of the test use the SASL_SSL one.
+        sed -i -e "s|^listeners=.*|listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,SASL_SSL://127.0.0.1:$SECURE_PORT|" \
+            -e "s|^advertised.listeners=.*|advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_SSL://127.0.0.1:$SECURE_PORT|" \
+            -e "s|^listener.security.protocol.map=.*|listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL|" \
+            "$PROPS.tmp"
+        cat >>"$PROPS.tmp" <<EOF
+sasl.enabled.mechanisms=SCRAM-SHA-256
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS_DIR/broker.pem
+EOF
+    fi
     mv -f "$PROPS.tmp" "$PROPS"
 }
 
@@ -176,6 +222,13 @@ format_storage() {
     local cluster_id
     log "formatting KRaft storage in $KRAFT_DIR"
     cluster_id=$(new_cluster_id "$LOG_FILE")
+    if [[ $SECURE == 1 ]]; then
+        # The SCRAM user goes into the metadata log at format time.
+        java -cp "$LIB_DIR/*" "$(log_config_flag)" kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" \
+            --add-scram "SCRAM-SHA-256=[name=factord,password=$(cat "$TLS_DIR/scram-password")]" >>"$LOG_FILE" 2>&1 \
+            || { print_log_tail "$LOG_FILE"; die "kafka.tools.StorageTool format failed"; }
+        return 0
+    fi
     format_log_dir "$KRAFT_DIR" "$PROPS" "$cluster_id" "$LOG_FILE"
 }
 
@@ -203,6 +256,7 @@ cmd_start() {
         prepare_data_dir "$DATA_DIR" "$MARKER" "$KRAFT_DIR" FACTORD_KAFKA_DIR
         rm -f "$PID_FILE"
         : >"$LOG_FILE"
+        if [[ $SECURE == 1 ]]; then ensure_secure_files; fi
         write_server_properties
         format_storage
         log "starting Kafka $KAFKA_VERSION on $BROKERS (controller $CONTROLLER_PORT), data in $DATA_DIR"
@@ -276,6 +330,11 @@ cmd_status() {
 
 cmd_env() {
     printf 'export FACTORD_KAFKA_BROKERS=%s\n' "$BROKERS"
+    if [[ $SECURE == 1 ]]; then
+        printf 'export FACTORD_KAFKA_SECURE_BROKERS=127.0.0.1:%s\n' "$SECURE_PORT"
+        printf 'export FACTORD_KAFKA_SECURE_CA=%s\n' "$TLS_DIR/ca.crt"
+        printf 'export FACTORD_KAFKA_SECURE_PASSWORD_FILE=%s\n' "$TLS_DIR/scram-password"
+    fi
 }
 
 case "${1:-}" in
