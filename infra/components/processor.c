@@ -465,8 +465,16 @@ static es_result batch_reconnect(void *ctx, es_error *err)
 }
 
 /* A committed batch into the metrics (docs/metrics.md). */
-static void count_batch(const es_batch_stats *bs, size_t n, double seconds)
+static void count_batch(const es_batch_stats *bs, const es_record *recs, size_t n, double seconds)
 {
+    /* From each record's creation (its producer's clock) to this commit. */
+    es_metric *lat = es_metrics_histogram("factord_command_decision_latency_seconds",
+                                          "From a command record's creation to the commit of its decision",
+                                          "", es_metrics_seconds_buckets, es_metrics_seconds_buckets_n);
+    int64_t now_ms = es_clock_now_us() / 1000;
+    for (size_t i = 0; i < n; i++)
+        if (recs[i].timestamp_ms > 0 && now_ms >= recs[i].timestamp_ms)
+            es_metric_observe(lat, (double)(now_ms - recs[i].timestamp_ms) / 1e3);
     static const char *const outcome_names[ES_OUTCOME__N] = {"accepted", "rejected", "replayed"};
     static const double size_buckets[] = {1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000};
     for (int t = 0; t < DOM_CMD__COUNT; t++)
@@ -537,7 +545,7 @@ es_result es_processor_loop(es_processor *p, es_store *st, es_consumer *c, size_
         if (rc == ES_OK) {
             es_failpoint("process.after_commit");
             es_consumer_store_records(c, recs, n);
-            count_batch(&bs, n, (double)(es_clock_mono_us() - started_us) / 1e6);
+            count_batch(&bs, recs, n, (double)(es_clock_mono_us() - started_us) / 1e6);
             total->accepted += bs.accepted;
             total->rejected += bs.rejected;
             total->replayed += bs.replayed;

@@ -547,12 +547,20 @@ static void count_batch(const batch *b, const es_project_stats *ps, double secon
                                            "Time to apply and commit one batch of events, retries included", "",
                                            es_metrics_seconds_buckets, es_metrics_seconds_buckets_n),
                       seconds);
-    int64_t newest = 0;
-    for (size_t i = 0; i < b->n; i++)
-        if (b->evts[i].created_at_us > newest)
-            newest = b->evts[i].created_at_us;
+    int64_t newest = 0, now = es_clock_now_us();
+    es_metric *reply = es_metrics_histogram("factord_reply_latency_seconds",
+                                            "From a command's decision (its last event's creation) to the commit "
+                                            "of the read models, when its success reply is handed to the producer",
+                                            "", es_metrics_seconds_buckets, es_metrics_seconds_buckets_n);
+    for (size_t i = 0; i < b->n; i++) {
+        const dom_evt *e = &b->evts[i];
+        if (e->created_at_us > newest)
+            newest = e->created_at_us;
+        if (e->last_of_command && now >= e->created_at_us)
+            es_metric_observe(reply, (double)(now - e->created_at_us) / 1e6);
+    }
     if (newest > 0) {
-        double behind = (double)(es_clock_now_us() - newest) / 1e6;
+        double behind = (double)(now - newest) / 1e6;
         es_metric_set(es_metrics_gauge("factord_projector_behind_seconds",
                                        "Age of the newest event of the last applied batch: how far the read models "
                                        "trail the log while events flow",

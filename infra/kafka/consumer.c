@@ -247,6 +247,10 @@ es_kafka_msg *es_consumer_next(es_consumer *c, size_t got, int64_t linger_ms, es
             cp->deadline = es_clock_mono_ms() + linger_ms;
         *rec = (es_record){.value = m->payload, .value_len = m->len, .key = m->key, .key_len = m->key_len,
                            .topic = rd_kafka_topic_name(m->rkt), .partition = m->partition, .offset = m->offset};
+        rd_kafka_timestamp_type_t tstype;
+        int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+        if (tstype == RD_KAFKA_TIMESTAMP_CREATE_TIME && ts > 0)
+            rec->timestamp_ms = ts;
         return (es_kafka_msg *)m;
     }
 }

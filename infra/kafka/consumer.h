@@ -35,6 +35,7 @@ typedef struct {
     const char *value; size_t value_len;
     const char *key; size_t key_len;
     const char *topic; int32_t partition; int64_t offset;
+    int64_t timestamp_ms; /* the record's create time (ms since the epoch); 0: unknown */
 } es_record;
 
 /* The next offsets to store: per partition, one past the highest record

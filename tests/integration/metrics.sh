@@ -143,6 +143,10 @@ check "events appended" eq process 'factord_events_appended_total' 10
 check "nothing dead-lettered" eq process 'factord_dead_letters_total' 0
 check "processor batches histogram counts every batch" \
     test "$(sample process factord_processor_batch_duration_seconds_count)" -ge 1
+check "decision latency observed for each of the 9 commands" \
+    test "$(sample process factord_command_decision_latency_seconds_count)" = 9
+replied() { [[ $(sample project factord_reply_latency_seconds_count) -ge 7 ]]; }
+check "reply latency observed for the 7 accepted commands" wait_for 30 replied
 wait_lag() { [[ $(sample relay factord_relay_lag_rows) == 0 ]]; }
 check "relay lag drains to 0" wait_for 30 wait_lag
 check "relay published at least the 10 events" test "$(sample relay factord_relay_published_total)" -ge 10
