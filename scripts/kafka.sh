@@ -36,6 +36,8 @@ KAFKA_PROG=kafka.sh
 # log, die, usage, need, abspath, the jar cache (KAFKA_VERSION, CACHE_DIR,
 # LIB_DIR, KAFKA_JAR, KAFKA_MAJOR) and the node helpers, shared with
 # scripts/kafka-cluster.sh.
+# shellcheck source-path=SCRIPTDIR source=lib/test-certs.sh
+. "$SCRIPT_DIR/lib/test-certs.sh"
 # shellcheck source-path=SCRIPTDIR source=lib/kafka-common.sh
 . "$SCRIPT_DIR/lib/kafka-common.sh"
 
@@ -175,27 +177,20 @@ answering() {
     [[ "$out" == *"broker 1 at 127.0.0.1:$PORT"* ]]
 }
 
-# The secure listener's CA, the broker's key and certificate (one PEM file,
-# as Kafka's PEM keystore wants them) for 127.0.0.1 and localhost, and the
-# SCRAM user's password; made once.
+# The secure listener's CA and certificate (scripts/lib/test-certs.sh), the
+# broker's key and certificate in one PEM file (PKCS#8 first, as Kafka's PEM
+# keystore wants them), and the SCRAM user's password; made once.
 ensure_secure_files() {
-    [[ -s $TLS_DIR/broker.pem && -s $TLS_DIR/ca.crt && -s $TLS_DIR/scram-password ]] && return 0
-    need openssl
-    mkdir -p "$TLS_DIR"
+    [[ -s $TLS_DIR/broker.pem && -s $TLS_DIR/scram-password ]] && return 0
+    make_test_certs "$TLS_DIR" "factord test Kafka CA" "$DATA_DIR/openssl.log" \
+        || die "cannot make the TLS certificates (see $DATA_DIR/openssl.log)"
     (
-        cd "$TLS_DIR"
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
-            -subj "/CN=factord test Kafka CA" -keyout ca.key -out ca.crt
-        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
-            -keyout broker.key -out broker.csr
-        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >broker.ext
-        openssl x509 -req -in broker.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
-            -extfile broker.ext -out broker.crt
-        openssl pkcs8 -topk8 -nocrypt -in broker.key -out broker.p8
-        cat broker.p8 broker.crt >broker.pem
+        cd "$TLS_DIR" &&
+        openssl pkcs8 -topk8 -nocrypt -in server.key -out server.p8 &&
+        cat server.p8 server.crt >broker.pem &&
         openssl rand -hex 16 >scram-password
-    ) >"$DATA_DIR/openssl.log" 2>&1 || die "openssl failed (see $DATA_DIR/openssl.log)"
-    chmod 0600 "$TLS_DIR"/*.key "$TLS_DIR/broker.p8" "$TLS_DIR/broker.pem" "$TLS_DIR/scram-password"
+    ) >>"$DATA_DIR/openssl.log" 2>&1 || die "openssl failed (see $DATA_DIR/openssl.log)"
+    chmod 0600 "$TLS_DIR/server.p8" "$TLS_DIR/broker.pem" "$TLS_DIR/scram-password"
 }
 
 write_server_properties() {

@@ -34,6 +34,8 @@ usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' 
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib/test-certs.sh
+. "$SCRIPT_DIR/lib/test-certs.sh"
 
 PG_ROOT=${FACTORD_PG_DIR:-${TMPDIR:-/tmp}/factord-pg}
 case "$PG_ROOT" in /*) ;; *) PG_ROOT=$PWD/$PG_ROOT ;; esac
@@ -148,26 +150,12 @@ init_cluster() {
     as_pg sh -c "printf '\n# factord: settings written by scripts/pg.sh\ninclude_if_exists = '\''factord.conf'\''\n' >>'$PGDATA_DIR/postgresql.conf'"
 }
 
-# A CA, and a server certificate it signed for localhost and 127.0.0.1,
-# made once; the server's key belongs to the server's user, mode 0600.
+# A CA and a server certificate for localhost and 127.0.0.1
+# (scripts/lib/test-certs.sh), made once; the server's key belongs to the
+# server's user.
 ensure_tls() {
-    [[ -s $TLS_DIR/server.crt && -s $TLS_DIR/server.key && -s $TLS_DIR/ca.crt ]] && return 0
-    command -v openssl >/dev/null 2>&1 || die "FACTORD_PG_TLS=1 needs openssl (scripts/deps.sh installs it)"
-    log "making a CA and a server certificate in $TLS_DIR"
-    mkdir -p "$TLS_DIR"
-    (
-        cd "$TLS_DIR"
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
-            -subj "/CN=factord test CA" -keyout ca.key -out ca.crt
-        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
-            -keyout server.key -out server.csr
-        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >server.ext
-        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
-            -extfile server.ext -out server.crt
-    ) >"$PG_ROOT/openssl.log" 2>&1 || die "openssl failed (see $PG_ROOT/openssl.log)"
-    chmod 0755 "$TLS_DIR"
-    chmod 0644 "$TLS_DIR/ca.crt" "$TLS_DIR/server.crt"
-    chmod 0600 "$TLS_DIR/server.key" "$TLS_DIR/ca.key"
+    make_test_certs "$TLS_DIR" "factord test PostgreSQL CA" "$PG_ROOT/openssl.log" \
+        || die "cannot make the TLS certificates (see $PG_ROOT/openssl.log)"
     if [[ $(id -u) -eq 0 ]]; then chown postgres: "$TLS_DIR/server.key" "$TLS_DIR/server.crt"; fi
 }
 

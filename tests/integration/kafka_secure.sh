@@ -29,15 +29,14 @@ TAG=k$$
 LOGS=${2:-${TMPDIR:-/tmp}/factord-ksec-logs-$TAG}
 mkdir -p "$LOGS"
 rm -rf "${LOGS:?}"/*
+TEST_NAME=kafka_secure.sh
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DB_URL=${FACTORD_TEST_DATABASE_URL:?FACTORD_TEST_DATABASE_URL is not set: start the servers (see README)}
 export FACTORD_KAFKA_PORT=${FACTORD_KSEC_PORT:-29592}
 export FACTORD_KAFKA_DIR=${TMPDIR:-/tmp}/factord-ksec-$TAG
 export FACTORD_KAFKA_SECURE=1 FACTORD_KAFKA_START_TIMEOUT=120
 
-failures=0
-pass() { printf 'kafka_secure.sh: ok   %s\n' "$*"; }
-fail() { printf 'kafka_secure.sh: FAIL %s\n' "$*" >&2; failures=$((failures + 1)); }
-check() { local what=$1; shift; if "$@"; then pass "$what"; else fail "$what"; fi; }
 
 DB=factord_ksec_$TAG
 declare -A PID
@@ -62,7 +61,7 @@ export FACTORD_RDKAFKA_SSL_CA_LOCATION=$FACTORD_KAFKA_SECURE_CA
 export FACTORD_TOPIC_PARTITIONS=2 FACTORD_SESSION_TIMEOUT_MS=6000
 export FACTORD_CODE_KEY=3f1c2b4a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7a8
 export FACTORD_STATE_DIR=$LOGS/state FACTORD_INSTANCE_ID=ksec
-GW_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+GW_PORT=$(free_port)
 export FACTORD_HTTP_ADDR=127.0.0.1:$GW_PORT
 
 "$FACTORD" migrate >"$LOGS/migrate.log" 2>&1 || { echo "kafka_secure.sh: migrate failed (see $LOGS)" >&2; exit 1; }
@@ -79,7 +78,6 @@ rc=$?
 check "an import through factord submit over SASL_SSL is answered 200 (exit $rc)" test "$rc" = 0
 TOKEN=$("$FACTORD" token --user u1 --org o1 2>>"$LOGS/submit.log")
 ready() { [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GW_PORT/readyz") == 200 ]]; }
-wait_for() { local end=$((SECONDS + $1)); shift; until "$@"; do ((SECONDS < end)) || return 1; sleep 0.5; done; }
 check "the gateway is ready on the secure broker" wait_for 90 ready
 code=$(curl -s -o "$LOGS/gw.json" -w '%{http_code}' -X POST -H "Authorization: Bearer $TOKEN" \
     -H 'Content-Type: application/json' --data '{}' "http://127.0.0.1:$GW_PORT/auth/v1/users/me/auth_factors/otp_sms")
@@ -113,11 +111,4 @@ for c in "${!PID[@]}"; do
     check "$c exits 0 on SIGTERM (got $rc)" test "$rc" = 0
     unset "PID[$c]"
 done
-if grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$LOGS"/*.log >/dev/null 2>&1; then
-    fail "a sanitizer report in $(grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$LOGS"/*.log | tr '\n' ' ')"
-fi
-if ((failures)); then
-    echo "kafka_secure.sh: $failures check(s) failed; logs in $LOGS" >&2
-    exit 1
-fi
-echo "kafka_secure.sh: all checks passed"
+finish

@@ -31,21 +31,16 @@ TAG=m$$$RANDOM
 LOGS=${2:-${TMPDIR:-/tmp}/factord-metrics-$TAG}
 mkdir -p "$LOGS"
 rm -rf "${LOGS:?}"/*
+TEST_NAME=metrics.sh
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DB_URL=${FACTORD_TEST_DATABASE_URL:?FACTORD_TEST_DATABASE_URL is not set: start the servers (see README)}
 BROKERS=${FACTORD_TEST_KAFKA_BROKERS:?FACTORD_TEST_KAFKA_BROKERS is not set (see README)}
 for tool in promtool prometheus curl psql; do
     command -v "$tool" >/dev/null || { echo "metrics.sh: $tool not found (scripts/deps.sh installs it)" >&2; exit 1; }
 done
 
-failures=0
-pass() { printf 'metrics.sh: ok   %s\n' "$*"; }
-fail() { printf 'metrics.sh: FAIL %s\n' "$*" >&2; failures=$((failures + 1)); }
-check() { # <description> <command...>
-    local what=$1; shift
-    if "$@"; then pass "$what"; else fail "$what"; fi
-}
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # --- a database, topics and groups of our own ---------------------------------
 DB=factord_metrics_$TAG
@@ -95,10 +90,6 @@ start notify FACTORD_SMS_PROVIDER=webhook FACTORD_SMS_WEBHOOK_URL=http://127.0.0
 scrape() { curl -sf --max-time 5 "http://127.0.0.1:${PORT[$1]}/metrics"; }
 # The value of one sample (exact name{labels} as rendered), or "".
 sample() { scrape "$1" | awk -v s="$2" 'index($0, s " ") == 1 { print $2 }'; }
-wait_for() { # <seconds> <command...>: until it succeeds
-    local end=$((SECONDS + $1)); shift
-    until "$@"; do ((SECONDS < end)) || return 1; sleep 0.5; done
-}
 for c in "${!PORT[@]}"; do
     wait_for 60 scrape "$c" >/dev/null || fail "$c serves /metrics"
 done
@@ -207,12 +198,4 @@ for c in "${!PID[@]}"; do
     check "$c exits 0 on SIGTERM (got $rc)" test "$rc" = 0
     unset "PID[$c]"
 done
-if grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$LOGS"/*.log >/dev/null 2>&1; then
-    fail "a sanitizer report in $(grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$LOGS"/*.log | tr '\n' ' ')"
-fi
-
-if ((failures)); then
-    echo "metrics.sh: $failures check(s) failed; logs in $LOGS" >&2
-    exit 1
-fi
-echo "metrics.sh: all checks passed"
+finish

@@ -25,18 +25,16 @@ TAG=t$$
 LOGS=${2:-${TMPDIR:-/tmp}/factord-pgtls-logs-$TAG}
 mkdir -p "$LOGS"
 rm -rf "${LOGS:?}"/*
+TEST_NAME=pg_tls.sh
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BROKERS=${FACTORD_TEST_KAFKA_BROKERS:?FACTORD_TEST_KAFKA_BROKERS is not set (see README)}
 # A port nobody holds right now (a fixed one can be some connection's
 # ephemeral local port at that moment).
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export FACTORD_PG_PORT=${FACTORD_PGTLS_PORT:-$(free_port)}
 export FACTORD_PG_DIR=${TMPDIR:-/tmp}/factord-pgtls-$TAG
 export FACTORD_PG_TLS=1
 
-failures=0
-pass() { printf 'pg_tls.sh: ok   %s\n' "$*"; }
-fail() { printf 'pg_tls.sh: FAIL %s\n' "$*" >&2; failures=$((failures + 1)); }
-check() { local what=$1; shift; if "$@"; then pass "$what"; else fail "$what"; fi; }
 
 PROC= RELAY=
 cleanup() {
@@ -102,11 +100,4 @@ rc=$?
 check "another host name: verify exits 1 (got $rc)" test "$rc" = 1
 check "... saying the certificate does not match the host" grep -q 'does not match host name' "$LOGS/wrong-host.log"
 
-if grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$LOGS"/*.log >/dev/null 2>&1; then
-    fail "a sanitizer report in $(grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$LOGS"/*.log | tr '\n' ' ')"
-fi
-if ((failures)); then
-    echo "pg_tls.sh: $failures check(s) failed; logs in $LOGS" >&2
-    exit 1
-fi
-echo "pg_tls.sh: all checks passed"
+finish
