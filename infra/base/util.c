@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,4 +94,28 @@ fail:;
     unlink(tmp);
     errno = saved;
     return false;
+}
+
+es_read_status es_read_file(const char *path, size_t max, char **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return ES_READ_OPEN;
+    char *buf = malloc(max + 1);
+    if (!buf)
+        abort();
+    size_t n = fread(buf, 1, max + 1, f); /* one byte more: to see a file that is too large */
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad || n > max) {
+        explicit_bzero(buf, n);
+        free(buf);
+        return bad ? ES_READ_IO : ES_READ_TOO_LARGE;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return ES_READ_OK;
 }

@@ -29,6 +29,19 @@ char *es_memdup(const void *s, size_t n);
  * temporary removed) on any failure. */
 bool es_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
 
+/* What es_read_file found. */
+typedef enum {
+    ES_READ_OK = 0,
+    ES_READ_OPEN,      /* cannot open it (errno set) */
+    ES_READ_IO,        /* a read error */
+    ES_READ_TOO_LARGE  /* more than max bytes */
+} es_read_status;
+
+/* The whole file at path, at most max bytes, into *out (malloc'd, NUL
+ * appended; *len without it). On any failure *out is NULL and what was
+ * read is wiped before it is freed (the file may hold a secret). */
+es_read_status es_read_file(const char *path, size_t max, char **out, size_t *len);
+
 /* The value of one hexadecimal digit (either case), or -1. */
 int es_hex_value(int c);
 

@@ -337,27 +337,23 @@ out:
 
 es_result es_jwks_load_file(const char *path, es_jwks **out, es_error *err)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
+    char *buf = NULL;
+    size_t n = 0;
+    switch (es_read_file(path, JWKS_MAX_BYTES, &buf, &n)) {
+    case ES_READ_OK:
+        break;
+    case ES_READ_OPEN:
         return es_error_set(err, ES_EINVAL, "cannot open %s: %s", path, strerror(errno));
-    char *buf = malloc(JWKS_MAX_BYTES + 1);
-    if (!buf)
-        abort();
-    size_t n = fread(buf, 1, JWKS_MAX_BYTES + 1, f);
-    bool bad = ferror(f);
-    fclose(f);
-    es_result rc;
-    if (bad)
-        rc = es_error_set(err, ES_EINVAL, "cannot read %s", path);
-    else if (n > JWKS_MAX_BYTES)
-        rc = es_error_set(err, ES_EINVAL, "%s: larger than %d bytes", path, JWKS_MAX_BYTES);
-    else {
-        rc = es_jwks_parse(buf, n, out, err);
-        if (rc != ES_OK && err) {
-            char copy[sizeof err->text];
-            snprintf(copy, sizeof copy, "%s", err->text);
-            es_error_set(err, rc, "%s: %s", path, copy);
-        }
+    case ES_READ_IO:
+        return es_error_set(err, ES_EINVAL, "cannot read %s", path);
+    case ES_READ_TOO_LARGE:
+        return es_error_set(err, ES_EINVAL, "%s: larger than %d bytes", path, JWKS_MAX_BYTES);
+    }
+    es_result rc = es_jwks_parse(buf, n, out, err);
+    if (rc != ES_OK && err) {
+        char copy[sizeof err->text];
+        snprintf(copy, sizeof copy, "%s", err->text);
+        es_error_set(err, rc, "%s: %s", path, copy);
     }
     free(buf);
     return rc;

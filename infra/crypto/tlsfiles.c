@@ -12,7 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+
+#include "infra/base/util.h"
 
 #define PEM_MAX (1024 * 1024)
 
@@ -20,27 +21,25 @@
  * cannot be read, is empty or larger than PEM_MAX. */
 static char *read_pem(const char *path, const char *setting, size_t *len, es_error *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    char *buf = NULL;
+    switch (es_read_file(path, PEM_MAX, &buf, len)) {
+    case ES_READ_OK:
+        if (*len > 0)
+            return buf;
+        free(buf);
+        es_error_set(err, ES_EINVAL, "%s: %s is empty", setting, path);
+        return NULL;
+    case ES_READ_OPEN:
         es_error_set(err, ES_EINVAL, "%s: cannot read %s: %s", setting, path, strerror(errno));
         return NULL;
-    }
-    char *buf = malloc(PEM_MAX + 1);
-    if (!buf)
-        abort();
-    size_t n = fread(buf, 1, PEM_MAX + 1, f);
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad || n == 0 || n > PEM_MAX) {
-        es_error_set(err, ES_EINVAL, "%s: %s is %s", setting, path,
-                     bad ? "unreadable" : n == 0 ? "empty" : "larger than 1 MiB");
-        explicit_bzero(buf, n > PEM_MAX ? PEM_MAX + 1 : n);
-        free(buf);
+    case ES_READ_IO:
+        es_error_set(err, ES_EINVAL, "%s: %s is unreadable", setting, path);
         return NULL;
+    case ES_READ_TOO_LARGE:
+        break;
     }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
+    es_error_set(err, ES_EINVAL, "%s: %s is larger than 1 MiB", setting, path);
+    return NULL;
 }
 
 es_result es_tls_files_load(const char *cert_file, const char *cert_setting, const char *key_file,

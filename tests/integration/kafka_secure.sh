@@ -104,11 +104,5 @@ rc=$?
 check "no TLS on the SASL_SSL port: submit exits 2 (got $rc)" test "$rc" = 2
 
 # --- 5. stop ----------------------------------------------------------------------------------
-for c in "${!PID[@]}"; do kill -TERM "${PID[$c]}" 2>/dev/null; done
-for c in "${!PID[@]}"; do
-    wait "${PID[$c]}"
-    rc=$?
-    check "$c exits 0 on SIGTERM (got $rc)" test "$rc" = 0
-    unset "PID[$c]"
-done
+stop_components
 finish

@@ -16,6 +16,19 @@ wait_for() { local end=$((SECONDS + $1)); shift; until "$@"; do ((SECONDS < end)
 # A TCP port on 127.0.0.1 that nobody holds right now.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# SIGTERM to every component in the caller's PID array (name -> pid); each
+# must exit 0. The array is emptied.
+stop_components() {
+    local c rc
+    for c in "${!PID[@]}"; do kill -TERM "${PID[$c]}" 2>/dev/null; done
+    for c in "${!PID[@]}"; do
+        wait "${PID[$c]}"
+        rc=$?
+        check "$c exits 0 on SIGTERM (got $rc)" test "$rc" = 0
+        unset "PID[$c]"
+    done
+}
+
 # The sanitizer scan, the summary and the exit code.
 finish() {
     local reports

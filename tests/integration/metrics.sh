@@ -191,11 +191,5 @@ check "a bad FACTORD_METRICS_ADDR exits 2 (got $rc)" test "$rc" = 2
 check "... naming the setting" grep -q FACTORD_METRICS_ADDR "$LOGS/bad-addr.log"
 
 # --- 5. stop -----------------------------------------------------------------------------------------
-for c in "${!PID[@]}"; do kill -TERM "${PID[$c]}" 2>/dev/null; done
-for c in "${!PID[@]}"; do
-    wait "${PID[$c]}"
-    rc=$?
-    check "$c exits 0 on SIGTERM (got $rc)" test "$rc" = 0
-    unset "PID[$c]"
-done
+stop_components
 finish

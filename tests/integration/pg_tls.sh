@@ -36,10 +36,9 @@ export FACTORD_PG_DIR=${TMPDIR:-/tmp}/factord-pgtls-$TAG
 export FACTORD_PG_TLS=1
 
 
-PROC= RELAY=
+declare -A PID
 cleanup() {
-    [[ -n $PROC ]] && kill -9 "$PROC" 2>/dev/null
-    [[ -n $RELAY ]] && kill -9 "$RELAY" 2>/dev/null
+    for c in "${!PID[@]}"; do kill -9 "${PID[$c]}" 2>/dev/null; done
     bash "$SCRIPTS/pg.sh" stop --wipe >/dev/null 2>&1
 }
 trap cleanup EXIT
@@ -65,10 +64,10 @@ export FACTORD_COMMANDS_TOPIC=pgtls.$TAG.commands FACTORD_EVENTS_TOPIC=pgtls.$TA
 export FACTORD_REPLIES_TOPIC=pgtls.$TAG.replies FACTORD_DLQ_TOPIC=pgtls.$TAG.dlq
 export FACTORD_PROCESSOR_GROUP=pgtls-$TAG FACTORD_TOPIC_PARTITIONS=1
 export FACTORD_CODE_KEY=3f1c2b4a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7a8
-FACTORD_DATABASE_URL="$URL" "$FACTORD" process >"$LOGS/process.log" 2>&1 &
-PROC=$!
-FACTORD_DATABASE_URL="$URL" "$FACTORD" relay >"$LOGS/relay.log" 2>&1 &
-RELAY=$!
+for c in process relay; do
+    FACTORD_DATABASE_URL="$URL" "$FACTORD" "$c" >"$LOGS/$c.log" 2>&1 &
+    PID[$c]=$!
+done
 # An unknown user: decided (rejected) by the processor, answered through the
 # relay's outbox, both over verify-full.
 FACTORD_DATABASE_URL="$URL" "$FACTORD" submit --timeout-ms 60000 --type LockUser --user nobody --org o1 \
@@ -78,13 +77,7 @@ check "a command decided and answered over verify-full (submit exit 1: rejected;
 check "... with the processor's answer" grep -q '"httpStatus":404' "$LOGS/submit.log"
 decided=$(psql -X -tA "$URL" -c "SELECT count(*) FROM factord.commands WHERE user_id = 'nobody'" 2>>"$LOGS/psql.log")
 check "... and its outcome stored (got '$decided')" test "$decided" = 1
-for pid in "$PROC" "$RELAY"; do
-    kill -TERM "$pid"
-    wait "$pid"
-    rc=$?
-    check "a component exits 0 on SIGTERM (got $rc)" test "$rc" = 0
-done
-PROC= RELAY=
+stop_components
 
 # --- 3. refusals ----------------------------------------------------------------------
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=another CA" \
