@@ -32,6 +32,7 @@ typedef struct {
     es_error derr;
     dom_cmd cmd;
     unsigned char hash[32];
+    bool name_taken;   /* an import's user name is held in factord.users */
 } item;
 
 /* A command decided earlier in this batch, for repeated ids. */
@@ -56,6 +57,9 @@ struct es_processor {
     decided *done; size_t done_cap;
     es_known_cmd *known; size_t known_cap;
     const char **ids; size_t ids_cap;
+    es_name_probe *probes; size_t probes_cap;
+    bool *taken; size_t taken_cap;
+    size_t *probe_item; size_t probe_item_cap;
     char **owned; size_t n_owned, owned_cap; /* strings freed after each attempt */
     dom_decision dec;
 };
@@ -109,6 +113,9 @@ void es_processor_free(es_processor *p)
         es_known_cmd_clear(&p->known[i]);
     free(p->known);
     free(p->ids);
+    free(p->probes);
+    free(p->taken);
+    free(p->probe_item);
     free(p);
 }
 
@@ -255,7 +262,29 @@ static es_result attempt(es_processor *p, const es_record *recs, size_t n, es_ba
             goto fail;
     }
 
-    /* 3. Decide in record order. */
+    /* 3. The user names the batch's imports claim, looked up in one query
+     * (the table does not change before this batch writes). */
+    size_t n_probes = 0;
+    GROW(p, probes, n);
+    GROW(p, taken, n);
+    GROW(p, probe_item, n);
+    for (size_t i = 0; i < n; i++) {
+        item *it = &p->items[i];
+        it->name_taken = false;
+        if (it->decoded && it->cmd.type == DOM_CMD_IMPORT_HUMAN && it->cmd.import.user_name[0]) {
+            p->probes[n_probes] = (es_name_probe){it->cmd.instance_id, it->cmd.import.user_name, it->cmd.user_id};
+            p->probe_item[n_probes++] = i;
+        }
+    }
+    if (n_probes) {
+        rc = es_store_names_taken(p->st, p->probes, n_probes, p->taken, err);
+        if (rc != ES_OK)
+            goto fail;
+        for (size_t j = 0; j < n_probes; j++)
+            p->items[p->probe_item[j]].name_taken = p->taken[j];
+    }
+
+    /* 4. Decide in record order. */
     size_t k = 0; /* index into known[] */
     GROW(p, outcomes, n);
     GROW(p, done, n);
@@ -345,13 +374,7 @@ static es_result attempt(es_processor *p, const es_record *recs, size_t n, es_ba
                         p->users[j].status != DOM_USER_REMOVED &&
                         strcmp(p->users[j].instance_id, it->cmd.instance_id) == 0 &&
                         strcasecmp(p->users[j].user_name, it->cmd.import.user_name) == 0;
-            if (!taken) {
-                rc = es_store_user_name_taken(p->st, it->cmd.instance_id, it->cmd.import.user_name,
-                                              it->cmd.user_id, &taken, err);
-                if (rc != ES_OK)
-                    goto fail;
-            }
-            ctx.user_name_taken = taken;
+            ctx.user_name_taken = taken || it->name_taken;
         }
 
         dom_decision *dec = &p->dec;
@@ -387,7 +410,7 @@ static es_result attempt(es_processor *p, const es_record *recs, size_t n, es_ba
         }
     }
 
-    /* 4. Write and commit. Only users whose state changed need an upsert,
+    /* 5. Write and commit. Only users whose state changed need an upsert,
      * but an unchanged row costs little and keeps this simple. */
     es_write w = {.events = p->events, .n_events = n_events, .users = p->users, .n_users = n_users,
                   .outcomes = p->outcomes, .n_outcomes = n_outcomes, .outbox = p->outbox,

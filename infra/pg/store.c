@@ -96,11 +96,15 @@ static const store_stmt store_stmts[Q__COUNT] = {
         " CROSS JOIN LATERAL (SELECT " STORE_USER_COLUMNS " FROM factord.users"
         "                      WHERE instance_id = r.i AND user_id = r.u FOR UPDATE) AS u"
         " ORDER BY r.i, r.u"},
-    /* Same predicate as the partial unique index users_user_name_key. */
-    [Q_NAME_TAKEN] = {"factord_name_taken", 3,
-        "SELECT EXISTS (SELECT 1 FROM factord.users"
-        "  WHERE instance_id = $1 AND lower(user_name) = lower($2)"
-        "    AND status <> 'removed' AND user_id <> $3)"},
+    /* Same predicate as the partial unique index users_user_name_key; the
+     * LIMIT keeps the LATERAL subquery an index probe per name rather than
+     * a join the planner could turn into a scan of the whole table. Returns
+     * the (1-based) ordinals of the names that are taken. */
+    [Q_NAME_TAKEN] = {"factord_names_taken", 3,
+        "SELECT r.n FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS r(i, name, u, n)"
+        " CROSS JOIN LATERAL (SELECT 1 FROM factord.users"
+        "   WHERE instance_id = r.i AND lower(user_name) = lower(r.name)"
+        "     AND status <> 'removed' AND user_id <> r.u LIMIT 1) AS t"},
     /* DISTINCT ON keeps the last state given for a user, so a batch that
      * lists a user twice cannot trip "ON CONFLICT cannot affect row a second
      * time"; inserting in key order keeps lock order stable. */
@@ -956,16 +960,35 @@ out:
     return rc;
 }
 
-es_result es_store_user_name_taken(es_store *st, const char *instance_id,
-                                   const char *user_name, const char *except_user_id,
-                                   bool *taken, es_error *err)
+es_result es_store_names_taken(es_store *st, const es_name_probe *probes, size_t n, bool *taken,
+                               es_error *err)
 {
     PGresult *res = NULL;
-    const char *params[] = {instance_id, user_name, except_user_id ? except_user_id : ""};
-    *taken = false;
-    es_result rc = store_query(st, Q_NAME_TAKEN, params, PGRES_TUPLES_OK, &res, err);
-    if (rc == ES_OK)
-        *taken = PQgetvalue(res, 0, 0)[0] == 't';
+    es_pga *cols = st->cols;
+    for (size_t i = 0; i < n; i++)
+        taken[i] = false;
+    if (n == 0)
+        return ES_OK;
+    for (int c = 0; c < 3; c++)
+        es_pga_begin(&cols[c], ES_PG_TEXT);
+    for (size_t i = 0; i < n; i++) {
+        const es_name_probe *pr = &probes[i];
+        const char *except = pr->except_user_id ? pr->except_user_id : "";
+        if (!pr->instance_id || !pr->user_name || !es_pga_text(&cols[0], pr->instance_id, SIZE_MAX) ||
+            !es_pga_text(&cols[1], pr->user_name, SIZE_MAX) || !es_pga_text(&cols[2], except, SIZE_MAX))
+            return es_error_set(err, ES_EINVAL, "names taken: name %zu is missing or not UTF-8", i);
+    }
+    es_result rc = store_query_cols(st, Q_NAME_TAKEN, NULL, cols, PGRES_TUPLES_OK, &res, err);
+    if (rc == ES_OK) {
+        for (int r = 0; r < PQntuples(res); r++) {
+            long long k = strtoll(PQgetvalue(res, r, 0), NULL, 10);
+            if (k < 1 || (unsigned long long)k > n) {
+                rc = es_error_set(err, ES_EFATAL, "names taken: the server returned ordinal %lld of %zu", k, n);
+                break;
+            }
+            taken[k - 1] = true;
+        }
+    }
     PQclear(res);
     return rc;
 }

@@ -113,11 +113,19 @@ es_result es_store_find_commands(es_store *st, const char *const *ids, size_t n,
 es_result es_store_load_users(es_store *st, dom_user *users, bool *found, size_t n,
                               es_error *err) ES_WUR;
 
-/* Is user_name held by a live (not removed) user of the instance other
- * than except_user_id? Case-insensitive, as ZITADEL. */
-es_result es_store_user_name_taken(es_store *st, const char *instance_id,
-                                   const char *user_name, const char *except_user_id,
-                                   bool *taken, es_error *err) ES_WUR;
+/* One user name to look up: is it held by a live (not removed) user of the
+ * instance other than except_user_id ("" or NULL: any user)? */
+typedef struct {
+    const char *instance_id;
+    const char *user_name;
+    const char *except_user_id;
+} es_name_probe;
+
+/* taken[i] for probes[i], case-insensitive as ZITADEL, all n in one query
+ * (one index probe each): the processor asks once per batch for every
+ * import's name, not once per import. */
+es_result es_store_names_taken(es_store *st, const es_name_probe *probes, size_t n, bool *taken,
+                               es_error *err) ES_WUR;
 
 /* What one batch writes. */
 typedef struct {

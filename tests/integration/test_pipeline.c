@@ -168,6 +168,43 @@ Test(pipeline, reused_command_id, .timeout = 120)
     h_env_done(&e);
 }
 
+/* A user name is unique per instance, case-insensitive: against a name
+ * another import of the same batch claimed (decided in memory) and against
+ * factord.users (the batch's one look-up of all its imports' names). */
+Test(pipeline, user_names_are_unique_within_a_batch_and_against_the_table, .timeout = 120)
+{
+    h_env e;
+    h_env_init(&e, "names");
+    char id3[37], id4[37], id5[37], id2[37];
+    /* Queued before the processor starts: one batch. */
+    send_cmd(&e, "ImportHumanUser", "u3", h_import_payload("same@example.com", NULL, false), id3);
+    send_cmd(&e, "ImportHumanUser", "u4", h_import_payload("SAME@example.com", NULL, false), id4);
+    send_cmd(&e, "ImportHumanUser", "u5", h_import_payload("other@example.com", NULL, false), id5);
+    pid_t proc = h_spawn(&e, "process", NULL), relay = h_spawn(&e, "relay", NULL);
+    cr_assert_eq(wait_events(&e, "u5", "user.human.added", 1, 60000), 1);
+    /* A later batch: the name is in the table now. */
+    send_cmd(&e, "ImportHumanUser", "u2", h_import_payload("Other@Example.COM", NULL, false), id2);
+    json_t *replies = h_read_topic(&e, e.replies, 2, 60000);
+    cr_assert_eq(json_array_size(replies), 2, "two rejections, no more");
+    const char *ids[] = {id4, id2};
+    for (int i = 0; i < 2; i++) {
+        json_t *rec = h_find_reply(replies, ids[i]);
+        cr_assert_not_null(rec, "the rejection of command %d", i);
+        json_t *r = json_loads(json_string_value(json_object_get(rec, "value")), 0, NULL);
+        cr_assert_eq(json_integer_value(json_object_get(r, "httpStatus")), 409);
+        cr_assert(strstr(json_string_value(json_object_get(json_object_get(r, "body"), "message")), "V3-DKcYh"),
+                  "ZITADEL's id for a taken user name");
+        json_decref(r);
+    }
+    cr_assert_eq(count_events(&e, "u3", ""), 1, "the first claim wins");
+    cr_assert_eq(count_events(&e, "u4", ""), 0, "nothing appended for a taken name");
+    cr_assert_eq(count_events(&e, "u2", ""), 0, "nothing appended for a taken name");
+    json_decref(replies);
+    h_stop(proc, false);
+    h_stop(relay, false);
+    h_env_done(&e);
+}
+
 Test(pipeline, racing_adds_for_one_user_through_kafka, .timeout = 120)
 {
     h_env e;

@@ -990,16 +990,23 @@ Test(store, user_name_taken_and_unique)
     es_write w = {.users = &u, .n_users = 1};
     assert_ok(itest_write(st, &w, &err), &err, "write");
 
-    bool taken = false;
-    assert_ok(es_store_user_name_taken(st, inst, "alice@example.COM", NULL, &taken, &err), &err,
-              "taken");
-    cr_assert(taken);
-    assert_ok(es_store_user_name_taken(st, inst, "alice@example.com", "u1", &taken, &err), &err,
-              "taken");
-    cr_assert_not(taken, "a user's own name is not taken by another");
-    assert_ok(es_store_user_name_taken(st, other, "alice@example.com", NULL, &taken, &err), &err,
-              "taken");
-    cr_assert_not(taken, "names are per instance");
+    /* One query for all: other case, the user's own name, another instance,
+     * a free name. */
+    es_name_probe probes[] = {
+        {inst, "alice@example.COM", NULL},
+        {inst, "alice@example.com", "u1"},
+        {other, "alice@example.com", NULL},
+        {inst, "bob@example.com", ""},
+        {inst, "ALICE@EXAMPLE.COM", "u9"},
+    };
+    bool taken[5] = {false, true, true, true, false};
+    assert_ok(es_store_names_taken(st, probes, 5, taken, &err), &err, "taken");
+    cr_assert(taken[0], "case-insensitive");
+    cr_assert_not(taken[1], "a user's own name is not taken by another");
+    cr_assert_not(taken[2], "names are per instance");
+    cr_assert_not(taken[3], "a name nobody holds");
+    cr_assert(taken[4], "held by u1, asked for u9");
+    assert_ok(es_store_names_taken(st, probes, 0, taken, &err), &err, "no names");
 
     /* A second live user with the same name (other case) is refused. */
     dom_user dup;
@@ -1014,9 +1021,8 @@ Test(store, user_name_taken_and_unique)
     u.status = DOM_USER_REMOVED;
     u.sequence = 2;
     assert_ok(itest_write(st, &w, &err), &err, "remove");
-    assert_ok(es_store_user_name_taken(st, inst, "alice@example.com", NULL, &taken, &err), &err,
-              "taken");
-    cr_assert_not(taken);
+    assert_ok(es_store_names_taken(st, probes, 1, taken, &err), &err, "taken");
+    cr_assert_not(taken[0], "a removed user's name is free");
     assert_ok(itest_write(st, &wd, &err), &err, "reuse the name");
     es_store_free(st);
 }
