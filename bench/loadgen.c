@@ -185,16 +185,16 @@ static rd_kafka_t *replies_consumer(const opts *o)
         die("metadata of the replies topic", rd_kafka_err2str(e));
     rd_kafka_topic_partition_list_t *tpl = rd_kafka_topic_partition_list_new(parts);
     for (int p = 0; p < parts; p++) {
-        int64_t lo = 0, hi = 0;
+        int64_t hi = 0;
         for (int attempt = 0; attempt < 100; attempt++) {
-            e = rd_kafka_query_watermark_offsets(rk, o->replies, p, &lo, &hi, 10000);
+            e = es_kafka_list_offset(rk, o->replies, p, RD_KAFKA_OFFSET_END, 10000, &hi);
             if (!e)
                 break;
             struct timespec ts = {0, 200 * 1000000};
             nanosleep(&ts, NULL);
         }
         if (e)
-            die("watermarks of the replies topic", rd_kafka_err2str(e));
+            die("end offsets of the replies topic", rd_kafka_err2str(e));
         rd_kafka_topic_partition_list_add(tpl, o->replies, p)->offset = hi;
     }
     e = rd_kafka_assign(rk, tpl);
