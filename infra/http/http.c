@@ -402,7 +402,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         k[i] = r->log_k[i];
         v[i] = r->log_v[i];
     }
-    es_log(toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? ES_LOG_INFO : ES_LOG_WARN, "request", "method", r->method,
+    es_log_level level = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK ? ES_LOG_WARN
+                         : h->o.quiet                               ? ES_LOG_DEBUG
+                                                                    : ES_LOG_INFO;
+    if (es_log_enabled(level))
+        es_log(level, "request", "method", r->method,
            "path", r->path, "status", es_log_i64(r->resp_ready ? r->status : 0), "duration_ms",
            es_log_i64(es_clock_mono_ms() - r->start_ms), "remote", r->remote, "completed",
            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "connection closed early", k[0], v[0], k[1], v[1],

@@ -43,6 +43,9 @@ typedef struct {
     es_http_fn on_request;
     void *ctx;
     const char *component;     /* log component of the server's threads */
+    bool quiet;                /* completed requests logged at debug, not info
+                                  (the metrics endpoint: a scrape every few
+                                  seconds); failures still at warn */
     /* HTTPS: the certificate (and chain) and its private key as PEM text,
      * checked beforehand (infra/crypto/tlsfiles.h); both copied, the key's
      * copy wiped at es_http_stop. NULL: plain HTTP. */

@@ -63,7 +63,8 @@ es_result es_metrics_server_start(const char *addr, const char *component, es_me
                       .too_large_body = "{}",
                       .on_headers = on_headers,
                       .on_request = on_request,
-                      .component = component};
+                      .component = component,
+                      .quiet = true};
     es_result rc = es_http_start(&o, &s->http, err);
     if (rc != ES_OK) {
         free(s);

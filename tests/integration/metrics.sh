@@ -183,6 +183,11 @@ accepted() {
 }
 check "a PromQL query sees the 6 accepted commands" wait_for 30 accepted
 kill "$PROM_PID" 2>/dev/null; wait "$PROM_PID" 2>/dev/null; PROM_PID=
+# Scrapes come every second here (every 15 s in production): logged at
+# debug, they stay out of an info log; the gateway's own requests do not.
+no_scrape_lines() { ! grep -q '"path":"/metrics"' "$LOGS"/{process,relay,project,gateway,notify}.log; }
+check "scrapes are not logged at info" no_scrape_lines
+check "... while the gateway's requests are" grep -q '"msg":"request"' "$LOGS/gateway.log"
 
 # --- 4. a bad address --------------------------------------------------------------------------
 FACTORD_METRICS_ADDR=127.0.0.1:notaport timeout 30 "$FACTORD" relay >"$LOGS/bad-addr.log" 2>&1
