@@ -48,6 +48,16 @@ static void audit_bad(es_verify_report *rep, const char *instance, const char *u
 
 /* --- the chain pass --------------------------------------------------------------- */
 
+/* A (position, hash) that the log must hold: the expected head, a
+ * checkpoint. */
+typedef struct {
+    int64_t position;
+    unsigned char hash[ES_CHAIN_HASH_LEN];
+    char what[96];           /* "the expected head", "checkpoint 3", ... */
+} verify_pin;
+
+enum { VERIFY_MAX_PINS = 3 };
+
 typedef struct {
     es_chain_hasher *hasher;
     const es_verify_opts *o;
@@ -55,7 +65,8 @@ typedef struct {
     unsigned char prev[ES_CHAIN_HASH_LEN];
     int64_t last_position;
     bool chained_seen;
-    bool expect_seen;
+    verify_pin pins[VERIFY_MAX_PINS]; /* above the start, by position */
+    size_t n_pins, next_pin;
     es_audit_ticker ticker;
 } chain_state;
 
@@ -180,18 +191,16 @@ static bool chain_row(void *arg, const es_log_row *row)
         rep->head_position = pos;
         memcpy(rep->head_hash, stored_hash, sizeof rep->head_hash);
     }
-    if (cs->o->expect_head && !cs->expect_seen && pos >= cs->o->expect_position) {
-        cs->expect_seen = true;
-        if (pos != cs->o->expect_position || !row->hash_hex) {
-            audit_bad(rep, evt->instance_id, evt->aggregate_id, pos,
-                      "the expected head position %" PRId64 " holds no chained event",
-                      cs->o->expect_position);
+    while (cs->next_pin < cs->n_pins && pos >= cs->pins[cs->next_pin].position) {
+        const verify_pin *pin = &cs->pins[cs->next_pin++];
+        if (pos != pin->position || !row->hash_hex) {
+            audit_bad(rep, evt->instance_id, evt->aggregate_id, pos, "%s position %" PRId64 " holds no chained event",
+                      pin->what, pin->position);
             return false;
         }
-        if (memcmp(rep->head_hash, cs->o->expect_hash, ES_CHAIN_HASH_LEN) != 0) {
+        if (memcmp(rep->head_hash, pin->hash, ES_CHAIN_HASH_LEN) != 0) {
             audit_bad(rep, evt->instance_id, evt->aggregate_id, pos,
-                      "the event at the expected head has another hash: the log up to it was "
-                      "rewritten");
+                      "the event at %s has another hash: the log up to it was rewritten", pin->what);
             return false;
         }
     }
@@ -350,8 +359,11 @@ static bool users_page_done(void *arg, size_t rows, int64_t last)
     return true;
 }
 
+/* The users pass over every user (after = 0), or over the users with an
+ * event above after (incremental), who are all read from their first
+ * event; the search for rows without events only in the first case. */
 static es_result verify_users(es_logread *r, es_verify_report *rep, const es_verify_opts *o, size_t page,
-                              const atomic_bool *stop, es_error *err)
+                              int64_t after, const atomic_bool *stop, es_error *err)
 {
     es_result rc = ES_OK;
     bool found = false;
@@ -363,9 +375,13 @@ static es_result verify_users(es_logread *r, es_verify_report *rep, const es_ver
     us->stop = stop;
     es_audit_ticker_start(&us->ticker, o->progress, o->progress_arg, "users");
 
-    if ((rc = es_logread_users(r, page, users_row, users_page_done, us, err)) != ES_OK || us->stopped)
+    if (after > 0)
+        rc = es_logread_users_since(r, after, page, users_row, users_page_done, us, err);
+    else
+        rc = es_logread_users(r, page, users_row, users_page_done, us, err);
+    if (rc != ES_OK || us->stopped)
         goto out;
-    if (!users_finish(us))
+    if (!users_finish(us) || after > 0)
         goto out;
     /* Users with a row but no event. */
     if ((rc = es_logread_user_without_events(r, &found, &who, err)) != ES_OK)
@@ -382,6 +398,7 @@ typedef struct {
     es_logread *reader;
     const es_verify_opts *o;
     size_t page;
+    int64_t after;
     const atomic_bool *stop;
     es_verify_report rep;
     es_result rc;
@@ -393,8 +410,155 @@ static void *users_job_main(void *arg)
     users_job *j = arg;
     memset(&j->rep, 0, sizeof j->rep);
     j->rep.ok = true;
-    j->rc = verify_users(j->reader, &j->rep, j->o, j->page, j->stop, &j->err);
+    j->rc = verify_users(j->reader, &j->rep, j->o, j->page, j->after, j->stop, &j->err);
     return NULL;
+}
+
+/* --- anchors ----------------------------------------------------------------------- */
+
+static void pin_set(verify_pin *pin, int64_t pos, const unsigned char hash[ES_CHAIN_HASH_LEN], const char *fmt,
+                    ...) __attribute__((format(printf, 4, 5)));
+
+static void pin_set(verify_pin *pin, int64_t pos, const unsigned char hash[ES_CHAIN_HASH_LEN], const char *fmt, ...)
+{
+    va_list ap;
+    pin->position = pos;
+    memcpy(pin->hash, hash, ES_CHAIN_HASH_LEN);
+    va_start(ap, fmt);
+    vsnprintf(pin->what, sizeof pin->what, fmt, ap);
+    va_end(ap);
+}
+
+/* A signed checkpoint's problem with key, as a sentence's end; NULL when
+ * it is signed with key. */
+static const char *anchor_signature_problem(const es_chain_key *key, const es_checkpoint *cp, char *buf,
+                                            size_t len)
+{
+    es_checkpoint_status cs = es_checkpoint_check(key, cp);
+    switch (cs) {
+    case ES_CHECKPOINT_VALID:
+        return NULL;
+    case ES_CHECKPOINT_OTHER_KEY:
+        snprintf(buf, len,
+                 "is signed with another key (key id %s; this run's is %s): refused. Verify with the key it "
+                 "was made with, or run --full",
+                 cp->key_id[0] ? cp->key_id : "?", key->key_id);
+        break;
+    case ES_CHECKPOINT_BAD_SIGNATURE:
+        snprintf(buf, len, "has a signature that does not verify: it was forged or edited (its position, "
+                           "hash or another field changed)");
+        break;
+    case ES_CHECKPOINT_MALFORMED:
+        snprintf(buf, len, "is malformed (forged or edited)");
+        break;
+    }
+    return buf;
+}
+
+/* Choose where the run starts: the anchors (the expected head, the
+ * checkpoint file's, in an incremental run the newest checkpoint in the
+ * database) after checking the signed ones; the lowest is the start, the
+ * others become the chain pass's pins. *start = 0 for a run from the first
+ * event. False after recording a problem. */
+static es_result verify_anchors(es_logread *reader, const es_chain_key *key, const es_verify_opts *o,
+                                es_verify_report *rep, chain_state *cs, int64_t *start, es_error *err)
+{
+    verify_pin anchors[VERIFY_MAX_PINS];
+    size_t n = 0;
+    char why[256];
+    *start = 0;
+    if (o->expect_head)
+        pin_set(&anchors[n++], o->expect_position, o->expect_hash, "the expected head");
+    if (o->has_file_checkpoint) {
+        const es_checkpoint *fc = &o->file_checkpoint;
+        if (anchor_signature_problem(key, fc, why, sizeof why)) {
+            audit_bad(rep, NULL, NULL, fc->position, "the checkpoint file's checkpoint (position %" PRId64 ") %s",
+                      fc->position, why);
+            snprintf(rep->from_what, sizeof rep->from_what, "the checkpoint file's, refused");
+            return ES_OK;
+        }
+        pin_set(&anchors[n++], fc->position, fc->hash, "the checkpoint file's head");
+    }
+    if (o->incremental) {
+        bool found = false;
+        int64_t id = 0;
+        es_checkpoint cp;
+        es_result rc = es_logread_checkpoint_latest(reader, &found, &id, &cp, err);
+        if (rc != ES_OK)
+            return rc;
+        if (found) {
+            if (anchor_signature_problem(key, &cp, why, sizeof why)) {
+                audit_bad(rep, NULL, NULL, cp.position,
+                          "checkpoint %" PRId64 " (position %" PRId64
+                          ", the newest in factord.verify_checkpoints) %s",
+                          id, cp.position, why);
+                snprintf(rep->from_what, sizeof rep->from_what, "checkpoint %" PRId64 ", refused", id);
+                return ES_OK;
+            }
+            pin_set(&anchors[n++], cp.position, cp.hash, "checkpoint %" PRId64, id);
+            rep->checkpoint_id = id;
+            char at[40];
+            dom_time_format(cp.verified_at_us, at, sizeof at);
+            snprintf(rep->from_what, sizeof rep->from_what, "checkpoint %" PRId64 " (%s verify of %s)", id,
+                     cp.full ? "a full" : "an incremental", at);
+        }
+    }
+    if (!o->incremental || n == 0) {
+        /* From the first event: every anchor is a pin on the way. */
+        memcpy(cs->pins, anchors, n * sizeof anchors[0]);
+        cs->n_pins = n;
+    } else {
+        size_t lo = 0;
+        for (size_t i = 1; i < n; i++)
+            if (anchors[i].position <= anchors[lo].position) /* ties: the database's, the last */
+                lo = i;
+        const verify_pin *first = &anchors[lo];
+        *start = first->position;
+        if (!rep->checkpoint_id || lo != n - 1) { /* the database's checkpoint is the last anchor */
+            rep->checkpoint_id = 0;
+            snprintf(rep->from_what, sizeof rep->from_what, "%s", first->what);
+        }
+        /* The event at the start must still be there with the anchor's hash. */
+        bool found = false, chained = false;
+        unsigned char hash[ES_CHAIN_HASH_LEN];
+        es_result rc = es_logread_event_hash(reader, first->position, &found, &chained, hash, err);
+        if (rc != ES_OK)
+            return rc;
+        if (!found || !chained) {
+            audit_bad(rep, NULL, NULL, first->position,
+                      "%s position %" PRId64 " holds no chained event%s", first->what, first->position,
+                      found ? "" : ": events were removed");
+            return ES_OK;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (anchors[i].position == first->position) {
+                if (memcmp(anchors[i].hash, hash, ES_CHAIN_HASH_LEN) != 0) {
+                    audit_bad(rep, NULL, NULL, first->position,
+                              "the event at %s has another hash: the log up to it was rewritten",
+                              anchors[i].what);
+                    return ES_OK;
+                }
+            } else {
+                cs->pins[cs->n_pins++] = anchors[i];
+            }
+        }
+        /* Continue the chain from there. */
+        rep->incremental = true;
+        rep->from_position = first->position;
+        memcpy(cs->prev, hash, sizeof cs->prev);
+        cs->chained_seen = true;
+        cs->last_position = first->position;
+        rep->head_position = first->position;
+        memcpy(rep->head_hash, hash, sizeof rep->head_hash);
+    }
+    /* The pins in position order (at most three). */
+    for (size_t i = 1; i < cs->n_pins; i++)
+        for (size_t j = i; j > 0 && cs->pins[j].position < cs->pins[j - 1].position; j--) {
+            verify_pin t = cs->pins[j];
+            cs->pins[j] = cs->pins[j - 1];
+            cs->pins[j - 1] = t;
+        }
+    return ES_OK;
 }
 
 /* --- verify ------------------------------------------------------------------------ */
@@ -434,22 +598,24 @@ es_result es_audit_verify(es_store *st, const es_chain_key *key, const es_verify
         audit_bad(rep, NULL, NULL, 0, "factord.position_counter has no valid row 1");
         goto out;
     }
+    cs.o = o;
+    cs.rep = rep;
+    if ((rc = verify_anchors(reader, key, o, rep, &cs, &job.after, err)) != ES_OK || !rep->ok)
+        goto out;
 
     if (job.reader && pthread_create(&users_thread, NULL, users_job_main, &job) == 0)
         threaded = true;
 
     cs.hasher = es_chain_hasher_new(key);
-    cs.o = o;
-    cs.rep = rep;
     es_audit_ticker_start(&cs.ticker, o->progress, o->progress_arg, "chain");
-    rc = es_logread_chain(reader, page, chain_row, chain_page_done, &cs, err);
+    rc = es_logread_chain(reader, job.after, page, chain_row, chain_page_done, &cs, err);
     if (rc != ES_OK || !rep->ok)
         goto out;
-    if (o->expect_head && !cs.expect_seen) {
-        audit_bad(rep, NULL, NULL, o->expect_position,
-                  "the log ends at position %" PRId64 ", before the expected head %" PRId64
-                  ": events were removed from its end",
-                  cs.last_position, o->expect_position);
+    if (cs.next_pin < cs.n_pins) {
+        const verify_pin *pin = &cs.pins[cs.next_pin];
+        audit_bad(rep, NULL, NULL, pin->position,
+                  "the log ends at position %" PRId64 ", before %s %" PRId64 ": events were removed from its end",
+                  cs.last_position, pin->what, pin->position);
         goto out;
     }
     if (counter.head_position != rep->head_position ||
@@ -475,7 +641,7 @@ es_result es_audit_verify(es_store *st, const es_chain_key *key, const es_verify
         es_verify_report *users = &job.rep;
         memset(users, 0, sizeof *users);
         users->ok = true;
-        job.rc = verify_users(reader, users, o, page, NULL, &job.err);
+        job.rc = verify_users(reader, users, o, page, job.after, NULL, &job.err);
     }
 out:
     if (rc != ES_OK || !rep->ok)
@@ -518,3 +684,21 @@ bool es_audit_parse_head(const char *s, int64_t *pos, unsigned char hash[ES_CHAI
     return es_parse_i64(num, pos) && *pos > 0 && es_chain_unhex(colon + 1, hash, ES_CHAIN_HASH_LEN);
 }
 
+
+es_result es_audit_record_checkpoint(es_store *st, const es_chain_key *key, const es_verify_report *rep,
+                                     int64_t now_us, es_checkpoint *cp, int64_t *id, es_error *err)
+{
+    *id = 0;
+    memset(cp, 0, sizeof *cp);
+    if (!rep->ok || rep->head_position < 1)
+        return ES_OK;
+    cp->position = rep->head_position;
+    memcpy(cp->hash, rep->head_hash, sizeof cp->hash);
+    cp->verified_at_us = now_us;
+    cp->full = !rep->incremental;
+    cp->from_position = rep->incremental ? rep->from_position : 0;
+    cp->events = rep->events;
+    if (!es_checkpoint_sign(key, cp))
+        return es_error_set(err, ES_EINVAL, "verify: the checkpoint cannot be encoded");
+    return es_logread_record_checkpoint(st, cp, id, err);
+}

@@ -528,6 +528,12 @@ void es_chain_hash(es_chain_hasher *h, const unsigned char prev[ES_CHAIN_HASH_LE
     chain_hmac(h, pieces, 2, out);
 }
 
+void es_chain_mac(es_chain_hasher *h, const void *data, size_t len, unsigned char out[ES_CHAIN_HASH_LEN])
+{
+    chain_piece pieces[] = {{data, len}};
+    chain_hmac(h, pieces, 1, out);
+}
+
 void es_chain_hash_canon(es_chain_hasher *h, const unsigned char prev[ES_CHAIN_HASH_LEN],
                          const es_chain_canon *c, int64_t pos, unsigned char out[ES_CHAIN_HASH_LEN])
 {

@@ -91,6 +91,10 @@ void es_chain_hash_canon(es_chain_hasher *h, const unsigned char prev[ES_CHAIN_H
                          const es_chain_canon *c, int64_t pos,
                          unsigned char out[ES_CHAIN_HASH_LEN]);
 
+/* out = HMAC-SHA256(key, data): the same key's MAC over other bytes (the
+ * verifier's checkpoints: infra/crypto/checkpoint.h). */
+void es_chain_mac(es_chain_hasher *h, const void *data, size_t len, unsigned char out[ES_CHAIN_HASH_LEN]);
+
 /* Lowercase hex of n bytes into out (2n+1 bytes). */
 void es_chain_hex(const unsigned char *bytes, size_t n, char *out);
 /* Parse 2*n hex digits; false on anything else. */

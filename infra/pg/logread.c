@@ -351,12 +351,12 @@ out:
     "SELECT " ES_STORE_EVENT_COLUMNS ", encode(e.hash, 'hex'), e.aggregate_type"                \
     "  FROM factord.events e WHERE e.position > $1::bigint ORDER BY e.position LIMIT $2::bigint"
 
-es_result es_logread_chain(es_logread *r, size_t page, es_log_row_fn row, es_log_page_fn page_done,
-                           void *arg, es_error *err)
+es_result es_logread_chain(es_logread *r, int64_t after, size_t page, es_log_row_fn row,
+                           es_log_page_fn page_done, void *arg, es_error *err)
 {
     char after_s[24], page_s[24];
     snprintf(page_s, sizeof page_s, "%zu", page);
-    snprintf(after_s, sizeof after_s, "0");
+    snprintf(after_s, sizeof after_s, "%" PRId64, after > 0 ? after : 0);
     const char *params[] = {after_s, page_s};
     logread_scan s = {.kind = SCAN_CHAIN, .what = "verify: read events",
                       .first_sql = LOGREAD_CHAIN_SQL, .n_first = 2,
@@ -411,6 +411,83 @@ es_result es_logread_users(es_logread *r, size_t page, es_log_row_fn row, es_log
     s->key_sequence = seq;
     es_result rc = logread_scan_run(r->conn, s, page, row, page_done, arg, err);
     free(s);
+    return rc;
+}
+
+/* The users with an event above $2, in key order, at most a page of them
+ * from the keyset on ($3, $4) on (the user a page ended in comes again:
+ * its remaining events follow), each joined to all its events above the
+ * keyset through the primary key. LIMIT on the users keeps each page's
+ * sort to a page of users' histories. */
+#define LOGREAD_SINCE_SQL(keyset_users, keyset_events)                                           \
+    "SELECT " ES_STORE_EVENT_COLUMNS ", u.user_id IS NOT NULL,"                                 \
+    " u.instance_id, u.user_id, u.resource_owner, u.user_name, u.status, u.sequence, u.phone,"  \
+    " u.phone_verified, u.verified_phone, u.otp_sms, u.code_enc,"                               \
+    " (extract(epoch FROM u.code_expires_at) * 1000000)::bigint,"                               \
+    " (extract(epoch FROM u.created_at) * 1000000)::bigint,"                                    \
+    " (extract(epoch FROM u.changed_at) * 1000000)::bigint,"                                    \
+    " u.otp_code_enc, (extract(epoch FROM u.otp_code_expires_at) * 1000000)::bigint,"          \
+    " u.otp_failed"                                                                              \
+    "  FROM (SELECT DISTINCT t.instance_id, t.aggregate_type, t.aggregate_id"                   \
+    "          FROM factord.events t WHERE t.position > $2::bigint" keyset_users                \
+    "         ORDER BY 1, 2, 3 LIMIT $1::bigint) AS w"                                           \
+    " CROSS JOIN LATERAL (SELECT * FROM factord.events e0 WHERE e0.instance_id = w.instance_id"  \
+    "     AND e0.aggregate_type = w.aggregate_type AND e0.aggregate_id = w.aggregate_id"         \
+    keyset_events " ORDER BY e0.sequence) AS e"                                                  \
+    " LEFT JOIN LATERAL (SELECT * FROM factord.users u"                                          \
+    "    WHERE u.instance_id = e.instance_id AND u.user_id = e.aggregate_id LIMIT 1) AS u ON true" \
+    " ORDER BY e.instance_id, e.aggregate_type, e.aggregate_id, e.sequence LIMIT $1::bigint"
+#define LOGREAD_SINCE_FIRST_SQL LOGREAD_SINCE_SQL("", "")
+#define LOGREAD_SINCE_NEXT_SQL                                                                   \
+    LOGREAD_SINCE_SQL(" AND (t.instance_id, t.aggregate_type, t.aggregate_id) >= ($3, 'user', $4)", \
+                      " AND (e0.instance_id, e0.aggregate_type, e0.aggregate_id, e0.sequence)"   \
+                      "     > ($3, 'user', $4, $5::bigint)")
+
+es_result es_logread_users_since(es_logread *r, int64_t after, size_t page, es_log_row_fn row,
+                                 es_log_page_fn page_done, void *arg, es_error *err)
+{
+    char page_s[24], after_s[24], inst[DOM_ID_MAX], user[DOM_ID_MAX], seq[24];
+    snprintf(page_s, sizeof page_s, "%zu", page);
+    snprintf(after_s, sizeof after_s, "%" PRId64, after > 0 ? after : 0);
+    const char *params[] = {page_s, after_s, inst, user, seq};
+    logread_scan *s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    s->kind = SCAN_USERS;
+    s->what = "verify: read the events of the users touched since the checkpoint";
+    s->first_sql = LOGREAD_SINCE_FIRST_SQL;
+    s->n_first = 2;
+    s->next_sql = LOGREAD_SINCE_NEXT_SQL;
+    s->n_next = 5;
+    s->params = params;
+    s->key_instance = inst;
+    s->key_user = user;
+    s->key_sequence = seq;
+    es_result rc = logread_scan_run(r->conn, s, page, row, page_done, arg, err);
+    free(s);
+    return rc;
+}
+
+es_result es_logread_event_hash(es_logread *r, int64_t pos, bool *found, bool *chained,
+                                unsigned char hash[ES_CHAIN_HASH_LEN], es_error *err)
+{
+    char pos_s[24];
+    es_result rc = ES_OK;
+    snprintf(pos_s, sizeof pos_s, "%" PRId64, pos);
+    const char *params[] = {pos_s};
+    *found = *chained = false;
+    PGresult *res = PQexecParams(r->conn, "SELECT encode(hash, 'hex') FROM factord.events WHERE position = $1::bigint",
+                                 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = logread_fail(r->conn, res, "verify: the event at the checkpoint", err);
+        goto out;
+    }
+    if (PQntuples(res) == 1) {
+        *found = true;
+        *chained = !PQgetisnull(res, 0, 0) && es_chain_unhex(PQgetvalue(res, 0, 0), hash, ES_CHAIN_HASH_LEN);
+    }
+out:
+    PQclear(res);
     return rc;
 }
 
@@ -522,6 +599,76 @@ es_result es_logread_replay(es_store *st, const es_log_filter *f, size_t page, e
 out:
     es_logread_end(r);
     free(types);
+    return rc;
+}
+
+/* --- verify's checkpoints ---------------------------------------------------------- */
+
+es_result es_logread_checkpoint_latest(es_logread *r, bool *found, int64_t *id, es_checkpoint *cp,
+                                       es_error *err)
+{
+    es_result rc = ES_OK;
+    *found = false;
+    memset(cp, 0, sizeof *cp);
+    PGresult *res = PQexec(r->conn,
+        "SELECT id, position, encode(hash, 'hex'),"
+        "       (extract(epoch FROM verified_at) * 1000000)::bigint,"
+        "       key_id, mode, from_position, events, encode(signature, 'hex')"
+        "  FROM factord.verify_checkpoints ORDER BY id DESC LIMIT 1");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = logread_fail(r->conn, res, "verify: the latest checkpoint (is the schema migrated?)", err);
+        goto out;
+    }
+    if (PQntuples(res) != 1)
+        goto out;
+    /* The columns' checks hold the shapes; a key id too long is left
+     * empty, which es_checkpoint_check reports as malformed. */
+    if (!es_parse_i64(PQgetvalue(res, 0, 0), id) || !es_parse_i64(PQgetvalue(res, 0, 1), &cp->position) ||
+        !es_chain_unhex(PQgetvalue(res, 0, 2), cp->hash, sizeof cp->hash) ||
+        !es_parse_i64(PQgetvalue(res, 0, 3), &cp->verified_at_us) ||
+        !es_parse_i64(PQgetvalue(res, 0, 6), &cp->from_position) ||
+        !es_parse_i64(PQgetvalue(res, 0, 7), &cp->events) ||
+        !es_chain_unhex(PQgetvalue(res, 0, 8), cp->signature, sizeof cp->signature)) {
+        rc = es_error_set(err, ES_EFATAL, "verify: the latest checkpoint row is malformed");
+        goto out;
+    }
+    if (strlen(PQgetvalue(res, 0, 4)) < sizeof cp->key_id)
+        snprintf(cp->key_id, sizeof cp->key_id, "%s", PQgetvalue(res, 0, 4));
+    cp->full = strcmp(PQgetvalue(res, 0, 5), "full") == 0;
+    *found = true;
+out:
+    PQclear(res);
+    return rc;
+}
+
+es_result es_logread_record_checkpoint(es_store *st, const es_checkpoint *cp, int64_t *id, es_error *err)
+{
+    PGconn *conn = es_store_conn(st);
+    char pos[24], hash[2 * ES_CHAIN_HASH_LEN + 1], at[24], from[24], events[24], sig[2 * ES_CHAIN_HASH_LEN + 1];
+    es_result rc = ES_OK;
+    *id = 0;
+    if (PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return es_error_set(err, ES_EINVAL, "verify: a transaction is open on this connection");
+    snprintf(pos, sizeof pos, "%" PRId64, cp->position);
+    es_chain_hex(cp->hash, sizeof cp->hash, hash);
+    snprintf(at, sizeof at, "%" PRId64, cp->verified_at_us);
+    snprintf(from, sizeof from, "%" PRId64, cp->from_position);
+    snprintf(events, sizeof events, "%" PRId64, cp->events);
+    es_chain_hex(cp->signature, sizeof cp->signature, sig);
+    const char *params[] = {pos, hash, at, cp->key_id, cp->full ? "full" : "incremental", from, events, sig};
+    /* The time is added to the epoch as an interval of microseconds: exact,
+     * where to_timestamp(double) may round. */
+    PGresult *res = PQexecParams(conn,
+        "INSERT INTO factord.verify_checkpoints"
+        "  (position, hash, verified_at, key_id, mode, from_position, events, signature)"
+        " VALUES ($1::bigint, decode($2, 'hex'),"
+        "         'epoch'::timestamptz + $3::bigint * interval '1 microsecond',"
+        "         $4, $5, $6::bigint, $7::bigint, decode($8, 'hex'))"
+        " RETURNING id",
+        8, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || !es_parse_i64(PQgetvalue(res, 0, 0), id))
+        rc = logread_fail(conn, res, "verify: record the checkpoint", err);
+    PQclear(res);
     return rc;
 }
 

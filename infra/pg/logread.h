@@ -31,6 +31,7 @@
 #include "domain/event.h"
 #include "domain/user.h"
 #include "infra/crypto/chain.h"
+#include "infra/crypto/checkpoint.h"
 #include "infra/pg/store.h"
 
 typedef struct es_logread es_logread;
@@ -99,16 +100,31 @@ typedef bool (*es_log_row_fn)(void *arg, const es_log_row *row);
  * stops the scan. May be NULL. */
 typedef bool (*es_log_page_fn)(void *arg, size_t rows, int64_t last);
 
-/* Every event in position order, with its hash and aggregate type. ES_OK
- * when the scan ran to its end or a callback stopped it. */
-es_result es_logread_chain(es_logread *r, size_t page, es_log_row_fn row, es_log_page_fn page_done,
-                           void *arg, es_error *err) ES_WUR;
+/* Every event above position after (0: every event) in position order,
+ * with its hash and aggregate type. ES_OK when the scan ran to its end or a
+ * callback stopped it. */
+es_result es_logread_chain(es_logread *r, int64_t after, size_t page, es_log_row_fn row,
+                           es_log_page_fn page_done, void *arg, es_error *err) ES_WUR;
 
 /* Every event in (instance, aggregate type, aggregate id, sequence) order,
  * with its user's factord.users row beside it (one primary-key probe per
  * event). ES_OK as es_logread_chain. */
 es_result es_logread_users(es_logread *r, size_t page, es_log_row_fn row, es_log_page_fn page_done,
                            void *arg, es_error *err) ES_WUR;
+
+/* As es_logread_users, but only the users that have an event above
+ * position after: all of each such user's events (from sequence 1), with
+ * the row. The users are found through the position index (the events
+ * above after, read again for each page), their events through the primary
+ * key: the cost follows the events above after and those users' histories,
+ * not the log's size. */
+es_result es_logread_users_since(es_logread *r, int64_t after, size_t page, es_log_row_fn row,
+                                 es_log_page_fn page_done, void *arg, es_error *err) ES_WUR;
+
+/* The event at position pos: *found false when there is none; else
+ * *chained tells whether it has a hash, and hash holds it. */
+es_result es_logread_event_hash(es_logread *r, int64_t pos, bool *found, bool *chained,
+                                unsigned char hash[ES_CHAIN_HASH_LEN], es_error *err) ES_WUR;
 
 typedef struct {
     char instance_id[DOM_ID_MAX];
@@ -139,6 +155,20 @@ typedef struct {
  * read); otherwise ES_OK as es_logread_chain. */
 es_result es_logread_replay(es_store *st, const es_log_filter *f, size_t page, es_log_row_fn row,
                             es_log_page_fn page_done, void *arg, es_error *err) ES_WUR;
+
+/* --- verify's checkpoints (migration 0016) ------------------------------------ */
+
+/* The newest row of factord.verify_checkpoints (highest id) as of the
+ * reader's snapshot: *found false when there is none. Its signature is not
+ * checked here (es_checkpoint_check). */
+es_result es_logread_checkpoint_latest(es_logread *r, bool *found, int64_t *id, es_checkpoint *cp,
+                                       es_error *err) ES_WUR;
+
+/* Append cp (signed by the caller) to factord.verify_checkpoints, in a
+ * transaction of its own on st's connection (no reader may be open on it);
+ * *id gets the new row's id. The one write of the auditor's tools. */
+es_result es_logread_record_checkpoint(es_store *st, const es_checkpoint *cp, int64_t *id,
+                                       es_error *err) ES_WUR;
 
 /* --- positions (status) ----------------------------------------------------- */
 

@@ -22,9 +22,11 @@
 #include <unistd.h>
 
 #include "infra/components/audit.h"
+#include "infra/crypto/checkpoint.h"
 #include "infra/crypto/chain.h"
 #include "infra/base/clock.h"
 #include "infra/base/log.h"
+#include "infra/base/util.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/itest.h"
 
@@ -512,6 +514,296 @@ Test(audit, unchained_prefix_is_accepted_and_counted, .timeout = 120)
     scratch_close(&s);
 }
 
+/* --- checkpoints: incremental runs ------------------------------------------------- */
+
+/* An incremental run with key (the expected head, when given, too). */
+static es_verify_report verify_inc_with(es_store *st, const es_chain_key *key, const char *expect)
+{
+    es_verify_report rep;
+    es_verify_opts o = {.page = 7, .incremental = true};
+    if (expect)
+        cr_assert(es_audit_parse_head(expect, &o.expect_position, o.expect_hash), "%s", expect);
+    o.expect_head = expect != NULL;
+    es_error err = {0};
+    assert_ok(es_audit_verify(st, key, &o, &rep, &err), &err, "verify (incremental)");
+    return rep;
+}
+
+static es_verify_report verify_inc(es_store *st)
+{
+    es_chain_key pub;
+    es_chain_key_public(&pub);
+    return verify_inc_with(st, &pub, NULL);
+}
+
+/* Record the checkpoint of a clean run rep, signed with key; its id. */
+static int64_t record_with(es_store *st, const es_chain_key *key, const es_verify_report *rep)
+{
+    es_checkpoint cp;
+    int64_t id = 0;
+    es_error err = {0};
+    cr_assert(rep->ok, "%s at %" PRId64, rep->problem, rep->bad_position);
+    assert_ok(es_audit_record_checkpoint(st, key, rep, itest_now_us(), &cp, &id, &err), &err, "record");
+    cr_assert_gt(id, 0);
+    cr_assert_eq(cp.position, rep->head_position);
+    return id;
+}
+
+/* A run (incremental when there is a checkpoint) that must be clean, and
+ * its checkpoint (public key). */
+static int64_t verify_and_record(es_store *st)
+{
+    es_chain_key pub;
+    es_chain_key_public(&pub);
+    es_verify_report rep = verify_inc(st);
+    return record_with(st, &pub, &rep);
+}
+
+static void assert_inc_caught(es_store *st, int64_t position, const char *words)
+{
+    es_verify_report rep = verify_inc(st);
+    cr_assert_not(rep.ok, "the tampering was not caught");
+    cr_assert_eq(rep.bad_position, position, "caught at %" PRId64 ", want %" PRId64 ": %s", rep.bad_position,
+                 position, rep.problem);
+    cr_assert(strstr(rep.problem, words), "problem '%s' does not say '%s'", rep.problem, words);
+}
+
+/* One more event for an existing user (user.locked; skip sequences left
+ * out before it), its users row moved along, written through the store:
+ * the chain stays valid. */
+static void append_lock(es_store *st, const char *inst, const char *uid, int64_t skip)
+{
+    dom_user u;
+    bool found = false;
+    es_error err = {0};
+    memset(&u, 0, sizeof u);
+    snprintf(u.instance_id, sizeof u.instance_id, "%s", inst);
+    snprintf(u.user_id, sizeof u.user_id, "%s", uid);
+    assert_ok(es_store_load_users(st, &u, &found, 1, &err), &err, "load user");
+    cr_assert(found, "%s", uid);
+    dom_evt e;
+    itest_event(&e, inst, uid, u.sequence + 1 + skip, DOM_EVT_LOCKED);
+    dom_user_apply(&u, &e);
+    es_write w = {.events = &e, .n_events = 1, .users = &u, .n_users = 1};
+    assert_ok(itest_write(st, &w, &err), &err, "append");
+}
+
+Test(audit, incremental_checks_only_what_was_appended, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u"); /* 1..20 */
+    /* No checkpoint yet: from the first event. */
+    es_verify_report rep = verify_inc(s.st);
+    cr_assert(rep.ok, "%s", rep.problem);
+    cr_assert_not(rep.incremental);
+    cr_assert_eq(rep.events, 20);
+    es_chain_key pub;
+    es_chain_key_public(&pub);
+    int64_t id = record_with(s.st, &pub, &rep);
+
+    seed(s.st, "i1", NULL, 2, "v");   /* 21..30: two new users */
+    append_lock(s.st, "i1", "u1", 0); /* 31: an old user */
+    rep = verify_inc(s.st);
+    cr_assert(rep.ok, "%s at %" PRId64, rep.problem, rep.bad_position);
+    cr_assert(rep.incremental);
+    cr_assert_eq(rep.from_position, 20);
+    cr_assert_eq(rep.checkpoint_id, id);
+    cr_assert_eq(rep.events, 11, "events %" PRId64, rep.events);
+    cr_assert_eq(rep.users, 3, "users %" PRId64 " (v0, v1, u1)", rep.users);
+    cr_assert_eq(rep.head_position, 31);
+    id = record_with(s.st, &pub, &rep);
+
+    /* Nothing new: nothing read, the head still checked. */
+    rep = verify_inc(s.st);
+    cr_assert(rep.ok, "%s", rep.problem);
+    cr_assert_eq(rep.checkpoint_id, id);
+    cr_assert_eq(rep.from_position, 31);
+    cr_assert_eq(rep.events, 0);
+    cr_assert_eq(rep.users, 0);
+    cr_assert_eq(rep.head_position, 31);
+    /* The full run still sees everything. */
+    assert_verified(s.st, 31, 6);
+    scratch_close(&s);
+}
+
+Test(audit, incremental_catches_tampering_after_the_checkpoint, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u"); /* 1..20 */
+    verify_and_record(s.st);
+    seed(s.st, "i1", NULL, 2, "v"); /* 21..30 */
+    disable_triggers(s.st);
+    /* v0's phone.changed */
+    exec_pos(s.st, "UPDATE factord.events SET payload = '{\"phone\":\"+41790000000\"}' WHERE position = $1", 22);
+    assert_inc_caught(s.st, 22, "hash mismatch");
+    scratch_close(&s);
+}
+
+Test(audit, incremental_checks_the_touched_users, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u"); /* 1..20 */
+    verify_and_record(s.st);
+    /* A users row of a user touched since the checkpoint. */
+    append_lock(s.st, "i1", "u2", 0); /* 21 */
+    itest_exec(s.st, "UPDATE factord.users SET phone = '+41000000000' WHERE user_id = 'u2'", 0, NULL);
+    assert_inc_caught(s.st, 21, "column phone");
+    itest_exec(s.st, "UPDATE factord.users u SET phone = e.payload->>'phone' FROM factord.events e"
+                     " WHERE e.position = 12 AND u.user_id = 'u2'", 0, NULL);
+    verify_and_record(s.st);
+    /* A new event whose sequence does not follow the user's last one
+     * before the checkpoint, though its hash is right. */
+    append_lock(s.st, "i1", "u3", 2); /* 22: sequence 8 after 5 */
+    assert_inc_caught(s.st, 22, "sequence gap: 8 follows 5");
+    scratch_close(&s);
+}
+
+/* The table refuses edits; a superuser's edit of any field breaks the
+ * signature; a forged row is refused, and the run says which. */
+Test(audit, tampered_checkpoint_is_caught, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u"); /* 1..20 */
+    int64_t id = verify_and_record(s.st);
+    cr_assert_eq(id, 1);
+    PGresult *res = itest_sql(s.st, "UPDATE factord.verify_checkpoints SET position = 10", 0, NULL);
+    cr_assert_eq(PQresultStatus(res), PGRES_FATAL_ERROR, "the checkpoints are not append-only");
+    cr_assert(strstr(PQresultErrorMessage(res), "append-only"), "%s", PQresultErrorMessage(res));
+    PQclear(res);
+    res = itest_sql(s.st, "DELETE FROM factord.verify_checkpoints", 0, NULL);
+    cr_assert_eq(PQresultStatus(res), PGRES_FATAL_ERROR, "the checkpoints are not append-only");
+    PQclear(res);
+
+    itest_exec(s.st, "ALTER TABLE factord.verify_checkpoints DISABLE TRIGGER ALL", 0, NULL);
+    static const char *const edits[][2] = {
+        {"UPDATE factord.verify_checkpoints SET position = 10", "UPDATE factord.verify_checkpoints SET position = 20"},
+        {"UPDATE factord.verify_checkpoints SET hash = (SELECT hash FROM factord.events WHERE position = 19)",
+         "UPDATE factord.verify_checkpoints SET hash = (SELECT hash FROM factord.events WHERE position = 20)"},
+        {"UPDATE factord.verify_checkpoints SET signature = sha256(signature)", NULL},
+    };
+    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+        itest_exec(s.st, edits[i][0], 0, NULL);
+        es_verify_report rep = verify_inc(s.st);
+        cr_assert_not(rep.ok, "edit %zu was not caught", i);
+        cr_assert(strstr(rep.problem, "checkpoint 1 "), "%s", rep.problem);
+        cr_assert(strstr(rep.problem, "a signature that does not verify: it was forged or edited"), "%s", rep.problem);
+        cr_assert_not(rep.incremental);
+        if (edits[i][1])
+            itest_exec(s.st, edits[i][1], 0, NULL);
+    }
+    /* A row forged from scratch (a later position, a made-up signature). */
+    itest_exec(s.st, "DELETE FROM factord.verify_checkpoints", 0, NULL);
+    verify_and_record(s.st);
+    seed(s.st, "i1", NULL, 2, "v"); /* 21..30 */
+    itest_exec(s.st,
+               "INSERT INTO factord.verify_checkpoints (position, hash, verified_at, key_id, mode, from_position,"
+               "  events, signature) SELECT 30, hash, now(), 'd44c24cb', 'full', 0, 30, sha256('forged')"
+               " FROM factord.events WHERE position = 30",
+               0, NULL);
+    assert_inc_caught(s.st, 30, "signature that does not verify");
+    scratch_close(&s);
+}
+
+Test(audit, checkpoint_signed_with_another_key_is_refused, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u");
+    unsigned char k[32] = {9};
+    es_chain_key other;
+    es_chain_key_init(&other, k, "test");
+    es_verify_report rep = verify(s.st);
+    record_with(s.st, &other, &rep);
+    rep = verify_inc(s.st);
+    cr_assert_not(rep.ok, "a checkpoint of another key was taken");
+    cr_assert(strstr(rep.problem, "signed with another key"), "%s", rep.problem);
+    cr_assert(strstr(rep.problem, other.key_id), "%s", rep.problem);
+    cr_assert(strstr(rep.problem, "refused"), "%s", rep.problem);
+    cr_assert_eq(rep.bad_position, 20);
+    /* A full run does not read checkpoints; its own makes the next
+     * incremental run possible again. */
+    es_chain_key pub;
+    es_chain_key_public(&pub);
+    rep = verify(s.st);
+    record_with(s.st, &pub, &rep);
+    rep = verify_inc(s.st);
+    cr_assert(rep.ok, "%s", rep.problem);
+    cr_assert(rep.incremental);
+    scratch_close(&s);
+}
+
+/* An event before the checkpoint edited without recomputing the chain:
+ * only a full run reads it. */
+Test(audit, full_catches_what_incremental_does_not_read, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u"); /* 1..20 */
+    verify_and_record(s.st);
+    disable_triggers(s.st);
+    exec_pos(s.st, "UPDATE factord.events SET payload = '{\"phone\":\"+41790000000\"}' WHERE position = $1", 12);
+    es_verify_report rep = verify_inc(s.st);
+    cr_assert(rep.ok, "%s", rep.problem);
+    cr_assert(rep.incremental, "an incremental run must not claim to have read the log");
+    cr_assert_eq(rep.from_position, 20);
+    cr_assert_eq(rep.events, 0);
+    assert_caught(s.st, 12, "hash mismatch");
+    scratch_close(&s);
+}
+
+/* The event at the checkpoint lost its hash, or is gone: the log up to it
+ * changed (a rewrite with the key, a cut). */
+Test(audit, checkpoint_hash_no_longer_in_the_log_is_caught, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u"); /* 1..20 */
+    verify_and_record(s.st);
+    seed(s.st, "i1", NULL, 2, "v"); /* 21..30 */
+    disable_triggers(s.st);
+    itest_exec(s.st, "UPDATE factord.events SET hash = sha256(hash) WHERE position = 20", 0, NULL);
+    assert_inc_caught(s.st, 20, "the event at checkpoint 1 has another hash: the log up to it was rewritten");
+    itest_exec(s.st, "DELETE FROM factord.events WHERE position >= 20", 0, NULL);
+    assert_inc_caught(s.st, 20, "checkpoint 1 position 20 holds no chained event: events were removed");
+    scratch_close(&s);
+}
+
+/* The auditor's own head below the database's checkpoint: the run starts
+ * there, so a rewrite with the key after it (and a checkpoint re-signed)
+ * is still read. */
+Test(audit, expected_head_below_the_checkpoint_is_the_start, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u"); /* 1..20 */
+    char head[128];
+    verified_head(s.st, head);
+    verify_and_record(s.st);
+    seed(s.st, "i1", NULL, 2, "v"); /* 21..30 */
+    verify_and_record(s.st);
+    es_chain_key pub;
+    es_chain_key_public(&pub);
+    es_verify_report rep = verify_inc_with(s.st, &pub, head);
+    cr_assert(rep.ok, "%s", rep.problem);
+    cr_assert_eq(rep.from_position, 20);
+    cr_assert_eq(rep.checkpoint_id, 0);
+    cr_assert_str_eq(rep.from_what, "the expected head");
+    cr_assert_eq(rep.events, 10);
+    /* Above it, the checkpoint is a pin: its event must keep its hash. */
+    disable_triggers(s.st);
+    itest_exec(s.st, "UPDATE factord.events SET hash = sha256(hash) WHERE position = 30", 0, NULL);
+    itest_exec(s.st, "UPDATE factord.position_counter SET head_hash = (SELECT hash FROM factord.events"
+                     " WHERE position = 30)", 0, NULL);
+    rep = verify_inc_with(s.st, &pub, head);
+    cr_assert_not(rep.ok);
+    cr_assert_eq(rep.bad_position, 30, "%s", rep.problem);
+    scratch_close(&s);
+}
+
 /* --- the binaries ------------------------------------------------------------------------ */
 
 /* Run `factord args...` against conninfo (no chain key, no state
@@ -623,15 +915,23 @@ Test(audit, verify_binary_reports_and_exits, .timeout = 120)
     free(out);
     cr_assert_eq(run_factord(s.conninfo, (const char *[]){"verify", "--expect-head", "12", NULL}, &out, NULL), 2);
     free(out);
-    /* Another key than the writers': the first event already fails. */
+    /* Another key than the writers': the checkpoint the runs above
+     * recorded is refused, and from the first event, the first event
+     * already fails. */
     cr_assert_eq(run_factord(s.conninfo, (const char *[]){"verify", NULL}, &out,
+                             (const char *[]){"FACTORD_CHAIN_KEY=" H_CHAIN_KEY, NULL}),
+                 1, "%s", out);
+    cr_assert(strstr(out, "signed with another key"), "%s", out);
+    cr_assert(strstr(out, "mode        incremental, not started: checkpoint 2, refused\n"), "%s", out);
+    free(out);
+    cr_assert_eq(run_factord(s.conninfo, (const char *[]){"verify", "--full", NULL}, &out,
                              (const char *[]){"FACTORD_CHAIN_KEY=" H_CHAIN_KEY, NULL}),
                  1, "%s", out);
     cr_assert(strstr(out, "position    1\n"), "%s", out);
     free(out);
     disable_triggers(s.st);
     itest_exec(s.st, "UPDATE factord.events SET creator = 'mallory' WHERE position = 9", 0, NULL);
-    cr_assert_eq(run_factord(s.conninfo, (const char *[]){"verify", NULL}, &out, NULL), 1, "%s", out);
+    cr_assert_eq(run_factord(s.conninfo, (const char *[]){"verify", "--full", NULL}, &out, NULL), 1, "%s", out);
     cr_assert(strstr(out, "position    9\n"), "%s", out);
     cr_assert(strstr(out, "instance    i1\n"), "%s", out);
     cr_assert(strstr(out, "user        u1\n"), "%s", out);
@@ -668,12 +968,23 @@ Test(audit, verify_metrics_file, .timeout = 120)
     cr_assert(strstr(m, "\nfactord_verify_ok 1\n"), "%s", m);
     cr_assert(strstr(m, "\nfactord_verify_completed 1\n"), "%s", m);
     cr_assert(strstr(m, "\nfactord_verify_events 20\n"), "%s", m);
+    cr_assert(strstr(m, "\nfactord_verify_incremental 0\n"), "%s", m);
     cr_assert(strstr(m, "# TYPE factord_verify_last_run_timestamp_seconds gauge\n"), "%s", m);
-    /* A bad event: ok 0, and no figures of a clean run. */
+    /* From the checkpoint that run recorded: nothing new. */
+    cr_assert_eq(run_factord(s.conninfo, (const char *[]){"verify", "--metrics-file", path, NULL}, &out, NULL), 0,
+                 "%s", out);
+    free(out);
+    m = read_text(path);
+    cr_assert(strstr(m, "\nfactord_verify_events 0\n"), "%s", m);
+    cr_assert(strstr(m, "\nfactord_verify_incremental 1\n"), "%s", m);
+    cr_assert(strstr(m, "\nfactord_verify_head_position 20\n"), "%s", m);
+    /* A bad event (before the checkpoint: --full): ok 0, and no figures of
+     * a clean run. */
     disable_triggers(s.st);
     itest_exec(s.st, "UPDATE factord.events SET creator = 'mallory' WHERE position = 4", 0, NULL);
-    cr_assert_eq(run_factord(s.conninfo, (const char *[]){"verify", "--metrics-file", path, NULL}, &out, NULL), 1,
-                 "%s", out);
+    cr_assert_eq(run_factord(s.conninfo, (const char *[]){"verify", "--full", "--metrics-file", path, NULL}, &out,
+                             NULL),
+                 1, "%s", out);
     free(out);
     m = read_text(path);
     cr_assert(strstr(m, "\nfactord_verify_ok 0\n"), "%s", m);
@@ -687,6 +998,88 @@ Test(audit, verify_metrics_file, .timeout = 120)
     m = read_text(path);
     cr_assert(strstr(m, "\nfactord_verify_completed 0\n"), "%s", m);
     cr_assert_null(strstr(m, "factord_verify_ok "), "%s", m);
+    unlink(path);
+    scratch_close(&s);
+}
+
+/* The binary's modes, its output and --checkpoint-file. */
+Test(audit, verify_binary_incremental_and_checkpoint_file, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u"); /* 1..20 */
+    char path[] = "/tmp/factord-verify-checkpoint-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    unlink(path); /* a first run creates it */
+    const char *c = s.conninfo;
+    char *out = NULL;
+    cr_assert_eq(run_factord(c, (const char *[]){"verify", "--checkpoint-file", path, NULL}, &out, NULL), 0, "%s",
+                 out);
+    cr_assert(strstr(out, "mode        full (no checkpoint yet)\n"), "%s", out);
+    cr_assert(strstr(out, "events      20 "), "%s", out);
+    cr_assert(strstr(out, "checkpoint  1 recorded at position 20\n"), "%s", out);
+    free(out);
+    /* The file holds the same checkpoint, signed. */
+    char *text = NULL;
+    size_t len = 0;
+    cr_assert_eq(es_read_file(path, 4096, &text, &len), ES_READ_OK);
+    es_checkpoint cp;
+    char why[200];
+    cr_assert(es_checkpoint_parse(text, &cp, why, sizeof why), "%s: %s", why, text);
+    es_chain_key pub;
+    es_chain_key_public(&pub);
+    cr_assert_eq(es_checkpoint_check(&pub, &cp), ES_CHECKPOINT_VALID);
+    cr_assert_eq(cp.position, 20);
+    cr_assert(cp.full);
+    cr_assert_eq(cp.events, 20);
+
+    /* More events; a run without the file moves the database's checkpoint. */
+    seed(s.st, "i1", NULL, 2, "v");   /* 21..30 */
+    cr_assert_eq(run_factord(c, (const char *[]){"verify", NULL}, &out, NULL), 0, "%s", out);
+    cr_assert(strstr(out, "mode        incremental, from position 20: checkpoint 1 (a full verify of "), "%s", out);
+    cr_assert(strstr(out, "events      10 checked, above position 20\n"), "%s", out);
+    cr_assert(strstr(out, "users       2 "), "%s", out);
+    cr_assert(strstr(out, "checkpoint  2 recorded at position 30\n"), "%s", out);
+    free(out);
+    append_lock(s.st, "i1", "u0", 0); /* 31 */
+    /* With the file: from its older head, past the database's checkpoint. */
+    cr_assert_eq(run_factord(c, (const char *[]){"verify", "--checkpoint-file", path, NULL}, &out, NULL), 0, "%s",
+                 out);
+    cr_assert(strstr(out, "mode        incremental, from position 20: the checkpoint file's head\n"), "%s", out);
+    cr_assert(strstr(out, "events      11 checked, above position 20\n"), "%s", out);
+    cr_assert(strstr(out, "checkpoint  3 recorded at position 31\n"), "%s", out);
+    free(out);
+    free(text);
+    cr_assert_eq(es_read_file(path, 4096, &text, &len), ES_READ_OK);
+    cr_assert(strstr(text, "\nposition 31\nhash "), "%s", text);
+    cr_assert(strstr(text, "\nmode incremental\nfrom 20\nevents 11\n"), "%s", text);
+    /* --full from the first event. */
+    cr_assert_eq(run_factord(c, (const char *[]){"verify", "--full", NULL}, &out, NULL), 0, "%s", out);
+    cr_assert(strstr(out, "mode        full (--full)\n"), "%s", out);
+    cr_assert(strstr(out, "events      31 "), "%s", out);
+    free(out);
+
+    /* The file edited: its signature fails. */
+    char *pos = strstr(text, "\nposition 31\n");
+    pos[11] = '0'; /* 31 -> 30 */
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+    cr_assert_eq(run_factord(c, (const char *[]){"verify", "--checkpoint-file", path, NULL}, &out, NULL), 1, "%s",
+                 out);
+    cr_assert(strstr(out, "FAILED: the checkpoint file's checkpoint (position 30) has a signature that does not "
+                          "verify"), "%s", out);
+    free(out);
+    /* Not a checkpoint at all: a usage error. */
+    f = fopen(path, "w");
+    fputs("31:abc\n", f);
+    fclose(f);
+    cr_assert_eq(run_factord(c, (const char *[]){"verify", "--checkpoint-file", path, NULL}, &out, NULL), 2, "%s",
+                 out);
+    free(out);
+    free(text);
     unlink(path);
     scratch_close(&s);
 }
