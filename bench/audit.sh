@@ -9,11 +9,18 @@
 #                   when factord or factord_bench_gen is missing or stale)
 #
 # Starts the local servers (scripts/servers.sh start; left running), makes
-# a dedicated database factord_bench_audit (dropped at the end, also on
+# a dedicated database factord_bench_audit (or $FACTORD_BENCH_AUDIT_DB;
+# dropped at the end, also on
 # failure), migrates it, fills it with bench/gen_events.c (batches written
 # through es_store_write: 4-5 events per user), then times each tool and
 # prints one line per tool:
 #   rebuild users: N events in S s = R events/s
+# verify runs three times: "verify full" (no checkpoint yet; it records
+# one), then "verify incremental" (its N: the events appended, its mode,
+# events and users lines below it),
+# after 1 % more events (half new users of another instance, half one
+# user.locked each for old users spread over the log), from that
+# checkpoint, then "verify --full" over the grown log.
 # Tools' own output goes to $BUILD_DIR/bench-audit-*.log.
 set -euo pipefail
 
@@ -43,7 +50,9 @@ cmake --build "$BUILD_DIR" -j2 --target factord factord_bench_gen >/dev/null
 BIN=$BUILD_DIR/factord
 GEN=$BUILD_DIR/factord_bench_gen
 
-DB=factord_bench_audit
+# FACTORD_BENCH_AUDIT_DB names another database, for two runs side by side.
+DB=${FACTORD_BENCH_AUDIT_DB:-factord_bench_audit}
+[[ $DB =~ ^[a-z_][a-z0-9_]*$ ]] || die "FACTORD_BENCH_AUDIT_DB: a lowercase identifier, please"
 ADMIN_URL=$FACTORD_DATABASE_URL
 BENCH_URL=${FACTORD_DATABASE_URL%/*}/$DB
 [[ $BENCH_URL == postgres*://* ]] || die "FACTORD_DATABASE_URL must be a postgresql:// URI here"
@@ -69,9 +78,11 @@ printf 'generating %s events ... ' "$EVENTS" >&2
 N=$(psql "$BENCH_URL" -X -A -t -c "SELECT count(*) FROM factord.events")
 
 now() { date +%s.%N; }
-# time_tool NAME COMMAND...: run it, print "NAME: N events in S s = R events/s".
+# time_tool NAME COMMAND...: run it, print "NAME: N events in S s = R events/s"
+# (N: $COUNT when set, else the log's size).
 time_tool() {
     local name=$1; shift
+    local n=${COUNT:-$N}
     local log=$BUILD_DIR/bench-audit-${name// /-}.log
     local t0 t1 rc=0
     t0=$(now)
@@ -81,14 +92,27 @@ time_tool() {
         printf '%s: failed (exit %s), see %s\n' "$name" "$rc" "$log"
         return 0
     fi
-    awk -v n="$N" -v a="$t0" -v b="$t1" -v name="$name" \
+    awk -v n="$n" -v a="$t0" -v b="$t1" -v name="$name" \
         'BEGIN { s = b - a; printf "%s: %d events in %.2f s = %.0f events/s\n", name, n, s, n / s }'
 }
 has_tool() { "$BIN" "$1" --help >/dev/null 2>&1; }
 
 time_tool "rebuild users" "$BIN" rebuild users
 time_tool "rebuild auth-factors" "$BIN" rebuild auth-factors
-if has_tool verify; then
+if has_tool verify && "$BIN" verify --help | grep -q -- --full; then
+    time_tool "verify full" "$BIN" verify
+    MORE=$(( N / 100 > 2 ? N / 100 : 2 ))
+    LOCK=$(( MORE / 2 ))
+    USERS=$(psql "$BENCH_URL" -X -A -t -c "SELECT count(*) FROM factord.users")
+    printf 'appending %s events (%s of new users, %s for old ones) ... ' "$MORE" "$(( MORE - LOCK ))" "$LOCK" >&2
+    "$GEN" --events "$(( MORE - LOCK ))" --instance bench-more >&2
+    "$GEN" --lock-existing "$LOCK" --step "$(( USERS / LOCK > 0 ? USERS / LOCK : 1 ))" >&2
+    N0=$N
+    N=$(psql "$BENCH_URL" -X -A -t -c "SELECT count(*) FROM factord.events")
+    COUNT=$(( N - N0 )) time_tool "verify incremental" "$BIN" verify
+    grep -E '^(mode|events|users) ' "$BUILD_DIR/bench-audit-verify-incremental.log" | sed 's/^/    /'
+    time_tool "verify --full" "$BIN" verify --full
+elif has_tool verify; then
     time_tool "verify" "$BIN" verify
 else
     echo "verify: skipped (this factord has no verify command yet)"

@@ -11,7 +11,13 @@
  * (the events carry no command id).
  *
  * Usage: FACTORD_DATABASE_URL=... factord_bench_gen [--events N] [--instance I]
+ *        FACTORD_DATABASE_URL=... factord_bench_gen --lock-existing N [--step S] [--instance I]
  * The schema must be migrated. Prints "<events> events in <s> s".
+ *
+ * --lock-existing appends one user.locked to N users written before (user
+ * numbers 0, S, 2S, ...: spread over the log when S is the user count over
+ * N), with their rows moved along: appended events of old users, whose
+ * whole history an incremental verify folds again (docs/audit.md).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -39,19 +45,77 @@ static void fill(dom_evt *e, const char *inst, const char *user, int64_t seq, do
     e->revision = DOM_EVT_REVISION;
 }
 
+/* One user.locked for each of n users u(k*step), k < n, of inst; their
+ * rows loaded and moved along in the same transactions. 0 or 1. */
+static int lock_existing(es_store *st, const char *inst, long long n, long long step)
+{
+    dom_evt *evts = calloc(USERS_PER_BATCH, sizeof *evts);
+    dom_user *users = calloc(USERS_PER_BATCH, sizeof *users);
+    bool found[USERS_PER_BATCH];
+    es_error err = {0};
+    int rc = 0;
+    long long done = 0, k = 0;
+    if (!evts || !users)
+        abort();
+    int64_t t0 = es_clock_mono_ms();
+    while (k < n) {
+        size_t nu = 0, ne = 0;
+        int64_t now = es_clock_now_us();
+        for (; nu < USERS_PER_BATCH && k < n; nu++, k++) {
+            memset(&users[nu], 0, sizeof users[nu]);
+            snprintf(users[nu].instance_id, sizeof users[nu].instance_id, "%s", inst);
+            snprintf(users[nu].user_id, sizeof users[nu].user_id, "u%08lld", k * step);
+        }
+        if (es_store_begin(st, &err) != ES_OK || es_store_load_users(st, users, found, nu, &err) != ES_OK)
+            goto fail;
+        for (size_t i = 0; i < nu; i++) {
+            if (!found[i])
+                continue;
+            fill(&evts[ne], inst, users[i].user_id, users[i].sequence + 1, DOM_EVT_LOCKED, now);
+            evts[ne].last_of_command = true;
+            dom_user_apply(&users[i], &evts[ne]);
+            ne++;
+        }
+        es_write w = {.events = evts, .n_events = ne, .users = users, .n_users = nu};
+        if (es_store_write(st, &w, &err) != ES_OK || es_store_commit(st, &err) != ES_OK)
+            goto fail;
+        done += (long long)ne;
+    }
+    printf("%lld events (user.locked of existing users) in %.1f s\n", done,
+           (double)(es_clock_mono_ms() - t0) / 1000.0);
+    goto out;
+fail:
+    es_store_rollback(st);
+    fprintf(stderr, "factord_bench_gen: %s\n", err.text);
+    rc = 1;
+out:
+    free(evts);
+    free(users);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
-    long long want = 1000000;
+    long long want = 1000000, lock = 0, step = 1;
     const char *inst = "bench";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--events") == 0 && i + 1 < argc) {
             want = strtoll(argv[++i], NULL, 10);
         } else if (strcmp(argv[i], "--instance") == 0 && i + 1 < argc) {
             inst = argv[++i];
+        } else if (strcmp(argv[i], "--lock-existing") == 0 && i + 1 < argc) {
+            lock = strtoll(argv[++i], NULL, 10);
+        } else if (strcmp(argv[i], "--step") == 0 && i + 1 < argc) {
+            step = strtoll(argv[++i], NULL, 10);
         } else {
-            fprintf(stderr, "usage: factord_bench_gen [--events N] [--instance I]\n");
+            fprintf(stderr, "usage: factord_bench_gen [--events N] [--instance I]\n"
+                            "       factord_bench_gen --lock-existing N [--step S] [--instance I]\n");
             return 2;
         }
+    }
+    if (lock < 0 || step < 1) {
+        fprintf(stderr, "factord_bench_gen: --lock-existing and --step take positive numbers\n");
+        return 2;
     }
     es_log_init("bench-gen", "warn");
     es_store *st = NULL;
@@ -59,6 +123,11 @@ int main(int argc, char **argv)
     if (es_store_open(getenv("FACTORD_DATABASE_URL"), &st, &err) != ES_OK) {
         fprintf(stderr, "factord_bench_gen: %s\n", err.text);
         return 1;
+    }
+    if (lock > 0) {
+        int lrc = lock_existing(st, inst, lock, step);
+        es_store_free(st);
+        return lrc;
     }
     dom_evt *evts = calloc(USERS_PER_BATCH * EVENTS_PER_USER_MAX, sizeof *evts);
     dom_user *users = calloc(USERS_PER_BATCH, sizeof *users);

@@ -229,6 +229,7 @@ typedef struct {
     char *after;               /* SCAN_CHAIN, SCAN_REPLAY: params' keyset position */
     size_t after_len;
     char *key_instance, *key_user, *key_sequence; /* SCAN_USERS: params' keyset */
+    bool until_empty;          /* a short page is not the last: stop at an empty one */
     /* SCAN_USERS: the previous row's user, to decode each user's row once */
     char prev_instance[DOM_ID_MAX], prev_user[DOM_ID_MAX];
     bool prev_valid;
@@ -319,7 +320,7 @@ static es_result logread_scan_run(PGconn *conn, logread_scan *s, size_t page, es
         int64_t last = 0;
         if (n > 0 && s->kind != SCAN_USERS)
             (void)es_parse_i64(PQgetvalue(res, n - 1, ES_EVT_COL_POSITION), &last);
-        if ((size_t)n == page) {
+        if (s->until_empty ? n > 0 : (size_t)n == page) {
             scan_next_key(s, res, n);
             if ((rc = logread_send(conn, s->next_sql, s->n_next, s->params, s->what, err)) != ES_OK)
                 goto out;
@@ -414,11 +415,15 @@ es_result es_logread_users(es_logread *r, size_t page, es_log_row_fn row, es_log
     return rc;
 }
 
-/* The users with an event above $2, in key order, at most a page of them
- * from the keyset on ($3, $4) on (the user a page ended in comes again:
- * its remaining events follow), each joined to all its events above the
- * keyset through the primary key. LIMIT on the users keeps each page's
- * sort to a page of users' histories. */
+/* The users with an event above $2, in key order, $3 of them from the
+ * keyset on ($4, $5) (the user a page ended in comes again: its remaining
+ * events follow, if any), each joined to its events above the keyset
+ * through the primary key, at most $1 rows. Few users a page ($3: an eighth
+ * of the page's rows, plus one) keep each page's reading and sorting to
+ * about the rows it returns; a page is therefore often short, and the scan
+ * goes on until one is empty (with two users or more a page, a page is
+ * empty only when no user is left). The LATERAL keeps the per-user probe a probe: as a plain join
+ * the planner hashes the whole log. */
 #define LOGREAD_SINCE_SQL(keyset_users, keyset_events)                                           \
     "SELECT " ES_STORE_EVENT_COLUMNS ", u.user_id IS NOT NULL,"                                 \
     " u.instance_id, u.user_id, u.resource_owner, u.user_name, u.status, u.sequence, u.phone,"  \
@@ -430,7 +435,7 @@ es_result es_logread_users(es_logread *r, size_t page, es_log_row_fn row, es_log
     " u.otp_failed"                                                                              \
     "  FROM (SELECT DISTINCT t.instance_id, t.aggregate_type, t.aggregate_id"                   \
     "          FROM factord.events t WHERE t.position > $2::bigint" keyset_users                \
-    "         ORDER BY 1, 2, 3 LIMIT $1::bigint) AS w"                                           \
+    "         ORDER BY 1, 2, 3 LIMIT $3::bigint) AS w"                                           \
     " CROSS JOIN LATERAL (SELECT * FROM factord.events e0 WHERE e0.instance_id = w.instance_id"  \
     "     AND e0.aggregate_type = w.aggregate_type AND e0.aggregate_id = w.aggregate_id"         \
     keyset_events " ORDER BY e0.sequence) AS e"                                                  \
@@ -439,26 +444,30 @@ es_result es_logread_users(es_logread *r, size_t page, es_log_row_fn row, es_log
     " ORDER BY e.instance_id, e.aggregate_type, e.aggregate_id, e.sequence LIMIT $1::bigint"
 #define LOGREAD_SINCE_FIRST_SQL LOGREAD_SINCE_SQL("", "")
 #define LOGREAD_SINCE_NEXT_SQL                                                                   \
-    LOGREAD_SINCE_SQL(" AND (t.instance_id, t.aggregate_type, t.aggregate_id) >= ($3, 'user', $4)", \
+    LOGREAD_SINCE_SQL(" AND (t.instance_id, t.aggregate_type, t.aggregate_id) >= ($4, 'user', $5)", \
                       " AND (e0.instance_id, e0.aggregate_type, e0.aggregate_id, e0.sequence)"   \
-                      "     > ($3, 'user', $4, $5::bigint)")
+                      "     > ($4, 'user', $5, $6::bigint)")
 
 es_result es_logread_users_since(es_logread *r, int64_t after, size_t page, es_log_row_fn row,
                                  es_log_page_fn page_done, void *arg, es_error *err)
 {
-    char page_s[24], after_s[24], inst[DOM_ID_MAX], user[DOM_ID_MAX], seq[24];
+    char page_s[24], after_s[24], users_s[24], inst[DOM_ID_MAX], user[DOM_ID_MAX], seq[24];
     snprintf(page_s, sizeof page_s, "%zu", page);
     snprintf(after_s, sizeof after_s, "%" PRId64, after > 0 ? after : 0);
-    const char *params[] = {page_s, after_s, inst, user, seq};
+    /* One more than an eighth: the user the last page ended in may have no
+     * events left, and must not be the page's only user. */
+    snprintf(users_s, sizeof users_s, "%zu", (page / 8 ? page / 8 : 1) + 1);
+    const char *params[] = {page_s, after_s, users_s, inst, user, seq};
     logread_scan *s = calloc(1, sizeof *s);
     if (!s)
         abort();
     s->kind = SCAN_USERS;
     s->what = "verify: read the events of the users touched since the checkpoint";
     s->first_sql = LOGREAD_SINCE_FIRST_SQL;
-    s->n_first = 2;
+    s->n_first = 3;
     s->next_sql = LOGREAD_SINCE_NEXT_SQL;
-    s->n_next = 5;
+    s->n_next = 6;
+    s->until_empty = true;
     s->params = params;
     s->key_instance = inst;
     s->key_user = user;

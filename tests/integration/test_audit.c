@@ -602,28 +602,35 @@ Test(audit, incremental_checks_only_what_was_appended, .timeout = 120)
     es_chain_key_public(&pub);
     int64_t id = record_with(s.st, &pub, &rep);
 
-    seed(s.st, "i1", NULL, 2, "v");   /* 21..30: two new users */
-    append_lock(s.st, "i1", "u1", 0); /* 31: an old user */
+    seed(s.st, "i1", NULL, 2, "v"); /* 21..30: two new users */
+    /* 31..33: an old user, whose 8 events span two of the test's pages */
+    for (int i = 0; i < 3; i++)
+        append_lock(s.st, "i1", "u1", 0);
     rep = verify_inc(s.st);
     cr_assert(rep.ok, "%s at %" PRId64, rep.problem, rep.bad_position);
     cr_assert(rep.incremental);
     cr_assert_eq(rep.from_position, 20);
     cr_assert_eq(rep.checkpoint_id, id);
-    cr_assert_eq(rep.events, 11, "events %" PRId64, rep.events);
+    cr_assert_eq(rep.events, 13, "events %" PRId64, rep.events);
     cr_assert_eq(rep.users, 3, "users %" PRId64 " (v0, v1, u1)", rep.users);
-    cr_assert_eq(rep.head_position, 31);
+    cr_assert_eq(rep.head_position, 33);
     id = record_with(s.st, &pub, &rep);
 
     /* Nothing new: nothing read, the head still checked. */
     rep = verify_inc(s.st);
     cr_assert(rep.ok, "%s", rep.problem);
     cr_assert_eq(rep.checkpoint_id, id);
-    cr_assert_eq(rep.from_position, 31);
+    cr_assert_eq(rep.from_position, 33);
     cr_assert_eq(rep.events, 0);
     cr_assert_eq(rep.users, 0);
-    cr_assert_eq(rep.head_position, 31);
+    cr_assert_eq(rep.head_position, 33);
     /* The full run still sees everything. */
-    assert_verified(s.st, 31, 6);
+    assert_verified(s.st, 33, 6);
+    /* A users row of u1 wrong, then moved along by a new event: the fold
+     * of its 9 events across the pages sees it. */
+    itest_exec(s.st, "UPDATE factord.users SET otp_sms = false WHERE user_id = 'u1'", 0, NULL);
+    append_lock(s.st, "i1", "u1", 0); /* 34 */
+    assert_inc_caught(s.st, 34, "column otp_sms");
     scratch_close(&s);
 }
 
