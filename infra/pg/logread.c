@@ -229,7 +229,6 @@ typedef struct {
     char *after;               /* SCAN_CHAIN, SCAN_REPLAY: params' keyset position */
     size_t after_len;
     char *key_instance, *key_user, *key_sequence; /* SCAN_USERS: params' keyset */
-    bool until_empty;          /* a short page is not the last: stop at an empty one */
     /* SCAN_USERS: the previous row's user, to decode each user's row once */
     char prev_instance[DOM_ID_MAX], prev_user[DOM_ID_MAX];
     bool prev_valid;
@@ -320,7 +319,7 @@ static es_result logread_scan_run(PGconn *conn, logread_scan *s, size_t page, es
         int64_t last = 0;
         if (n > 0 && s->kind != SCAN_USERS)
             (void)es_parse_i64(PQgetvalue(res, n - 1, ES_EVT_COL_POSITION), &last);
-        if (s->until_empty ? n > 0 : (size_t)n == page) {
+        if ((size_t)n == page) {
             scan_next_key(s, res, n);
             if ((rc = logread_send(conn, s->next_sql, s->n_next, s->params, s->what, err)) != ES_OK)
                 goto out;
@@ -415,17 +414,15 @@ es_result es_logread_users(es_logread *r, size_t page, es_log_row_fn row, es_log
     return rc;
 }
 
-/* The users with an event above $2, in key order, $3 of them from the
- * keyset on ($4, $5) (the user a page ended in comes again: its remaining
- * events follow, if any), each joined to its events above the keyset
- * through the primary key, at most $1 rows. Few users a page ($3: an eighth
- * of the page's rows, plus one) keep each page's reading and sorting to
- * about the rows it returns; a page is therefore often short, and the scan
- * goes on until one is empty (with two users or more a page, a page is
- * empty only when no user is left). The LATERAL keeps the per-user probe a probe: as a plain join
- * the planner hashes the whole log. */
-#define LOGREAD_SINCE_SQL(keyset_users, keyset_events)                                           \
-    "SELECT " ES_STORE_EVENT_COLUMNS ", u.user_id IS NOT NULL,"                                 \
+/* The users with an event above $1 (found through the position index,
+ * sorted once), each joined to all its events through the primary key and
+ * to its row, in key order. The LATERAL keeps the per-user probe a probe
+ * (as a plain join the planner hashed the whole log); the order is the
+ * users' order, which the nested loop keeps, then each user's sequence: an
+ * incremental sort of one user's events at a time, so the rows stream. */
+#define LOGREAD_SINCE_SQL                                                                        \
+    "DECLARE factord_verify_since NO SCROLL CURSOR FOR"                                          \
+    " SELECT " ES_STORE_EVENT_COLUMNS ", u.user_id IS NOT NULL,"                                \
     " u.instance_id, u.user_id, u.resource_owner, u.user_name, u.status, u.sequence, u.phone,"  \
     " u.phone_verified, u.verified_phone, u.otp_sms, u.code_enc,"                               \
     " (extract(epoch FROM u.code_expires_at) * 1000000)::bigint,"                               \
@@ -434,46 +431,52 @@ es_result es_logread_users(es_logread *r, size_t page, es_log_row_fn row, es_log
     " u.otp_code_enc, (extract(epoch FROM u.otp_code_expires_at) * 1000000)::bigint,"          \
     " u.otp_failed"                                                                              \
     "  FROM (SELECT DISTINCT t.instance_id, t.aggregate_type, t.aggregate_id"                   \
-    "          FROM factord.events t WHERE t.position > $2::bigint" keyset_users                \
-    "         ORDER BY 1, 2, 3 LIMIT $3::bigint) AS w"                                           \
+    "          FROM factord.events t WHERE t.position > $1::bigint ORDER BY 1, 2, 3) AS w"       \
     " CROSS JOIN LATERAL (SELECT * FROM factord.events e0 WHERE e0.instance_id = w.instance_id"  \
     "     AND e0.aggregate_type = w.aggregate_type AND e0.aggregate_id = w.aggregate_id"         \
-    keyset_events " ORDER BY e0.sequence) AS e"                                                  \
+    "     ORDER BY e0.sequence) AS e"                                                            \
     " LEFT JOIN LATERAL (SELECT * FROM factord.users u"                                          \
     "    WHERE u.instance_id = e.instance_id AND u.user_id = e.aggregate_id LIMIT 1) AS u ON true" \
-    " ORDER BY e.instance_id, e.aggregate_type, e.aggregate_id, e.sequence LIMIT $1::bigint"
-#define LOGREAD_SINCE_FIRST_SQL LOGREAD_SINCE_SQL("", "")
-#define LOGREAD_SINCE_NEXT_SQL                                                                   \
-    LOGREAD_SINCE_SQL(" AND (t.instance_id, t.aggregate_type, t.aggregate_id) >= ($4, 'user', $5)", \
-                      " AND (e0.instance_id, e0.aggregate_type, e0.aggregate_id, e0.sequence)"   \
-                      "     > ($4, 'user', $5, $6::bigint)")
+    " ORDER BY w.instance_id, w.aggregate_type, w.aggregate_id, e.sequence"
 
 es_result es_logread_users_since(es_logread *r, int64_t after, size_t page, es_log_row_fn row,
                                  es_log_page_fn page_done, void *arg, es_error *err)
 {
-    char page_s[24], after_s[24], users_s[24], inst[DOM_ID_MAX], user[DOM_ID_MAX], seq[24];
-    snprintf(page_s, sizeof page_s, "%zu", page);
+    char after_s[24], fetch[64], inst[DOM_ID_MAX], user[DOM_ID_MAX], seq[24];
+    es_result rc = ES_OK;
     snprintf(after_s, sizeof after_s, "%" PRId64, after > 0 ? after : 0);
-    /* One more than an eighth: the user the last page ended in may have no
-     * events left, and must not be the page's only user. */
-    snprintf(users_s, sizeof users_s, "%zu", (page / 8 ? page / 8 : 1) + 1);
-    const char *params[] = {page_s, after_s, users_s, inst, user, seq};
+    /* A cursor in the reader's snapshot, read a page at a time: one pass
+     * over the events above after and the touched users' histories. Keyset
+     * pages would find the touched users again for every page (the events
+     * above after read each time: quadratic in a large append). The cursor
+     * is planned for its whole result, not for its first rows. */
+    if ((rc = logread_simple(r->conn, "SET LOCAL cursor_tuple_fraction = 1", "verify: plan the users' read",
+                             err)) != ES_OK)
+        return rc;
+    const char *params[] = {after_s};
+    PGresult *res = PQexecParams(r->conn, LOGREAD_SINCE_SQL, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = logread_fail(r->conn, res, "verify: the users touched since the checkpoint", err);
+    PQclear(res);
+    if (rc != ES_OK)
+        return rc;
+    /* The page size is our own number: safe to splice (FETCH takes no
+     * parameters). */
+    snprintf(fetch, sizeof fetch, "FETCH FORWARD %zu FROM factord_verify_since", page);
     logread_scan *s = calloc(1, sizeof *s);
     if (!s)
         abort();
     s->kind = SCAN_USERS;
     s->what = "verify: read the events of the users touched since the checkpoint";
-    s->first_sql = LOGREAD_SINCE_FIRST_SQL;
-    s->n_first = 3;
-    s->next_sql = LOGREAD_SINCE_NEXT_SQL;
-    s->n_next = 6;
-    s->until_empty = true;
-    s->params = params;
-    s->key_instance = inst;
+    s->first_sql = fetch;
+    s->next_sql = fetch;
+    s->key_instance = inst; /* the keyset the engine keeps is unused here */
     s->key_user = user;
     s->key_sequence = seq;
-    es_result rc = logread_scan_run(r->conn, s, page, row, page_done, arg, err);
+    rc = logread_scan_run(r->conn, s, page, row, page_done, arg, err);
     free(s);
+    if (rc == ES_OK && PQtransactionStatus(r->conn) == PQTRANS_INTRANS)
+        rc = logread_simple(r->conn, "CLOSE factord_verify_since", "verify: close the users' cursor", err);
     return rc;
 }
 

@@ -114,10 +114,10 @@ es_result es_logread_users(es_logread *r, size_t page, es_log_row_fn row, es_log
 
 /* As es_logread_users, but only the users that have an event above
  * position after: all of each such user's events (from sequence 1), with
- * the row. The users are found through the position index (the events
- * above after, read again for each page), their events through the primary
- * key: the cost follows the events above after and those users' histories,
- * not the log's size. */
+ * the row. The users are found through the position index, their events
+ * through the primary key, in one pass (a cursor in the reader's
+ * transaction, fetched a page at a time): the cost follows the events
+ * above after and those users' histories, not the log's size. */
 es_result es_logread_users_since(es_logread *r, int64_t after, size_t page, es_log_row_fn row,
                                  es_log_page_fn page_done, void *arg, es_error *err) ES_WUR;
 
