@@ -458,8 +458,10 @@ static const char *anchor_signature_problem(const es_chain_key *key, const es_ch
 /* Choose where the run starts: the anchors (the expected head, the
  * checkpoint file's, in an incremental run the newest checkpoint in the
  * database) after checking the signed ones; the lowest is the start, the
- * others become the chain pass's pins. *start = 0 for a run from the first
- * event. False after recording a problem. */
+ * others become the chain pass's pins, and the chain continues from the
+ * start's hash. *start = 0 for a run from the first event. ES_OK with
+ * rep->ok false after recording a problem (a refused checkpoint, the
+ * start's event gone or changed); another result when a read failed. */
 static es_result verify_anchors(es_logread *reader, const es_chain_key *key, const es_verify_opts *o,
                                 es_verify_report *rep, chain_state *cs, int64_t *start, es_error *err)
 {
@@ -683,7 +685,6 @@ bool es_audit_parse_head(const char *s, int64_t *pos, unsigned char hash[ES_CHAI
             return false;
     return es_parse_i64(num, pos) && *pos > 0 && es_chain_unhex(colon + 1, hash, ES_CHAIN_HASH_LEN);
 }
-
 
 es_result es_audit_record_checkpoint(es_store *st, const es_chain_key *key, const es_verify_report *rep,
                                      int64_t now_us, es_checkpoint *cp, int64_t *id, es_error *err)

@@ -398,6 +398,52 @@ Test(audit, truncated_tail_is_caught, .timeout = 120)
     scratch_close(&s);
 }
 
+/* Recompute the hashes of the events from..to with the public key, from
+ * the hash of the event before from, as a superuser who rewrote an event
+ * can; the counter's head follows. The last hash into hex. */
+static void rechain(es_store *st, int64_t from, int64_t to, char hex[65])
+{
+    es_chain_key pub;
+    es_chain_key_public(&pub);
+    es_chain_hasher *h = es_chain_hasher_new(&pub);
+    dom_evt *evts = NULL;
+    size_t n = 0;
+    es_error err = {0};
+    unsigned char prev[32];
+    char p[24];
+    snprintf(p, sizeof p, "%" PRId64, from - 1);
+    const char *pp[] = {p};
+    PGresult *res = itest_sql(st, "SELECT encode(hash, 'hex') FROM factord.events WHERE position = $1::bigint", 1, pp);
+    cr_assert(es_chain_unhex(PQgetvalue(res, 0, 0), prev, 32));
+    PQclear(res);
+    for (int64_t pos = from; pos <= to; pos++) {
+        snprintf(p, sizeof p, "%" PRId64, pos);
+        const char *params[] = {p};
+        res = itest_sql(st, "SELECT aggregate_id, instance_id FROM factord.events WHERE position = $1::bigint", 1,
+                        params);
+        char user[64], inst[64];
+        snprintf(user, sizeof user, "%s", PQgetvalue(res, 0, 0));
+        snprintf(inst, sizeof inst, "%s", PQgetvalue(res, 0, 1));
+        PQclear(res);
+        assert_ok(es_store_user_events(st, inst, user, &evts, &n, &err), &err, "read");
+        const dom_evt *e = NULL;
+        for (size_t i = 0; i < n; i++)
+            if (evts[i].position == pos)
+                e = &evts[i];
+        cr_assert_not_null(e);
+        char *text = es_chain_canonical(e);
+        es_chain_hash(h, prev, text, strlen(text), prev);
+        free(text);
+        free(evts);
+        es_chain_hex(prev, 32, hex);
+        const char *up[] = {hex, p};
+        itest_exec(st, "UPDATE factord.events SET hash = decode($1, 'hex') WHERE position = $2::bigint", 2, up);
+    }
+    const char *hp[] = {hex};
+    itest_exec(st, "UPDATE factord.position_counter SET head_hash = decode($1, 'hex')", 1, hp);
+    es_chain_hasher_free(h);
+}
+
 Test(audit, expect_head_catches_a_consistent_rewrite_with_the_public_key, .timeout = 120)
 {
     scratch s;
@@ -414,41 +460,9 @@ Test(audit, expect_head_catches_a_consistent_rewrite_with_the_public_key, .timeo
                "UPDATE factord.events SET payload = jsonb_set(payload, '{firstName}', '\"Eve\"')"
                " WHERE position = 6",
                0, NULL);
+    rechain(s.st, 6, before.head_position, hex);
     es_chain_key pub;
     es_chain_key_public(&pub);
-    es_chain_hasher *h = es_chain_hasher_new(&pub);
-    dom_evt *evts = NULL;
-    size_t n = 0;
-    es_error err = {0};
-    unsigned char prev[32];
-    PGresult *res = itest_sql(s.st, "SELECT encode(hash, 'hex') FROM factord.events WHERE position = 5", 0, NULL);
-    cr_assert(es_chain_unhex(PQgetvalue(res, 0, 0), prev, 32));
-    PQclear(res);
-    for (int64_t pos = 6; pos <= before.head_position; pos++) {
-        char p[24];
-        snprintf(p, sizeof p, "%" PRId64, pos);
-        const char *params[] = {p};
-        res = itest_sql(s.st, "SELECT aggregate_id FROM factord.events WHERE position = $1::bigint", 1, params);
-        char user[64];
-        snprintf(user, sizeof user, "%s", PQgetvalue(res, 0, 0));
-        PQclear(res);
-        assert_ok(es_store_user_events(s.st, "i1", user, &evts, &n, &err), &err, "read");
-        const dom_evt *e = NULL;
-        for (size_t i = 0; i < n; i++)
-            if (evts[i].position == pos)
-                e = &evts[i];
-        cr_assert_not_null(e);
-        char *text = es_chain_canonical(e);
-        es_chain_hash(h, prev, text, strlen(text), prev);
-        free(text);
-        free(evts);
-        es_chain_hex(prev, 32, hex);
-        const char *up[] = {hex, p};
-        itest_exec(s.st, "UPDATE factord.events SET hash = decode($1, 'hex') WHERE position = $2::bigint", 2, up);
-    }
-    const char *hp[] = {hex};
-    itest_exec(s.st, "UPDATE factord.position_counter SET head_hash = decode($1, 'hex')", 1, hp);
-    es_chain_hasher_free(h);
 
     es_verify_report rep = verify(s.st);
     cr_assert(rep.ok, "the rewrite should pass without a recorded head: %s", rep.problem);
@@ -808,6 +822,50 @@ Test(audit, expected_head_below_the_checkpoint_is_the_start, .timeout = 120)
     rep = verify_inc_with(s.st, &pub, head);
     cr_assert_not(rep.ok);
     cr_assert_eq(rep.bad_position, 30, "%s", rep.problem);
+    scratch_close(&s);
+}
+
+/* Someone with the key (here the public one) rewrites an old event,
+ * recomputes the chain and signs a new checkpoint at the rewritten head:
+ * the database alone cannot tell, the auditor's checkpoint file can. */
+Test(audit, checkpoint_file_catches_a_rewrite_with_the_key, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u"); /* 1..20 */
+    es_chain_key pub;
+    es_chain_key_public(&pub);
+    es_verify_report rep = verify(s.st);
+    es_checkpoint file_cp;
+    int64_t id = 0;
+    es_error err = {0};
+    assert_ok(es_audit_record_checkpoint(s.st, &pub, &rep, itest_now_us(), &file_cp, &id, &err), &err, "record");
+    seed(s.st, "i1", NULL, 2, "v"); /* 21..30 */
+    verify_and_record(s.st);
+
+    disable_triggers(s.st);
+    itest_exec(s.st,
+               "UPDATE factord.events SET payload = jsonb_set(payload, '{firstName}', '\"Eve\"')"
+               " WHERE position = 6",
+               0, NULL);
+    char hex[65];
+    rechain(s.st, 6, 30, hex);
+    es_verify_report forged = {.ok = true, .incremental = true, .from_position = 20, .events = 10,
+                               .head_position = 30};
+    cr_assert(es_chain_unhex(hex, forged.head_hash, 32));
+    record_with(s.st, &pub, &forged);
+
+    rep = verify_inc(s.st);
+    cr_assert(rep.ok, "%s", rep.problem);
+    cr_assert_eq(rep.from_position, 30, "the re-signed checkpoint is the newest");
+
+    es_verify_opts o = {.page = 7, .incremental = true, .has_file_checkpoint = true, .file_checkpoint = file_cp};
+    assert_ok(es_audit_verify(s.st, &pub, &o, &rep, &err), &err, "verify with the file");
+    cr_assert_not(rep.ok, "the checkpoint file missed the rewrite");
+    cr_assert_eq(rep.bad_position, 20, "%s", rep.problem);
+    cr_assert(strstr(rep.problem, "the event at the checkpoint file's head has another hash: the log up to it was "
+                                  "rewritten"),
+              "%s", rep.problem);
     scratch_close(&s);
 }
 
