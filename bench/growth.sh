@@ -21,7 +21,9 @@
 #   5. projector catch-up: the step's users' read-model rows are deleted
 #      and a fresh projector group applies the step's events topic onto
 #      read models that hold the grown log: events/s
-#   6. `factord verify` (full) over the whole log: events/s
+#   6. `factord verify` from the previous step's signed checkpoint (what
+#      an operator's periodic run costs: the step's growth and commands),
+#      then `factord verify --full` over the whole log: events/s
 #   7. the append path (bench/append.c) at 1 and 16 writers: events/s
 # Each figure is printed beside the same figure at the first size, measured
 # in the same invocation: the ratio is the honest figure on a machine whose
@@ -261,11 +263,17 @@ SQL
     catchup=$(per_s "$step_events" "$catchup_s")
     say "catch-up: $step_events events in $catchup_s s"
 
+    # verify: first as an operator runs it, from the previous step's signed
+    # checkpoint (the step's growth and commands), then in full.
+    settle
+    t_inc=$(timed "verify-incremental-$step" "$FACTORD" verify)
+    inc_events=$(awk '$1 == "events" { print $2; exit }' "$work/verify-incremental-$step.log")
+    say "verify (incremental): ${inc_events:-?} events checked in $t_inc s"
     settle
     events=$(sql "SELECT count(*) FROM factord.events")
-    t=$(timed "verify-$step" "$FACTORD" verify)
+    t=$(timed "verify-$step" "$FACTORD" verify --full)
     verify=$(per_s "$events" "$t")
-    say "verify: $events events in $t s"
+    say "verify --full: $events events in $t s"
 
     append=()
     for w in 1 16; do
@@ -280,11 +288,13 @@ SQL
         --argjson burst "$burst" --argjson paced "$paced" --argjson during "$during" \
         --argjson rebuild_users "$rebuild_users" --argjson rebuild_af "$rebuild_af" --argjson overlap "$overlap" \
         --argjson catchup "$catchup" --argjson catchup_events "$step_events" --argjson verify "$verify" \
+        --argjson verify_s "$t" --argjson inc_s "$t_inc" --argjson inc_events "${inc_events:-0}" \
         --argjson a1 "${append[0]}" --argjson a16 "${append[1]}" \
         '{size: $size, events_at_verify: $events, import: $imp, burst: $burst, latency: $paced,
           rebuild_users_per_s: $rebuild_users,
           rebuild_auth_factors: {per_s: $rebuild_af, live_latency: $during, overlap_percent: $overlap},
-          catch_up: {events: $catchup_events, per_s: $catchup}, verify_per_s: $verify,
+          catch_up: {events: $catchup_events, per_s: $catchup}, verify_per_s: $verify, verify_s: $verify_s,
+          verify_incremental: {events: $inc_events, seconds: $inc_s},
           append_per_s: {"1": $a1, "16": $a16}}')")
 done
 
@@ -309,7 +319,7 @@ jq -n --arg mode "$mode" --arg started "$started" --arg tag "$tag" --arg host "$
       def r($v; $base): if $base > 0 then "\($v) (\((100 * $v / $base | round) / 100))" else "\($v)" end;
       .steps[0] as $b |
       (["log events", "e2e cmd/s", "p99 ms", "p99 in rebuild", "catch-up ev/s", "verify ev/s",
-        "rebuild users ev/s", "rebuild af ev/s", "append 1w ev/s", "append 16w ev/s"] | @tsv),
+        "verify s (incr.)", "rebuild users ev/s", "rebuild af ev/s", "append 1w ev/s", "append 16w ev/s"] | @tsv),
       (.steps[] | [
         "\(.events_at_verify)",
         r(.burst.per_s; $b.burst.per_s),
@@ -317,11 +327,13 @@ jq -n --arg mode "$mode" --arg started "$started" --arg tag "$tag" --arg host "$
         "\(.rebuild_auth_factors.live_latency.p99_ms) (\(.rebuild_auth_factors.overlap_percent) %)",
         r(.catch_up.per_s; $b.catch_up.per_s),
         r(.verify_per_s; $b.verify_per_s),
+        "\(.verify_s) (\(.verify_incremental.seconds): \(.verify_incremental.events) ev)",
         r(.rebuild_users_per_s; $b.rebuild_users_per_s),
         r(.rebuild_auth_factors.per_s; $b.rebuild_auth_factors.per_s),
         r(.append_per_s["1"]; $b.append_per_s["1"]),
         r(.append_per_s["16"]; $b.append_per_s["16"])] | @tsv)' "$out" | column -t -s $'\t'
     printf '\nlog events: the log when verify ran (the size asked for, plus the step'"'"'s own commands'"'"' events)\n'
+    printf 'verify s (incr.): verify --full, and (in brackets) verify from the previous step'"'"'s checkpoint: seconds, events checked\n'
     printf 'p99 in rebuild: live commands at %s/s while `factord rebuild auth-factors` ran (%% of the paced run it overlapped)\n' "$RATE"
     printf 'JSON: %s\n' "$out"
 }
