@@ -26,9 +26,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${FACTORD_BENCH_BUILD:-$ROOT/build}
 EVENTS=${FACTORD_BENCH_EVENTS:-100000}
-say() { printf 'catchup.sh: %s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
-now() { date +%s.%N; }
+BENCH_NAME=catchup.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 command -v kcat >/dev/null || die "kcat is missing (scripts/deps.sh installs it)"
 command -v psql >/dev/null || die "psql is missing (scripts/deps.sh installs it)"
@@ -44,23 +44,13 @@ FACTORD=$BUILD/factord
 tag=$(openssl rand -hex 4)
 db=bench_$tag
 admin_url=$FACTORD_DATABASE_URL
-case $admin_url in
-    postgres://*|postgresql://*)
-        base=${admin_url%%\?*}; query=${admin_url#"$base"}
-        bench_url="${base%/*}/$db$query" ;;
-    *) bench_url="$admin_url dbname=$db" ;;
-esac
+bench_url=$(bench_db_url "$admin_url" "$db")
 work=$(mktemp -d "${TMPDIR:-/tmp}/factord-catchup.XXXXXX")
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ ${FACTORD_BENCH_KEEP:-0} != 1 ]]; then
-        psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-        rm -rf "$work"
-    else
-        say "kept database $db and $work"
-    fi
+    drop_or_keep
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -74,11 +64,6 @@ export FACTORD_CODE_KEY=${FACTORD_CODE_KEY:-$(openssl rand -hex 32)}
 export FACTORD_SESSION_TIMEOUT_MS=${FACTORD_SESSION_TIMEOUT_MS:-6000}
 export FACTORD_LOG_LEVEL=${FACTORD_LOG_LEVEL:-warn}
 "$FACTORD" migrate 2>>"$work/migrate.log" || die "migrate failed: $(tail -3 "$work/migrate.log")"
-# psql itself, not Debian's Perl wrapper /usr/bin/psql: the wrapper costs
-# ~20 ms of CPU per call, a tenth of a core at the polling rates below.
-PSQL=$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | sort -V | tail -1)
-PSQL=${PSQL:-psql}
-sql() { "$PSQL" -qAtX "$bench_url" -c "$1"; }
 # shellcheck source=bench/catchup-lib.sh
 source "$ROOT/bench/catchup-lib.sh"
 

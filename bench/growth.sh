@@ -100,12 +100,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/factord-growth.XXXXXX")
 declare -A pid=()
 cleanup() {
     stop_all
-    if [[ ${FACTORD_BENCH_KEEP:-0} != 1 ]]; then
-        psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-        rm -rf "$work"
-    else
-        say "kept database $db and $work"
-    fi
+    drop_or_keep
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -1,4 +1,4 @@
-# bench/lib.sh - sourced by bench/run and bench/growth.sh: what every
+# bench/lib.sh - sourced by bench/run, bench/growth.sh and bench/catchup.sh: what every
 # benchmark script does the same way. The caller sets BENCH_NAME (for
 # messages) before sourcing, and later bench_url (its database), work (its
 # folder) and the associative array pid (name -> process id) that start,
@@ -73,6 +73,16 @@ stop_all() {
     local name
     for name in "${!pid[@]}"; do kill -TERM "${pid[$name]}" 2>/dev/null || true; done
     for name in "${!pid[@]}"; do wait "${pid[$name]}" 2>/dev/null || true; unset "pid[$name]"; done
+}
+# drop_or_keep: at exit, drop the bench database ($db on $admin_url) and
+# the work folder, or keep both and say so with FACTORD_BENCH_KEEP=1.
+drop_or_keep() {
+    if [[ ${FACTORD_BENCH_KEEP:-0} != 1 ]]; then
+        psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+        rm -rf "$work"
+    else
+        say "kept database $db and $work"
+    fi
 }
 hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
