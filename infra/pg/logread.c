@@ -367,19 +367,24 @@ es_result es_logread_chain(es_logread *r, int64_t after, size_t page, es_log_row
 
 /* --- the users scan ----------------------------------------------------------------- */
 
-/* Events in key order with the user's row beside each, found by one
- * primary-key probe per event (LIMIT 1 keeps the LATERAL subquery a probe,
- * whatever the statistics of a just-rebuilt table). The users columns are
- * ES_STORE_USER_COLUMNS qualified by the join's alias. */
-#define LOGREAD_USERS_SELECT                                                                     \
-    "SELECT " ES_STORE_EVENT_COLUMNS ", u.user_id IS NOT NULL,"                                 \
+/* ES_STORE_USER_COLUMNS qualified by the alias u, after an event's columns
+ * and whether the user has a row (u.user_id IS NOT NULL). */
+#define LOGREAD_USER_COLUMNS                                                                     \
     " u.instance_id, u.user_id, u.resource_owner, u.user_name, u.status, u.sequence, u.phone,"  \
     " u.phone_verified, u.verified_phone, u.otp_sms, u.code_enc,"                               \
     " (extract(epoch FROM u.code_expires_at) * 1000000)::bigint,"                               \
     " (extract(epoch FROM u.created_at) * 1000000)::bigint,"                                    \
     " (extract(epoch FROM u.changed_at) * 1000000)::bigint,"                                    \
     " u.otp_code_enc, (extract(epoch FROM u.otp_code_expires_at) * 1000000)::bigint,"          \
-    " u.otp_failed"                                                                              \
+    " u.otp_failed"
+
+/* Events in key order with the user's row beside each, found by one
+ * primary-key probe per event (LIMIT 1 keeps the LATERAL subquery a probe,
+ * whatever the statistics of a just-rebuilt table). The users columns are
+ * ES_STORE_USER_COLUMNS qualified by the join's alias. */
+#define LOGREAD_USERS_SELECT                                                                     \
+    "SELECT " ES_STORE_EVENT_COLUMNS ", u.user_id IS NOT NULL,"                                 \
+    LOGREAD_USER_COLUMNS                                                                         \
     "  FROM factord.events e LEFT JOIN LATERAL (SELECT * FROM factord.users u"                  \
     "    WHERE u.instance_id = e.instance_id AND u.user_id = e.aggregate_id LIMIT 1) AS u ON true"
 #define LOGREAD_USERS_ORDER                                                                      \
@@ -423,13 +428,7 @@ es_result es_logread_users(es_logread *r, size_t page, es_log_row_fn row, es_log
 #define LOGREAD_SINCE_SQL                                                                        \
     "DECLARE factord_verify_since NO SCROLL CURSOR FOR"                                          \
     " SELECT " ES_STORE_EVENT_COLUMNS ", u.user_id IS NOT NULL,"                                \
-    " u.instance_id, u.user_id, u.resource_owner, u.user_name, u.status, u.sequence, u.phone,"  \
-    " u.phone_verified, u.verified_phone, u.otp_sms, u.code_enc,"                               \
-    " (extract(epoch FROM u.code_expires_at) * 1000000)::bigint,"                               \
-    " (extract(epoch FROM u.created_at) * 1000000)::bigint,"                                    \
-    " (extract(epoch FROM u.changed_at) * 1000000)::bigint,"                                    \
-    " u.otp_code_enc, (extract(epoch FROM u.otp_code_expires_at) * 1000000)::bigint,"          \
-    " u.otp_failed"                                                                              \
+    LOGREAD_USER_COLUMNS                                                                         \
     "  FROM (SELECT DISTINCT t.instance_id, t.aggregate_type, t.aggregate_id"                   \
     "          FROM factord.events t WHERE t.position > $1::bigint ORDER BY 1, 2, 3) AS w"       \
     " CROSS JOIN LATERAL (SELECT * FROM factord.events e0 WHERE e0.instance_id = w.instance_id"  \

@@ -90,16 +90,23 @@ static void seed(es_store *st, const char *inst, const char *org, int n_users, c
     }
 }
 
-static es_verify_report verify_with(es_store *st, const es_chain_key *key, const char *expect)
+/* A run with key (the expected head, when given, too): full, or from the
+ * newest checkpoint. */
+static es_verify_report verify_run(es_store *st, const es_chain_key *key, const char *expect, bool incremental)
 {
     es_verify_report rep;
-    es_verify_opts o = {.page = 7}; /* small pages: the paging is exercised too */
+    es_verify_opts o = {.page = 7, .incremental = incremental}; /* small pages: the paging is exercised too */
     if (expect)
         cr_assert(es_audit_parse_head(expect, &o.expect_position, o.expect_hash), "%s", expect);
     o.expect_head = expect != NULL;
     es_error err = {0};
-    assert_ok(es_audit_verify(st, key, &o, &rep, &err), &err, "verify");
+    assert_ok(es_audit_verify(st, key, &o, &rep, &err), &err, incremental ? "verify (incremental)" : "verify");
     return rep;
+}
+
+static es_verify_report verify_with(es_store *st, const es_chain_key *key, const char *expect)
+{
+    return verify_run(st, key, expect, false);
 }
 
 static es_verify_report verify(es_store *st)
@@ -530,17 +537,9 @@ Test(audit, unchained_prefix_is_accepted_and_counted, .timeout = 120)
 
 /* --- checkpoints: incremental runs ------------------------------------------------- */
 
-/* An incremental run with key (the expected head, when given, too). */
 static es_verify_report verify_inc_with(es_store *st, const es_chain_key *key, const char *expect)
 {
-    es_verify_report rep;
-    es_verify_opts o = {.page = 7, .incremental = true};
-    if (expect)
-        cr_assert(es_audit_parse_head(expect, &o.expect_position, o.expect_hash), "%s", expect);
-    o.expect_head = expect != NULL;
-    es_error err = {0};
-    assert_ok(es_audit_verify(st, key, &o, &rep, &err), &err, "verify (incremental)");
-    return rep;
+    return verify_run(st, key, expect, true);
 }
 
 static es_verify_report verify_inc(es_store *st)
