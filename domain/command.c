@@ -37,6 +37,8 @@ static const char *const type_names[DOM_CMD__COUNT] = {
     [DOM_CMD_CHALLENGE_OTP_SMS] = "ChallengeOTPSMS",
     [DOM_CMD_CHECK_OTP_SMS] = "CheckOTPSMS",
     [DOM_CMD_RECORD_CODE_DELIVERY] = "RecordCodeDelivery",
+    [DOM_CMD_CREATE_SESSION] = "CreateSession",
+    [DOM_CMD_SET_SESSION] = "SetSession",
 };
 
 const char *dom_code_kind_name(dom_code_kind k)
@@ -317,6 +319,40 @@ static es_result decode_delivery(const json_t *p, dom_delivery *d, es_error *err
     return field_string(p, "payload.reason", "reason", false, d->reason, sizeof d->reason, err);
 }
 
+/* CreateSession and SetSession: {"sessionId", "tokenHash" (64 lowercase
+ * hex digits), "otpSmsChallenge"?, "returnCode"?, and for SetSession
+ * "code"?}. */
+static es_result decode_session(const json_t *p, dom_cmd *cmd, es_error *err)
+{
+    static const char *const create[] = { "sessionId", "tokenHash", "otpSmsChallenge", "returnCode",
+                                          NULL };
+    static const char *const set[] = { "sessionId", "tokenHash", "otpSmsChallenge", "returnCode",
+                                       "code", NULL };
+    es_result rc;
+    bool is_set = cmd->type == DOM_CMD_SET_SESSION;
+    if ((rc = only_known(p, "payload", is_set ? set : create, err)) != ES_OK ||
+        (rc = field_string(p, "payload.sessionId", "sessionId", true, cmd->session_id,
+                           sizeof cmd->session_id, err)) != ES_OK ||
+        (rc = field_string(p, "payload.tokenHash", "tokenHash", true, cmd->token_hash,
+                           sizeof cmd->token_hash, err)) != ES_OK ||
+        (rc = field_bool(p, "payload.otpSmsChallenge", "otpSmsChallenge", &cmd->otp_challenge,
+                         err)) != ES_OK ||
+        (rc = field_bool(p, "payload.returnCode", "returnCode", &cmd->return_code, err)) != ES_OK)
+        return rc;
+    if (cmd->session_id[0] == '\0')
+        return es_error_set(err, ES_EINVAL, "field \"payload.sessionId\": empty");
+    bool hex = strlen(cmd->token_hash) == DOM_TOKEN_HASH_LEN;
+    for (size_t i = 0; hex && i < DOM_TOKEN_HASH_LEN; i++)
+        hex = (cmd->token_hash[i] >= '0' && cmd->token_hash[i] <= '9') ||
+              (cmd->token_hash[i] >= 'a' && cmd->token_hash[i] <= 'f');
+    if (!hex)
+        return es_error_set(err, ES_EINVAL,
+                            "field \"payload.tokenHash\": expected 64 lowercase hex digits");
+    if (!is_set)
+        return ES_OK;
+    return field_string(p, "payload.code", "code", false, cmd->code, sizeof cmd->code, err);
+}
+
 static es_result decode_payload(const json_t *p, dom_cmd *cmd, es_error *err)
 {
     static const char *const none[] = { NULL };
@@ -349,6 +385,9 @@ static es_result decode_payload(const json_t *p, dom_cmd *cmd, es_error *err)
         return field_string(p, "payload.code", "code", true, cmd->code, sizeof cmd->code, err);
     case DOM_CMD_IMPORT_HUMAN:
         return decode_import(p, &cmd->import, err);
+    case DOM_CMD_CREATE_SESSION:
+    case DOM_CMD_SET_SESSION:
+        return decode_session(p, cmd, err);
     default:
         return only_known(p, "payload", none, err);
     }
@@ -582,6 +621,16 @@ json_t *dom_cmd_to_json(const dom_cmd *cmd, bool include_reply_to)
     }
     case DOM_CMD_IMPORT_HUMAN:
         payload = import_to_json(&cmd->import);
+        break;
+    case DOM_CMD_CREATE_SESSION:
+    case DOM_CMD_SET_SESSION:
+        payload = new_object();
+        set_string(payload, "sessionId", cmd->session_id);
+        set_string(payload, "tokenHash", cmd->token_hash);
+        set_opt_true(payload, "otpSmsChallenge", cmd->otp_challenge);
+        set_opt_true(payload, "returnCode", cmd->return_code);
+        if (cmd->type == DOM_CMD_SET_SESSION)
+            set_opt_string(payload, "code", cmd->code);
         break;
     default:
         payload = new_object();

@@ -25,6 +25,7 @@
 #define DOM_TEXT_MAX 256     /* names, user names, e-mail addresses */
 #define DOM_PHONE_MAX 32
 #define DOM_CODE_MAX 16
+#define DOM_TOKEN_HASH_LEN 64  /* a session token's SHA-256, lowercase hex */
 #define DOM_CMD_MAX_BYTES (64 * 1024) /* larger records are dead-lettered */
 
 typedef enum {
@@ -44,6 +45,8 @@ typedef enum {
     DOM_CMD_CHALLENGE_OTP_SMS, /* ChallengeOTPSMS {returnCode?}: send a sign-in code */
     DOM_CMD_CHECK_OTP_SMS,     /* CheckOTPSMS {code} */
     DOM_CMD_RECORD_CODE_DELIVERY, /* RecordCodeDelivery {...}: the notifier's outcome */
+    DOM_CMD_CREATE_SESSION,  /* CreateSession {sessionId, tokenHash, otpSmsChallenge?, returnCode?} */
+    DOM_CMD_SET_SESSION,     /* SetSession {sessionId, tokenHash, code?, otpSmsChallenge?, returnCode?} */
     DOM_CMD__COUNT
 } dom_cmd_type;
 
@@ -94,9 +97,13 @@ typedef struct {
     char creator[DOM_ID_MAX];          /* who acts; "" = the user itself */
     /* payload, by type */
     char phone[DOM_TEXT_MAX];          /* SetMyPhone, as given */
-    char code[DOM_CODE_MAX * 2];       /* VerifyMyPhone, CheckOTPSMS */
+    char code[DOM_CODE_MAX * 2];       /* VerifyMyPhone, CheckOTPSMS; SetSession:
+                                          the OTP-SMS check ("" = none) */
     bool return_code;                  /* SetMyPhone, ResendMyPhoneVerification,
-                                          ChallengeOTPSMS */
+                                          ChallengeOTPSMS, the sessions' challenge */
+    char session_id[DOM_ID_MAX];       /* CreateSession, SetSession */
+    char token_hash[DOM_TOKEN_HASH_LEN + 1]; /* ... the new session token's hash */
+    bool otp_challenge;                /* ... send an OTP-SMS sign-in code */
     dom_delivery delivery;             /* RecordCodeDelivery */
     dom_import import;                 /* ImportHumanUser */
 } dom_cmd;

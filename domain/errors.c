@@ -193,6 +193,17 @@ static const dom_rej_info catalogue[DOM_REJ__COUNT] = {
     [DOM_REJ_PHONE_NOT_FOUND_SENT] = NOT_FOUND("COMMAND-66n8J", "Phone not found"),
     [DOM_REJ_CODE_NOT_FOUND_SENT] = PRECONDITION("COMMAND-G3t31", "Code not found"),
 
+    /* CreateSession and SetSession (ZITADEL's session service: the user
+     * check of checksToCommand, createOTPSMSChallenge, CheckOTPSMS; a wrong
+     * or expired code and a locked user's check are CheckOTPSMS's rows). */
+    [DOM_REJ_USER_ID_MISSING_SESSION_CHALLENGE] = PRECONDITION("COMMAND-JKL3g", "User ID missing"),
+    [DOM_REJ_USER_ID_MISSING_SESSION_CHECK] = PRECONDITION("COMMAND-VDrh3", "User ID missing"),
+    [DOM_REJ_USER_NOT_FOUND_SESSION] = NOT_FOUND("QUERY-Dfbg2", "User could not be found"),
+    [DOM_REJ_USER_NOT_ACTIVE_SESSION] = PRECONDITION("SESSION-Gj4ko", "Errors.User.NotActive"),
+    [DOM_REJ_OTP_SMS_NOT_READY_SESSION] =
+        PRECONDITION("COMMAND-BJ2g3", "Multifactor OTP (OneTimePassword) isn't ready"),
+    [DOM_REJ_CODE_NOT_FOUND_SESSION] = PRECONDITION("COMMAND-SF3tv", "Code not found"),
+
     /* factord's own: idempotency and undecodable records. */
     [DOM_REJ_COMMAND_ID_REUSED] =
         INVALID("FACTORD-Idem1", "Command id already used with different content"),

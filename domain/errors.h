@@ -127,6 +127,14 @@ typedef enum {
     DOM_REJ_USER_NOT_FOUND_PHONE_SENT,      /* COMMAND-3M9fs */
     DOM_REJ_PHONE_NOT_FOUND_SENT,           /* COMMAND-66n8J */
     DOM_REJ_CODE_NOT_FOUND_SENT,            /* COMMAND-G3t31: no such code event */
+    /* CreateSession and SetSession (ZITADEL's session service: the user
+     * check, CreateOTPSMSChallenge, CheckOTPSMS) */
+    DOM_REJ_USER_ID_MISSING_SESSION_CHALLENGE, /* COMMAND-JKL3g */
+    DOM_REJ_USER_ID_MISSING_SESSION_CHECK,  /* COMMAND-VDrh3 */
+    DOM_REJ_USER_NOT_FOUND_SESSION,         /* QUERY-Dfbg2: the session's user is gone */
+    DOM_REJ_USER_NOT_ACTIVE_SESSION,        /* SESSION-Gj4ko: locked or deactivated */
+    DOM_REJ_OTP_SMS_NOT_READY_SESSION,      /* COMMAND-BJ2g3 */
+    DOM_REJ_CODE_NOT_FOUND_SESSION,         /* COMMAND-SF3tv: no challenge pending */
     DOM_REJ__COUNT
 } dom_rej;
 

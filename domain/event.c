@@ -39,6 +39,8 @@ static const char *const type_names[DOM_EVT__COUNT] = {
     [DOM_EVT_OTP_SMS_CODE_SENT] = "user.human.otp.sms.code.sent",
     [DOM_EVT_OTP_SMS_CODE_SEND_FAILED] = "user.human.otp.sms.code.send.failed",
     [DOM_EVT_OTP_SMS_CHECK_SUCCEEDED] = "user.human.otp.sms.check.succeeded",
+    [DOM_EVT_SESSION_ADDED] = "user.session.added",
+    [DOM_EVT_SESSION_TOKEN_SET] = "user.session.token.set",
     [DOM_EVT_OTP_SMS_CHECK_FAILED] = "user.human.otp.sms.check.failed",
     [DOM_EVT_PHONE_CODE_SENT] = "user.human.phone.code.sent",
     [DOM_EVT_PHONE_CODE_SEND_FAILED] = "user.human.phone.code.send.failed",
@@ -391,6 +393,16 @@ json_t *dom_evt_payload_to_json(const dom_evt *evt)
             set_new(p, "expiresAt", time_string(evt->code_expires_at_us));
         if (evt->code_returned)
             set_new(p, "codeReturned", json_true());
+        if (evt->type == DOM_EVT_OTP_SMS_CODE_ADDED)
+            set_opt_string(p, "sessionId", evt->session_id);
+        break;
+    case DOM_EVT_OTP_SMS_CHECK_SUCCEEDED:
+        set_opt_string(p, "sessionId", evt->session_id);
+        break;
+    case DOM_EVT_SESSION_ADDED:
+    case DOM_EVT_SESSION_TOKEN_SET:
+        set_new(p, "sessionId", json_string(evt->session_id));
+        set_new(p, "tokenHash", json_string(evt->token_hash));
         break;
     case DOM_EVT_REMOVED:
         set_new(p, "userName", json_string(evt->user_name));
@@ -413,6 +425,8 @@ es_result dom_evt_payload_from_json(dom_evt *evt, const json_t *payload, es_erro
     evt->code_returned = false;
     memset(&evt->delivery, 0, sizeof evt->delivery);
     evt->user_name[0] = '\0';
+    evt->session_id[0] = '\0';
+    evt->token_hash[0] = '\0';
     if (!json_is_object(payload))
         return es_error_set(err, ES_EINVAL, "event field \"payload\": expected an object");
 
@@ -466,9 +480,21 @@ es_result dom_evt_payload_from_json(dom_evt *evt, const json_t *payload, es_erro
         if ((rc = get_string(payload, "code", true, evt->code_enc, sizeof evt->code_enc, err)) !=
             ES_OK)
             break;
-        if ((rc = get_time(payload, "expiresAt", false, &evt->code_expires_at_us, err)) != ES_OK)
+        if ((rc = get_time(payload, "expiresAt", false, &evt->code_expires_at_us, err)) != ES_OK ||
+            (rc = get_bool(payload, "codeReturned", &evt->code_returned, err)) != ES_OK)
             break;
-        rc = get_bool(payload, "codeReturned", &evt->code_returned, err);
+        if (evt->type == DOM_EVT_OTP_SMS_CODE_ADDED)
+            rc = get_string(payload, "sessionId", false, evt->session_id, sizeof evt->session_id, err);
+        break;
+    case DOM_EVT_OTP_SMS_CHECK_SUCCEEDED:
+        rc = get_string(payload, "sessionId", false, evt->session_id, sizeof evt->session_id, err);
+        break;
+    case DOM_EVT_SESSION_ADDED:
+    case DOM_EVT_SESSION_TOKEN_SET:
+        if ((rc = get_string(payload, "sessionId", true, evt->session_id, sizeof evt->session_id,
+                             err)) != ES_OK)
+            break;
+        rc = get_string(payload, "tokenHash", true, evt->token_hash, sizeof evt->token_hash, err);
         break;
     case DOM_EVT_REMOVED:
         rc = get_string(payload, "userName", false, evt->user_name, sizeof evt->user_name, err);

@@ -44,6 +44,8 @@ typedef enum {
     DOM_EVT_OTP_SMS_CHECK_FAILED,     /* user.human.otp.sms.check.failed */
     DOM_EVT_PHONE_CODE_SENT,          /* user.human.phone.code.sent */
     DOM_EVT_PHONE_CODE_SEND_FAILED,   /* user.human.phone.code.send.failed */
+    DOM_EVT_SESSION_ADDED,            /* user.session.added: a session of this user */
+    DOM_EVT_SESSION_TOKEN_SET,        /* user.session.token.set: its token replaced */
     DOM_EVT__COUNT
 } dom_evt_type;
 
@@ -72,6 +74,10 @@ typedef struct {
     dom_delivery delivery;             /* *_CODE_SENT, *_CODE_SEND_FAILED (kind
                                           and sent follow from the type) */
     char user_name[DOM_TEXT_MAX];      /* REMOVED: the name that is freed */
+    char session_id[DOM_ID_MAX];       /* SESSION_*; OTP_SMS_CODE_ADDED and
+                                          OTP_SMS_CHECK_SUCCEEDED of a session
+                                          ("" = none) */
+    char token_hash[DOM_TOKEN_HASH_LEN + 1]; /* SESSION_*: the token's SHA-256, hex */
 } dom_evt;
 
 const char *dom_evt_type_name(dom_evt_type t);   /* "" for UNKNOWN */

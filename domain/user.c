@@ -70,6 +70,7 @@ static void clear_otp_code(dom_user *st)
 {
     st->otp_code_enc[0] = '\0';
     st->otp_code_expires_at_us = 0;
+    st->otp_code_session[0] = '\0';
 }
 
 void dom_user_apply(dom_user *st, const dom_evt *evt)
@@ -135,6 +136,7 @@ void dom_user_apply(dom_user *st, const dom_evt *evt)
          * keeps only the latest). */
         COPY(st->otp_code_enc, evt->code_enc);
         st->otp_code_expires_at_us = evt->code_expires_at_us;
+        COPY(st->otp_code_session, evt->session_id);
         break;
     case DOM_EVT_OTP_SMS_CHECK_SUCCEEDED:
         /* Stricter than ZITADEL, whose login keeps the code: a used code is
@@ -485,6 +487,59 @@ static dom_rej decide_check_otp_sms(const dom_user *st, const dom_cmd *cmd, cons
     return expired ? DOM_REJ_CODE_EXPIRED : DOM_REJ_OTP_CODE_INVALID;
 }
 
+/* CreateSession and SetSession: a session of ZITADEL's session service,
+ * kept on its user (docs/contracts.md, "Sessions"). The user is checked
+ * first; then, as ZITADEL orders them, the check, then the challenge.
+ * CreateSession records the session with its token's hash; every accepted
+ * SetSession replaces the token (ZITADEL's session.token.set). The code
+ * event goes last, so that its code reaches the reply (returnCode). A
+ * wrong or expired code is CheckOTPSMS's: check.failed, the lock at the
+ * lockout policy's limit, the same rejection. */
+static dom_rej decide_session(const dom_user *st, const dom_cmd *cmd, const dom_ctx *ctx,
+                              dom_decision *dec)
+{
+    bool create = cmd->type == DOM_CMD_CREATE_SESSION, check = !create && cmd->code[0] != '\0';
+    if (cmd->user_id[0] == '\0')
+        return check ? DOM_REJ_USER_ID_MISSING_SESSION_CHECK
+                     : DOM_REJ_USER_ID_MISSING_SESSION_CHALLENGE;
+    if (signin_unknown(st, cmd))
+        return DOM_REJ_USER_NOT_FOUND_SESSION;
+    if (st->status == DOM_USER_INACTIVE || (st->status == DOM_USER_LOCKED && !check))
+        return DOM_REJ_USER_NOT_ACTIVE_SESSION;
+    if (check) {
+        /* Before the code: a locked user learns nothing about a guess. */
+        if (st->status == DOM_USER_LOCKED)
+            return DOM_REJ_USER_LOCKED_OTP_CHECK;
+        /* The code of this session's challenge (ZITADEL keeps it on the
+         * session): another session's, or ChallengeOTPSMS's, is not. */
+        if (!otp_sms_usable(st) || st->otp_code_enc[0] == '\0' ||
+            strcmp(st->otp_code_session, cmd->session_id) != 0)
+            return DOM_REJ_CODE_NOT_FOUND_SESSION;
+        bool expired = st->otp_code_expires_at_us != 0 && ctx->now_us > st->otp_code_expires_at_us;
+        if (expired || !ctx->stored_code || !code_equal(ctx->stored_code, cmd->code)) {
+            push(dec, DOM_EVT_OTP_SMS_CHECK_FAILED);
+            if (ctx->max_otp_attempts > 0 && (int64_t)st->otp_failed + 1 >= ctx->max_otp_attempts)
+                push(dec, DOM_EVT_LOCKED);
+            return expired ? DOM_REJ_CODE_EXPIRED : DOM_REJ_OTP_CODE_INVALID;
+        }
+    }
+    if (cmd->otp_challenge && !otp_sms_usable(st))
+        return DOM_REJ_OTP_SMS_NOT_READY_SESSION;
+
+    if (check)
+        COPY(push(dec, DOM_EVT_OTP_SMS_CHECK_SUCCEEDED)->session_id, cmd->session_id);
+    dom_evt *s = push(dec, create ? DOM_EVT_SESSION_ADDED : DOM_EVT_SESSION_TOKEN_SET);
+    COPY(s->session_id, cmd->session_id);
+    COPY(s->token_hash, cmd->token_hash);
+    if (cmd->otp_challenge) {
+        push_code_of(dec, DOM_EVT_OTP_SMS_CODE_ADDED, ctx, cmd->return_code);
+        COPY(dec->events[dec->n_events - 1].session_id, cmd->session_id);
+        if (cmd->return_code)
+            COPY(dec->code, ctx->new_code);
+    }
+    return DOM_REJ_NONE;
+}
+
 /* The notifier's report on one code. Facts about the past: recorded for
  * any state of the user, as long as the code event exists. */
 static dom_rej decide_record_delivery(const dom_user *st, const dom_cmd *cmd, dom_decision *dec)
@@ -655,6 +710,8 @@ void dom_user_decide(const dom_user *st, const dom_cmd *cmd, const dom_ctx *ctx,
     case DOM_CMD_CHALLENGE_OTP_SMS: rej = decide_challenge_otp_sms(st, cmd, ctx, dec); break;
     case DOM_CMD_CHECK_OTP_SMS: rej = decide_check_otp_sms(st, cmd, ctx, dec); break;
     case DOM_CMD_RECORD_CODE_DELIVERY: rej = decide_record_delivery(st, cmd, dec); break;
+    case DOM_CMD_CREATE_SESSION:
+    case DOM_CMD_SET_SESSION: rej = decide_session(st, cmd, ctx, dec); break;
     default: rej = DOM_REJ_COMMAND_MALFORMED; break; /* the decoder never yields it */
     }
 

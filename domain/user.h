@@ -49,6 +49,8 @@ typedef struct {
     int64_t otp_code_expires_at_us;    /* 0 = never expires */
     int32_t otp_failed;                /* OTP-SMS checks failed since the last
                                           success, unlock or creation */
+    char otp_code_session[DOM_ID_MAX]; /* the session whose challenge the pending
+                                          code is ("" = ChallengeOTPSMS's, or none) */
     int64_t created_at_us;
     int64_t changed_at_us;
 } dom_user;

@@ -122,6 +122,8 @@ const es_cfg_entry es_config_table[] = {
      "Clock skew allowed on a token's exp, nbf and iat, seconds"},
     {"FACTORD_HOST_MAP", ES_CFG_STRING, NULL, false, 0, 0, OFF(host_map),
      "Instance by request Host for the gateway: host[:port]=instance,...; unset: every request is for FACTORD_INSTANCE_ID"},
+    {"FACTORD_SESSION_CALLERS", ES_CFG_STRING, NULL, false, 0, 0, OFF(session_callers),
+     "Token subjects (sub) allowed to use the session API (/v2/sessions), comma-separated: the login service's accounts; unset: nobody"},
     {"FACTORD_GATEWAY_REPLIES_TOPIC", ES_CFG_STRING, "factord.replies.gateway", false, 0, 0,
      OFF(gateway_replies_topic), "Reply topic of the gateway's commands (replyTo; key = command id)"},
     {"FACTORD_GATEWAY_TIMEOUT_MS", ES_CFG_INT, "10000", false, 100, 600000, OFF(gateway_timeout_ms),

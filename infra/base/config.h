@@ -72,6 +72,7 @@ typedef struct {
     char *token_audience;
     int64_t token_leeway_s;
     char *host_map;         /* "host=instance,..." or NULL */
+    char *session_callers;  /* subjects that may use the session API, "a,b,..." or NULL */
     char *gateway_replies_topic;
     int64_t gateway_timeout_ms;
     int64_t http_threads;

@@ -8,7 +8,9 @@
  * infra/http/http.c), the body itself (400), then one command is produced and
  * its reply awaited without holding a thread (the connection is
  * suspended). ListMyAuthFactors reads PostgreSQL on the HTTP thread: one
- * indexed query, with a statement timeout.
+ * indexed query, with a statement timeout. The session routes add, after
+ * the token, the caller check (FACTORD_SESSION_CALLERS) and, for an
+ * existing session, its events read and folded before the command.
  */
 #include "infra/components/gateway.h"
 
@@ -28,6 +30,8 @@
 #include "infra/pg/readmodel.h"
 #include "infra/base/log.h"
 #include "infra/components/replies.h"
+#include "infra/crypto/codecrypt.h"
+#include "projections/sessions.h"
 #include "projections/user_views.h"
 
 #define MAX_HOSTS 64
@@ -47,7 +51,10 @@ typedef enum {
     EP_REMOVE_PHONE,
     EP_GET_MY_USER,
     EP_GET_MY_PHONE,
-    EP_RESEND_PHONE
+    EP_RESEND_PHONE,
+    EP_CREATE_SESSION,
+    EP_SET_SESSION,
+    EP_GET_SESSION
 } ep_id;
 
 typedef struct {
@@ -64,6 +71,9 @@ typedef struct {
  * the body, as grpc-gateway does. */
 #define OTP_SMS "/auth/v1/users/me/auth_factors/otp_sms"
 #define PHONE "/auth/v1/users/me/phone"
+/* /v2/sessions/<id>: the id is taken out of the path (session_id_of). */
+#define SESSION_PREFIX "/v2/sessions/"
+#define SESSION_PATH SESSION_PREFIX "{sessionId}"
 static const endpoint endpoints[] = {
     {"/healthz", "GET", EP_HEALTHZ, DOM_CMD_UNKNOWN, false, "GET, HEAD"},
     {"/healthz", "HEAD", EP_HEALTHZ, DOM_CMD_UNKNOWN, false, "GET, HEAD"},
@@ -78,6 +88,10 @@ static const endpoint endpoints[] = {
     {PHONE "/_verify", "POST", EP_VERIFY_PHONE, DOM_CMD_VERIFY_PHONE, true, "POST"},
     {PHONE "/_resend_verification", "POST", EP_RESEND_PHONE, DOM_CMD_RESEND_PHONE_CODE, true, "POST"},
     {"/auth/v1/users/me", "GET", EP_GET_MY_USER, DOM_CMD_UNKNOWN, false, "GET"},
+    /* ZITADEL's session service v2 (proto/zitadel/session/v2/session_service.proto) */
+    {"/v2/sessions", "POST", EP_CREATE_SESSION, DOM_CMD_CREATE_SESSION, true, "POST"},
+    {SESSION_PATH, "GET", EP_GET_SESSION, DOM_CMD_UNKNOWN, false, "GET, PATCH"},
+    {SESSION_PATH, "PATCH", EP_SET_SESSION, DOM_CMD_SET_SESSION, true, "GET, PATCH"},
 };
 #define N_ENDPOINTS (sizeof endpoints / sizeof endpoints[0])
 
@@ -125,7 +139,18 @@ typedef struct {
     char instance[DOM_ID_MAX];
     es_jwt_claims claims;
     char cmd_id[DOM_UUID_LEN + 1];
+    /* The session routes: the session's id (from the path, or new), the
+     * new token that the answer hands out (its hash goes in the command),
+     * and whether an OTP-SMS challenge was asked for. */
+    char session_id[DOM_ID_MAX];
+    char session_token[ES_SESSION_TOKEN_LEN + 1];
+    bool challenge;
 } gw_req;
+
+static bool is_session_ep(const endpoint *ep)
+{
+    return ep->id == EP_CREATE_SESSION || ep->id == EP_SET_SESSION || ep->id == EP_GET_SESSION;
+}
 
 /* --- responses ----------------------------------------------------------- */
 
@@ -529,13 +554,52 @@ static const char *bearer(es_http_req *req, size_t *len, const char **why)
     return h;
 }
 
-static void free_gw_req(void *p) { free(p); }
+static void free_gw_req(void *p)
+{
+    if (p)
+        explicit_bzero(p, sizeof(gw_req)); /* a session token */
+    free(p);
+}
+
+/* The id of /v2/sessions/<id> (one path segment, not empty), or NULL. */
+static const char *session_id_of(const char *path)
+{
+    size_t n = sizeof SESSION_PREFIX - 1;
+    if (strncmp(path, SESSION_PREFIX, n) != 0 || path[n] == '\0' || strchr(path + n, '/'))
+        return NULL;
+    return path + n;
+}
+
+/* Whether sub is listed in FACTORD_SESSION_CALLERS ("a,b,..."; blanks
+ * around the names are ignored). */
+static bool session_caller(const es_gateway *gw, const char *sub)
+{
+    const char *list = gw->cfg->session_callers;
+    size_t n = strlen(sub);
+    while (list && *list) {
+        while (*list == ' ' || *list == ',')
+            list++;
+        const char *end = list;
+        while (*end && *end != ',')
+            end++;
+        const char *last = end;
+        while (last > list && last[-1] == ' ')
+            last--;
+        if ((size_t)(last - list) == n && n > 0 && memcmp(list, sub, n) == 0)
+            return true;
+        list = end;
+    }
+    return false;
+}
 
 static void on_headers(es_http_req *req, void *ctx)
 {
     es_gateway *gw = ctx;
     const char *method = es_http_req_method(req), *path = es_http_req_path(req);
     const endpoint *ep = NULL, *same_path = NULL;
+    const char *session_id = session_id_of(path);
+    if (session_id)
+        path = SESSION_PATH;
     for (size_t i = 0; i < N_ENDPOINTS; i++) {
         if (strcmp(endpoints[i].path, path) != 0)
             continue;
@@ -598,6 +662,31 @@ static void on_headers(es_http_req *req, void *ctx)
     }
     es_http_req_log(req, "user", g->claims.sub);
 
+    if (is_session_ep(ep)) {
+        /* ZITADEL asks for the session.write (session.read) permission;
+         * factord keeps no grants: the callers are configured. */
+        if (!session_caller(gw, g->claims.sub)) {
+            es_http_req_log(req, "auth_error", "not a session caller (FACTORD_SESSION_CALLERS)");
+            respond_status(req, 0, DOM_GRPC_PERMISSION_DENIED, "AUTH-5mWD2", "No matching permissions found");
+            return;
+        }
+        if (session_id) {
+            /* Ids are factord's UUIDs; anything else names no session. */
+            if (strlen(session_id) >= sizeof g->session_id ||
+                strspn(session_id, "0123456789abcdefABCDEF-") != strlen(session_id)) {
+                respond_status(req, 0, DOM_GRPC_NOT_FOUND, "QUERY-SFeaa", "Session does not exist");
+                return;
+            }
+            snprintf(g->session_id, sizeof g->session_id, "%s", session_id);
+            es_http_req_log(req, "session", g->session_id);
+        }
+        if (es_http_req_header(req, "Idempotency-Key", NULL)) {
+            respond_status(req, 0, DOM_GRPC_INVALID_ARGUMENT, "FACTORD-GwIdk",
+                           "Idempotency-Key is not taken on the session API");
+            return;
+        }
+    }
+
     if (ep->cmd != DOM_CMD_UNKNOWN) {
         unsigned count = 0;
         const char *key = es_http_req_header(req, "Idempotency-Key", &count);
@@ -626,11 +715,45 @@ static void on_headers(es_http_req *req, void *ctx)
 
 /* --- commands and replies ----------------------------------------------- */
 
+/* A session command's success reply ({"details":…,"code"?}) as ZITADEL's
+ * CreateSessionResponse or SetSessionResponse: the details, the session's
+ * id (CreateSession), the new token, and the challenges asked for
+ * ({"otpSms":"<code>"} with returnCode, {} without). */
+static bool session_answer(es_http_req *req, const gw_req *g, const char *text, size_t len)
+{
+    json_t *reply = json_loadb(text, len, 0, NULL);
+    json_t *details = json_object_get(reply, "details");
+    if (!json_is_object(details)) {
+        json_decref(reply);
+        return false;
+    }
+    json_t *out = json_pack("{s:O}", "details", details);
+    if (g->ep->id == EP_CREATE_SESSION)
+        json_object_set_new(out, "sessionId", json_string(g->session_id));
+    json_object_set_new(out, "sessionToken", json_string(g->session_token));
+    if (g->challenge) {
+        json_t *ch = json_object();
+        const json_t *code = json_object_get(reply, "code");
+        if (json_is_string(code))
+            json_object_set(ch, "otpSms", (json_t *)code);
+        json_object_set_new(out, "challenges", ch);
+    }
+    json_decref(reply);
+    respond_json(req, 200, out);
+    return true;
+}
+
 static void on_reply(void *ctx, es_reply_outcome outcome, int http_status, const char *body, size_t len)
 {
     es_http_req *req = ctx;
+    const gw_req *g = es_http_req_user(req);
     switch (outcome) {
     case ES_REPLY_OK: {
+        if (http_status == 200 && g && is_session_ep(g->ep)) {
+            if (!session_answer(req, g, body, len))
+                respond_status(req, 0, DOM_GRPC_INTERNAL, "FACTORD-GwRep", "The command's reply is malformed");
+            return;
+        }
         char *copy = malloc(len ? len : 1);
         if (!copy)
             abort();
@@ -689,25 +812,36 @@ static void copy_utf8(char *dst, size_t dst_len, const char *src)
     dst[n] = '\0';
 }
 
-/* Fill cmd's payload from the body; false after answering 400. */
-static bool read_payload(es_http_req *req, const gw_req *g, dom_cmd *cmd)
+/* The request message: *body gets the JSON object, or NULL for an empty
+ * body (proto3: all fields unset); false after answering 400. */
+static bool read_body(es_http_req *req, json_t **body)
 {
     size_t len = 0;
     const char *text = es_http_req_body(req, &len);
     size_t i = 0;
     while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r' || text[i] == '\n'))
         i++;
-    json_t *body = NULL;
+    *body = NULL;
     if (i < len) {
         json_error_t jerr;
-        body = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-        if (!json_is_object(body)) {
-            json_decref(body);
+        *body = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!json_is_object(*body)) {
+            json_decref(*body);
+            *body = NULL;
             respond_status(req, 0, DOM_GRPC_INVALID_ARGUMENT, "FACTORD-GwJsn",
                            "The request body is not a JSON object");
             return false;
         }
     }
+    return true;
+}
+
+/* Fill cmd's payload from the body; false after answering 400. */
+static bool read_payload(es_http_req *req, const gw_req *g, dom_cmd *cmd)
+{
+    json_t *body = NULL;
+    if (!read_body(req, &body))
+        return false;
     const char *s = "";
     bool ok = true;
     if (g->ep->id == EP_SET_PHONE) {
@@ -747,31 +881,12 @@ static bool read_payload(es_http_req *req, const gw_req *g, dom_cmd *cmd)
     return ok;
 }
 
-static void on_request(es_http_req *req, void *ctx)
+/* Produce cmd (freed here) keyed by its user and await its reply
+ * (on_reply answers). */
+static void send_command(es_gateway *gw, es_http_req *req, const gw_req *g, dom_cmd *cmd)
 {
-    es_gateway *gw = ctx;
-    gw_req *g = es_http_req_user(req);
-    if (g->ep->id == EP_LIST_AUTH_FACTORS) {
-        list_auth_factors(gw, req, g);
-        return;
-    }
-    if (g->ep->id == EP_GET_MY_USER || g->ep->id == EP_GET_MY_PHONE) {
-        get_user_view(gw, req, g);
-        return;
-    }
-    dom_cmd *cmd = calloc(1, sizeof *cmd);
-    if (!cmd)
-        abort();
-    cmd->type = g->ep->cmd;
-    memcpy(cmd->id, g->cmd_id, sizeof cmd->id);
-    snprintf(cmd->instance_id, sizeof cmd->instance_id, "%s", g->instance);
-    snprintf(cmd->user_id, sizeof cmd->user_id, "%s", g->claims.sub);
-    snprintf(cmd->resource_owner, sizeof cmd->resource_owner, "%s", g->claims.org);
-    snprintf(cmd->reply_to, sizeof cmd->reply_to, "%s", gw->cfg->gateway_replies_topic);
-    if (g->ep->body && !read_payload(req, g, cmd)) {
-        free(cmd);
-        return;
-    }
+    char key[DOM_ID_MAX];
+    snprintf(key, sizeof key, "%s", cmd->user_id);
     json_t *j = dom_cmd_to_json(cmd, true);
     char *value = json_dumps(j, JSON_COMPACT);
     json_decref(j);
@@ -793,7 +908,7 @@ static void on_request(es_http_req *req, void *ctx)
         return;
     }
     /* After a successful send, req belongs to the reply callback. */
-    es_result rc = es_replies_send(gw->replies, gw->cfg->commands_topic, g->claims.sub, strlen(g->claims.sub),
+    es_result rc = es_replies_send(gw->replies, gw->cfg->commands_topic, key, strlen(key),
                                    value, strlen(value), g->cmd_id, on_reply, req, &err);
     pthread_rwlock_unlock(&gw->send_lock);
     free(value);
@@ -802,6 +917,338 @@ static void on_request(es_http_req *req, void *ctx)
                        "A request with this Idempotency-Key is in progress");
     else if (rc != ES_OK)
         respond_status(req, 0, DOM_GRPC_INTERNAL, "FACTORD-GwInt", "The command could not be sent");
+}
+
+/* --- sessions (ZITADEL's session service v2) ----------------------------- */
+
+typedef struct {
+    proj_session s;
+    char login_name[DOM_TEXT_MAX];
+} session_view;
+
+static void fold_session(void *ctx, const dom_evt *evt, const char *user_name)
+{
+    session_view *v = ctx;
+    bool was = v->s.found;
+    proj_session_apply(&v->s, evt);
+    if (!was && v->s.found)
+        copy_utf8(v->login_name, sizeof v->login_name, user_name);
+}
+
+static es_result read_session(es_readmodel *c, const gw_req *g, void *out, es_error *err)
+{
+    session_view *v = out;
+    memset(v, 0, sizeof *v);
+    snprintf(v->s.session_id, sizeof v->s.session_id, "%s", g->session_id);
+    return es_readmodel_session_events(c, g->instance, g->session_id, fold_session, v, err);
+}
+
+typedef struct {
+    const char *login_name;
+    bool found;
+    char user_id[DOM_ID_MAX];
+} login_lookup;
+
+static es_result read_login_name(es_readmodel *c, const gw_req *g, void *out, es_error *err)
+{
+    login_lookup *l = out;
+    return es_readmodel_user_by_login_name(c, g->instance, l->login_name, &l->found, l->user_id, err);
+}
+
+/* Equal strings in time that depends only on the lengths. */
+static bool same_secret(const char *a, const char *b)
+{
+    size_t n = strlen(a);
+    if (n != strlen(b))
+        return false;
+    unsigned char diff = 0;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(a[i] ^ b[i]);
+    return diff == 0;
+}
+
+/* Whether the caller may read or change the session: its current token
+ * (sessionToken) when one is given, else being the caller that created
+ * it. false after answering 404 or 403. */
+static bool session_allowed(es_http_req *req, const gw_req *g, const session_view *v, const char *token)
+{
+    if (!v->s.found) {
+        respond_status(req, 0, DOM_GRPC_NOT_FOUND, "QUERY-SFeaa", "Session does not exist");
+        return false;
+    }
+    if (token && token[0]) {
+        char hash[DOM_TOKEN_HASH_LEN + 1];
+        es_session_token_hash(token, strlen(token), hash);
+        if (!same_secret(hash, v->s.token_hash)) {
+            es_http_req_log(req, "auth_error", "session token does not match");
+            respond_status(req, 0, DOM_GRPC_PERMISSION_DENIED, "COMMAND-sGr42", "Session Token is invalid");
+            return false;
+        }
+        return true;
+    }
+    if (strcmp(v->s.creator, g->claims.sub) != 0) {
+        es_http_req_log(req, "auth_error", "session of another caller, no session token");
+        respond_status(req, 0, DOM_GRPC_PERMISSION_DENIED, "AUTH-5mWD2", "No matching permissions found");
+        return false;
+    }
+    return true;
+}
+
+static void bad_field(es_http_req *req, const char *field, const char *what)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s must be %s", field, what);
+    respond_status(req, 0, DOM_GRPC_INVALID_ARGUMENT, "FACTORD-GwJsn", msg);
+}
+
+static void unsupported(es_http_req *req, const char *field)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s is not supported by factord", field);
+    respond_status(req, 0, 12 /* Unimplemented */, "FACTORD-SsUns", msg);
+}
+
+/* An optional member that must be an object (or null, as unset). */
+static bool object_member(es_http_req *req, const json_t *obj, const char *key, const char *field,
+                          const json_t **out)
+{
+    const json_t *v = json_object_get(obj, key);
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_object(v)) {
+        bad_field(req, field, "an object");
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* The parts of a CreateSession or SetSession request that factord serves:
+ * checks.user (userId or loginName), checks.otpSms.code,
+ * challenges.otpSms.returnCode, and SetSession's sessionToken. Every other
+ * check, challenge, the lifetime and the metadata are refused (501) rather
+ * than ignored; the user agent is ignored. false after answering. */
+typedef struct {
+    const char *user_id, *login_name; /* checks.user, "" = not given */
+    bool has_user;
+    const char *code;                 /* checks.otpSms.code; NULL = no check */
+    bool challenge, return_code;      /* challenges.otpSms */
+    const char *token;                /* sessionToken, "" = not given */
+} session_body;
+
+static bool parse_session_body(es_http_req *req, const json_t *body, session_body *b)
+{
+    static const char *const refused[] = {"metadata", "lifetime"};
+    static const char *const checks_refused[] = {"password", "webAuthN", "idpIntent", "totp", "otpEmail"};
+    static const char *const challenges_refused[] = {"webAuthN", "otpEmail"};
+    memset(b, 0, sizeof *b);
+    b->user_id = b->login_name = b->token = "";
+    const json_t *checks, *challenges, *user, *otp, *ch;
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        const json_t *v = json_object_get(body, refused[i]);
+        if (v && !json_is_null(v)) {
+            unsupported(req, refused[i]);
+            return false;
+        }
+    }
+    if (!string_field(body, "sessionToken", &b->token)) {
+        bad_field(req, "sessionToken", "a string");
+        return false;
+    }
+    if (!object_member(req, body, "checks", "checks", &checks) ||
+        !object_member(req, body, "challenges", "challenges", &challenges) ||
+        !object_member(req, checks, "user", "checks.user", &user) ||
+        !object_member(req, checks, "otpSms", "checks.otpSms", &otp) ||
+        !object_member(req, challenges, "otpSms", "challenges.otpSms", &ch))
+        return false;
+    for (size_t i = 0; checks && i < sizeof checks_refused / sizeof checks_refused[0]; i++) {
+        const json_t *v = json_object_get(checks, checks_refused[i]);
+        if (v && !json_is_null(v)) {
+            char field[40];
+            snprintf(field, sizeof field, "checks.%s", checks_refused[i]);
+            unsupported(req, field);
+            return false;
+        }
+    }
+    for (size_t i = 0; challenges && i < sizeof challenges_refused / sizeof challenges_refused[0]; i++) {
+        const json_t *v = json_object_get(challenges, challenges_refused[i]);
+        if (v && !json_is_null(v)) {
+            char field[40];
+            snprintf(field, sizeof field, "challenges.%s", challenges_refused[i]);
+            unsupported(req, field);
+            return false;
+        }
+    }
+    if (user) {
+        b->has_user = true;
+        if (!string_field(user, "userId", &b->user_id) || !string_field(user, "loginName", &b->login_name)) {
+            bad_field(req, "checks.user.userId and checks.user.loginName", "strings");
+            return false;
+        }
+        /* ZITADEL's request validation: one of the two (a oneof), 1 to
+         * 200 runes. */
+        bool by_id = json_object_get(user, "userId") && !json_is_null(json_object_get(user, "userId"));
+        bool by_name = json_object_get(user, "loginName") && !json_is_null(json_object_get(user, "loginName"));
+        if (by_id && by_name) {
+            respond_plain(req, 400, DOM_GRPC_INVALID_ARGUMENT,
+                          "invalid CheckUser: only one of userId and loginName may be set");
+            return false;
+        }
+        if (!by_name && (runes(b->user_id) < 1 || runes(b->user_id) > 200)) {
+            respond_plain(req, 400, DOM_GRPC_INVALID_ARGUMENT,
+                          "invalid CheckUser.UserId: value length must be between 1 and 200 runes, inclusive");
+            return false;
+        }
+        if (by_name && (runes(b->login_name) < 1 || runes(b->login_name) > 200)) {
+            respond_plain(req, 400, DOM_GRPC_INVALID_ARGUMENT,
+                          "invalid CheckUser.LoginName: value length must be between 1 and 200 runes, inclusive");
+            return false;
+        }
+        if (strlen(b->user_id) >= DOM_ID_MAX) {
+            respond_status(req, 0, DOM_GRPC_NOT_FOUND, "QUERY-Dfbg2", "User could not be found");
+            return false;
+        }
+    }
+    if (otp) {
+        if (!string_field(otp, "code", &b->code)) {
+            bad_field(req, "checks.otpSms.code", "a string");
+            return false;
+        }
+        if (runes(b->code) < 1) {
+            respond_plain(req, 400, DOM_GRPC_INVALID_ARGUMENT,
+                          "invalid CheckOTP.Code: value length must be at least 1 runes");
+            return false;
+        }
+    }
+    if (ch) {
+        b->challenge = true;
+        const json_t *rc = json_object_get(ch, "returnCode");
+        if (rc && !json_is_null(rc) && !json_is_boolean(rc)) {
+            bad_field(req, "challenges.otpSms.returnCode", "a boolean");
+            return false;
+        }
+        b->return_code = rc && json_is_true(rc);
+    }
+    return true;
+}
+
+/* CreateSession, SetSession and GetSession. */
+static void session_request(es_gateway *gw, es_http_req *req, gw_req *g)
+{
+    json_t *body = NULL;
+    session_view *v = NULL;
+    dom_cmd *cmd = NULL;
+    session_body b;
+    if (g->ep->body && !read_body(req, &body))
+        return;
+    if (g->ep->body && !parse_session_body(req, body, &b))
+        goto out;
+    v = calloc(1, sizeof *v);
+    cmd = calloc(1, sizeof *cmd);
+    if (!v || !cmd)
+        abort();
+
+    if (g->ep->id != EP_CREATE_SESSION) {
+        /* ZITADEL reads the session's token from GetSession's query; the
+         * gateway does not parse queries, so a reader is its creator. */
+        if (!read_model(gw, req, g, read_session, v) ||
+            !session_allowed(req, g, v, g->ep->id == EP_SET_SESSION ? b.token : NULL))
+            goto out;
+    }
+    if (g->ep->id == EP_GET_SESSION) {
+        respond_json(req, 200, json_pack("{s:o}", "session", proj_session_to_json(&v->s, v->login_name)));
+        goto out;
+    }
+
+    cmd->type = g->ep->cmd;
+    memcpy(cmd->id, g->cmd_id, sizeof cmd->id);
+    snprintf(cmd->instance_id, sizeof cmd->instance_id, "%s", g->instance);
+    snprintf(cmd->creator, sizeof cmd->creator, "%s", g->claims.sub);
+    snprintf(cmd->reply_to, sizeof cmd->reply_to, "%s", gw->cfg->gateway_replies_topic);
+    if (g->ep->id == EP_CREATE_SESSION) {
+        if (!b.has_user) {
+            /* ZITADEL opens a session without a user too; factord keeps
+             * a session on its user, so the user comes first. */
+            respond_status(req, 0, DOM_GRPC_INVALID_ARGUMENT, "FACTORD-SsUsr",
+                           "checks.user is required: a session is kept on its user");
+            goto out;
+        }
+        if (b.login_name[0]) {
+            login_lookup l = {.login_name = b.login_name};
+            if (!read_model(gw, req, g, read_login_name, &l))
+                goto out;
+            if (!l.found) {
+                respond_status(req, 0, DOM_GRPC_NOT_FOUND, "QUERY-Dfbg2", "User could not be found");
+                goto out;
+            }
+            snprintf(cmd->user_id, sizeof cmd->user_id, "%s", l.user_id);
+        } else {
+            snprintf(cmd->user_id, sizeof cmd->user_id, "%s", b.user_id);
+        }
+        uuid_t u;
+        uuid_generate_random(u);
+        uuid_unparse_lower(u, g->session_id);
+    } else {
+        /* checks.user again: the same user, or ZITADEL's refusal. */
+        if (b.has_user && !(b.user_id[0] ? strcmp(b.user_id, v->s.user_id) == 0
+                                         : strcasecmp(b.login_name, v->login_name) == 0)) {
+            respond_plain(req, 400, DOM_GRPC_INVALID_ARGUMENT, "user change not possible");
+            goto out;
+        }
+        snprintf(cmd->user_id, sizeof cmd->user_id, "%s", v->s.user_id);
+        if (b.code)
+            copy_utf8(cmd->code, sizeof cmd->code, b.code); /* cut as VerifyMyPhone's */
+    }
+    snprintf(cmd->session_id, sizeof cmd->session_id, "%s", g->session_id);
+    cmd->otp_challenge = b.challenge;
+    cmd->return_code = b.return_code;
+    g->challenge = b.challenge;
+    es_error err = {0};
+    if (es_session_token_new(g->session_token, cmd->token_hash, &err) != ES_OK) {
+        es_err("cannot make a session token", "error", err.text);
+        respond_status(req, 0, DOM_GRPC_INTERNAL, "FACTORD-GwInt", "The command could not be sent");
+        goto out;
+    }
+    es_http_req_log(req, "session", g->session_id);
+    send_command(gw, req, g, cmd);
+    cmd = NULL;
+out:
+    json_decref(body);
+    free(v);
+    free(cmd);
+}
+
+static void on_request(es_http_req *req, void *ctx)
+{
+    es_gateway *gw = ctx;
+    gw_req *g = es_http_req_user(req);
+    if (g->ep->id == EP_LIST_AUTH_FACTORS) {
+        list_auth_factors(gw, req, g);
+        return;
+    }
+    if (g->ep->id == EP_GET_MY_USER || g->ep->id == EP_GET_MY_PHONE) {
+        get_user_view(gw, req, g);
+        return;
+    }
+    if (is_session_ep(g->ep)) {
+        session_request(gw, req, g);
+        return;
+    }
+    dom_cmd *cmd = calloc(1, sizeof *cmd);
+    if (!cmd)
+        abort();
+    cmd->type = g->ep->cmd;
+    memcpy(cmd->id, g->cmd_id, sizeof cmd->id);
+    snprintf(cmd->instance_id, sizeof cmd->instance_id, "%s", g->instance);
+    snprintf(cmd->user_id, sizeof cmd->user_id, "%s", g->claims.sub);
+    snprintf(cmd->resource_owner, sizeof cmd->resource_owner, "%s", g->claims.org);
+    snprintf(cmd->reply_to, sizeof cmd->reply_to, "%s", gw->cfg->gateway_replies_topic);
+    if (g->ep->body && !read_payload(req, g, cmd)) {
+        free(cmd);
+        return;
+    }
+    send_command(gw, req, g, cmd);
 }
 
 /* --- life cycle ---------------------------------------------------------- */

@@ -3,14 +3,17 @@
  * self-service calls of ZITADEL's Auth API v1 for the OTP-SMS factor and the
  * phone, each turned into one command on the commands topic and answered
  * with the command's reply, plus ListMyAuthFactors from the read model in
- * PostgreSQL, and the /healthz and /readyz probes.
+ * PostgreSQL, and the /healthz and /readyz probes; and the OTP-SMS sign-in
+ * of ZITADEL's session service v2 (/v2/sessions, docs/gateway.md
+ * "Sessions") for the callers FACTORD_SESSION_CALLERS lists, whose
+ * commands are keyed by the session's user.
  *
  * The gateway is the one component that faces the network (brief §8): every
  * call is authenticated with a bearer JWT (infra/crypto/jwt.h); the user id comes
  * from the token's sub, the organisation from its resource-owner claim, the
  * instance from the request's Host (FACTORD_HOST_MAP) or
  * FACTORD_INSTANCE_ID; nothing in a body names a user, an organisation or
- * an instance. A request that fails authentication sends no command.
+ * an instance, except the user a session is opened for. A request that fails authentication sends no command.
  *
  * Every request gets an answer: the reply's status and body verbatim, 504
  * when no reply comes within FACTORD_GATEWAY_TIMEOUT_MS, 503 when Kafka did

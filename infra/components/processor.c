@@ -335,7 +335,8 @@ static es_result attempt(es_processor *p, const es_record *recs, size_t n, es_ba
                        .max_otp_attempts = p->o.max_otp_attempts};
         char code[DOM_CODE_MAX] = "", code_enc[DOM_CODE_ENC_MAX] = "", stored[DOM_CODE_MAX * 2] = "";
         int code_length = p->o.code_length;
-        bool otp = it->cmd.type == DOM_CMD_CHALLENGE_OTP_SMS;
+        bool session = it->cmd.type == DOM_CMD_CREATE_SESSION || it->cmd.type == DOM_CMD_SET_SESSION;
+        bool otp = it->cmd.type == DOM_CMD_CHALLENGE_OTP_SMS || (session && it->cmd.otp_challenge);
         if (otp) {
             code_length = p->o.otp_sms_code_length > 0 ? p->o.otp_sms_code_length : 8;
             ctx.code_ttl_us = (p->o.otp_sms_code_ttl_s > 0 ? p->o.otp_sms_code_ttl_s : 300) * 1000000;
@@ -356,8 +357,10 @@ static es_result attempt(es_processor *p, const es_record *recs, size_t n, es_ba
             ctx.new_code_enc = code_enc;
         }
         const char *held = it->cmd.type == DOM_CMD_VERIFY_PHONE  ? u->code_enc
-                           : it->cmd.type == DOM_CMD_CHECK_OTP_SMS ? u->otp_code_enc
-                                                                   : "";
+                           : it->cmd.type == DOM_CMD_CHECK_OTP_SMS ||
+                                     (it->cmd.type == DOM_CMD_SET_SESSION && it->cmd.code[0])
+                               ? u->otp_code_enc
+                               : "";
         if (held[0]) {
             es_error derr = {0};
             if (es_code_decrypt(p->o.code_key, u->instance_id, u->user_id, held, stored, sizeof stored,

@@ -251,6 +251,8 @@ static const char *audit_user_diff(const dom_user *a, const dom_user *b)
         return "otp_code_expires_at";
     if (a->otp_failed != b->otp_failed)
         return "otp_failed";
+    if (strcmp(a->otp_code_session, b->otp_code_session))
+        return "otp_code_session";
     return NULL;
 }
 

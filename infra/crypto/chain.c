@@ -364,6 +364,18 @@ static void cb_payload(chain_buf *b, const dom_evt *evt)
             cb_key(b, "expiresAt", &first);
             cb_time(b, evt->code_expires_at_us);
         }
+        if (evt->type == DOM_EVT_OTP_SMS_CODE_ADDED)
+            cb_opt_str(b, "sessionId", CB_FIELD(evt->session_id), &first);
+        break;
+    case DOM_EVT_OTP_SMS_CHECK_SUCCEEDED:
+        cb_opt_str(b, "sessionId", CB_FIELD(evt->session_id), &first);
+        break;
+    case DOM_EVT_SESSION_ADDED:
+    case DOM_EVT_SESSION_TOKEN_SET:
+        cb_key(b, "sessionId", &first);
+        cb_str(b, CB_FIELD(evt->session_id));
+        cb_key(b, "tokenHash", &first);
+        cb_str(b, CB_FIELD(evt->token_hash));
         break;
     case DOM_EVT_REMOVED:
         cb_key(b, "userName", &first);

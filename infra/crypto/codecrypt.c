@@ -7,7 +7,10 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "infra/crypto/jwt.h"
 
 #define NONCE_LEN 12
 #define TAG_LEN 16
@@ -130,4 +133,29 @@ es_result es_code_decrypt(const es_codekey *ck, const char *instance_id, const c
 out:
     EVP_CIPHER_CTX_free(ctx);
     return rc;
+}
+
+void es_session_token_hash(const char *token, size_t len, char hash[DOM_TOKEN_HASH_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char d[32];
+    es_sha256(token, len, d);
+    for (size_t i = 0; i < sizeof d; i++) {
+        hash[2 * i] = hex[d[i] >> 4];
+        hash[2 * i + 1] = hex[d[i] & 15];
+    }
+    hash[DOM_TOKEN_HASH_LEN] = '\0';
+}
+
+es_result es_session_token_new(char token[ES_SESSION_TOKEN_LEN + 1], char hash[DOM_TOKEN_HASH_LEN + 1],
+                               es_error *err)
+{
+    unsigned char raw[32];
+    if (RAND_bytes(raw, sizeof raw) != 1)
+        return es_error_set(err, ES_EFATAL, "RAND_bytes failed");
+    if (es_b64url_encode(raw, sizeof raw, token, ES_SESSION_TOKEN_LEN + 1) != ES_SESSION_TOKEN_LEN)
+        abort();
+    explicit_bzero(raw, sizeof raw);
+    es_session_token_hash(token, ES_SESSION_TOKEN_LEN, hash);
+    return ES_OK;
 }

@@ -373,7 +373,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
  * method and status: no path, whose values a client chooses. */
 static void count_request(const es_http *h, const es_http_req *r, bool completed)
 {
-    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "DELETE"};
+    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"};
     const char *method = "other";
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
         if (r->method && strcmp(r->method, methods[i]) == 0)

@@ -376,7 +376,7 @@ es_result es_logread_chain(es_logread *r, int64_t after, size_t page, es_log_row
     " (extract(epoch FROM u.created_at) * 1000000)::bigint,"                                    \
     " (extract(epoch FROM u.changed_at) * 1000000)::bigint,"                                    \
     " u.otp_code_enc, (extract(epoch FROM u.otp_code_expires_at) * 1000000)::bigint,"          \
-    " u.otp_failed"
+    " u.otp_failed, u.otp_code_session"
 
 /* Events in key order with the user's row beside each, found by one
  * primary-key probe per event (LIMIT 1 keeps the LATERAL subquery a probe,

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "infra/pg/projection_sql.h"
+#include "infra/pg/store.h"
 
 
 struct es_readmodel {
@@ -156,6 +157,55 @@ es_result es_readmodel_user_view(es_readmodel *rm, const char *instance_id, cons
         out->sequence = strtoll(PQgetvalue(r, 0, COL_SEQUENCE), NULL, 10);
         out->created_at_us = strtoll(PQgetvalue(r, 0, COL_CREATED), NULL, 10);
         out->changed_at_us = strtoll(PQgetvalue(r, 0, COL_CHANGED), NULL, 10);
+    }
+    PQclear(r);
+    return ES_OK;
+}
+
+es_result es_readmodel_session_events(es_readmodel *rm, const char *instance_id, const char *session_id,
+                                      es_session_event_fn fn, void *ctx, es_error *err)
+{
+    const char *params[] = {instance_id, session_id};
+    /* The predicate "payload ? 'sessionId'" is the partial index's. */
+    PGresult *r = PQexecParams(rm->conn,
+                               "SELECT " ES_STORE_EVENT_COLUMNS ", coalesce(u.user_name, '')"
+                               "  FROM factord.events e LEFT JOIN factord.users u"
+                               "    ON u.instance_id = e.instance_id AND u.user_id = e.aggregate_id"
+                               "   AND u.status <> 'removed'"
+                               " WHERE e.instance_id = $1 AND e.payload ? 'sessionId'"
+                               "   AND e.payload->>'sessionId' = $2 AND e.aggregate_type = 'user'"
+                               " ORDER BY e.aggregate_id, e.sequence",
+                               2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        return query_failed(rm, r, "session", err);
+    dom_evt *evt = malloc(sizeof *evt);
+    if (!evt)
+        abort();
+    es_result rc = ES_OK;
+    for (int i = 0; i < PQntuples(r) && rc == ES_OK; i++)
+        if ((rc = es_store_row_event(r, i, 0, evt, err)) == ES_OK)
+            fn(ctx, evt, PQgetvalue(r, i, ES_STORE_EVENT_NCOLUMNS));
+    free(evt);
+    PQclear(r);
+    return rc;
+}
+
+es_result es_readmodel_user_by_login_name(es_readmodel *rm, const char *instance_id, const char *login_name,
+                                          bool *found, char user_id[DOM_ID_MAX], es_error *err)
+{
+    *found = false;
+    user_id[0] = '\0';
+    const char *params[] = {instance_id, login_name};
+    /* users_user_name_key's expression and predicate. */
+    PGresult *r = PQexecParams(rm->conn,
+                               "SELECT user_id FROM factord.users"
+                               " WHERE instance_id = $1 AND lower(user_name) = lower($2) AND status <> 'removed'",
+                               2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        return query_failed(rm, r, "user by login name", err);
+    if (PQntuples(r) == 1) {
+        *found = true;
+        copy_col(user_id, DOM_ID_MAX, r, 0, 0);
     }
     PQclear(r);
     return ES_OK;

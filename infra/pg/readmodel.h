@@ -19,6 +19,7 @@
 
 #include "domain/errors.h"
 #include "domain/command.h"
+#include "domain/event.h"
 
 typedef struct es_readmodel es_readmodel;
 
@@ -71,5 +72,21 @@ typedef struct {
  * (err with the SQLSTATE) when the query failed. */
 es_result es_readmodel_user_view(es_readmodel *rm, const char *instance_id, const char *user_id,
                                  es_user_view_row *out, es_error *err) ES_WUR;
+
+/* A session (GetSession, SetSession): the events that name it (a
+ * sessionId in their payload), read by its id through migration 0015's
+ * index, handed to fn one at a time in (user, sequence) order with their
+ * user's current name ("" when the user is gone); the caller folds them
+ * (projections/sessions.h). No event for an unknown session or one of
+ * another instance. ES_ETRANSIENT when the query failed; ES_EINVAL when an
+ * event does not decode. */
+typedef void (*es_session_event_fn)(void *ctx, const dom_evt *evt, const char *user_name);
+es_result es_readmodel_session_events(es_readmodel *rm, const char *instance_id, const char *session_id,
+                                      es_session_event_fn fn, void *ctx, es_error *err) ES_WUR;
+
+/* The live user with this login name (the user name, case-insensitively,
+ * as factord keeps no organisation domains): *found and user_id. */
+es_result es_readmodel_user_by_login_name(es_readmodel *rm, const char *instance_id, const char *login_name,
+                                          bool *found, char user_id[DOM_ID_MAX], es_error *err) ES_WUR;
 
 #endif

@@ -82,16 +82,18 @@ static const char SQL_LOAD_USERS[] =
 static const char SQL_PUT_USERS[] =
     "INSERT INTO factord.users_rebuild AS u (instance_id, user_id, resource_owner, user_name,"
     "    status, sequence, phone, phone_verified, verified_phone, otp_sms, code_enc,"
-    "    code_expires_at, created_at, changed_at, otp_code_enc, otp_code_expires_at, otp_failed)"
+    "    code_expires_at, created_at, changed_at, otp_code_enc, otp_code_expires_at, otp_failed,"
+    "    otp_code_session)"
     " SELECT r.instance_id, r.user_id, r.resource_owner, r.user_name, r.status, r.sequence,"
     "    r.phone, r.phone_verified, r.verified_phone, r.otp_sms, r.code_enc,"
     "    r.code_expires_at, r.created_at, r.changed_at, r.otp_code_enc, r.otp_code_expires_at,"
-    "    r.otp_failed"
+    "    r.otp_failed, coalesce(r.otp_code_session, '')"
     "   FROM json_to_recordset($1::json) AS r(instance_id text, user_id text,"
     "    resource_owner text, user_name text, status text, sequence bigint, phone text,"
     "    phone_verified boolean, verified_phone text, otp_sms boolean, code_enc text,"
     "    code_expires_at timestamptz, created_at timestamptz, changed_at timestamptz,"
-    "    otp_code_enc text, otp_code_expires_at timestamptz, otp_failed integer)"
+    "    otp_code_enc text, otp_code_expires_at timestamptz, otp_failed integer,"
+    "    otp_code_session text)"
     "  ORDER BY r.status <> 'removed', r.instance_id, r.user_id"
     " ON CONFLICT (instance_id, user_id) DO UPDATE SET"
     "    resource_owner = EXCLUDED.resource_owner, user_name = EXCLUDED.user_name,"
@@ -100,7 +102,8 @@ static const char SQL_PUT_USERS[] =
     "    otp_sms = EXCLUDED.otp_sms, code_enc = EXCLUDED.code_enc,"
     "    code_expires_at = EXCLUDED.code_expires_at, created_at = EXCLUDED.created_at,"
     "    changed_at = EXCLUDED.changed_at, otp_code_enc = EXCLUDED.otp_code_enc,"
-    "    otp_code_expires_at = EXCLUDED.otp_code_expires_at, otp_failed = EXCLUDED.otp_failed";
+    "    otp_code_expires_at = EXCLUDED.otp_code_expires_at, otp_failed = EXCLUDED.otp_failed,"
+    "    otp_code_session = EXCLUDED.otp_code_session";
 
 /* As the projector's statements (infra/pg/projection_sql.c), on the shadows. */
 static const char SQL_PUT_SEQUENCES[] =
@@ -413,6 +416,7 @@ es_result es_rbsql_put_users(es_store *st, const dom_user *users, size_t n, es_e
         if (s->otp_code_expires_at_us)
             rbsql_jset(o, "otp_code_expires_at", rbsql_jtime(s->otp_code_expires_at_us));
         rbsql_jset(o, "otp_failed", json_integer(s->otp_failed));
+        rbsql_jset(o, "otp_code_session", json_string(s->otp_code_session));
         json_array_append_new(rows, o);
     }
     return rbsql_exec_rows(st, "rebuild: write users", SQL_PUT_USERS, NULL, rows, err);

@@ -108,22 +108,22 @@ static const store_stmt store_stmts[Q__COUNT] = {
     /* DISTINCT ON keeps the last state given for a user, so a batch that
      * lists a user twice cannot trip "ON CONFLICT cannot affect row a second
      * time"; inserting in key order keeps lock order stable. */
-    [Q_UPSERT_USERS] = {"factord_upsert_users", 17,
+    [Q_UPSERT_USERS] = {"factord_upsert_users", 18,
         "INSERT INTO factord.users AS u (instance_id, user_id, resource_owner, user_name,"
         "    status, sequence, phone, phone_verified, verified_phone, otp_sms, code_enc,"
         "    code_expires_at, created_at, changed_at, otp_code_enc, otp_code_expires_at,"
-        "    otp_failed)"
+        "    otp_failed, otp_code_session)"
         " SELECT DISTINCT ON (r.instance_id, r.user_id) r.instance_id, r.user_id,"
         "    r.resource_owner, r.user_name, r.status, r.sequence, r.phone, r.phone_verified,"
         "    r.verified_phone, r.otp_sms, r.code_enc, r.code_expires_at, r.created_at,"
-        "    r.changed_at, r.otp_code_enc, r.otp_code_expires_at, r.otp_failed"
+        "    r.changed_at, r.otp_code_enc, r.otp_code_expires_at, r.otp_failed, r.otp_code_session"
         "   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
         "    $6::bigint[], $7::text[], $8::boolean[], $9::text[], $10::boolean[], $11::text[],"
         "    $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::text[],"
-        "    $16::timestamptz[], $17::integer[]) WITH ORDINALITY"
+        "    $16::timestamptz[], $17::integer[], $18::text[]) WITH ORDINALITY"
         "     AS r(instance_id, user_id, resource_owner, user_name, status, sequence, phone,"
         "    phone_verified, verified_phone, otp_sms, code_enc, code_expires_at, created_at,"
-        "    changed_at, otp_code_enc, otp_code_expires_at, otp_failed, ord)"
+        "    changed_at, otp_code_enc, otp_code_expires_at, otp_failed, otp_code_session, ord)"
         "  ORDER BY r.instance_id, r.user_id, r.ord DESC"
         " ON CONFLICT (instance_id, user_id) DO UPDATE SET"
         "    resource_owner = EXCLUDED.resource_owner, user_name = EXCLUDED.user_name,"
@@ -133,16 +133,19 @@ static const store_stmt store_stmts[Q__COUNT] = {
         "    code_enc = EXCLUDED.code_enc, code_expires_at = EXCLUDED.code_expires_at,"
         "    created_at = EXCLUDED.created_at, changed_at = EXCLUDED.changed_at,"
         "    otp_code_enc = EXCLUDED.otp_code_enc,"
-        "    otp_code_expires_at = EXCLUDED.otp_code_expires_at, otp_failed = EXCLUDED.otp_failed"
+        "    otp_code_expires_at = EXCLUDED.otp_code_expires_at, otp_failed = EXCLUDED.otp_failed,"
+        "    otp_code_session = EXCLUDED.otp_code_session"
         /* An unchanged user (a rejected command) costs no new row version. */
         "  WHERE (u.resource_owner, u.user_name, u.status, u.sequence, u.phone,"
         "    u.phone_verified, u.verified_phone, u.otp_sms, u.code_enc, u.code_expires_at,"
-        "    u.created_at, u.changed_at, u.otp_code_enc, u.otp_code_expires_at, u.otp_failed)"
+        "    u.created_at, u.changed_at, u.otp_code_enc, u.otp_code_expires_at, u.otp_failed,"
+        "    u.otp_code_session)"
         "    IS DISTINCT FROM (EXCLUDED.resource_owner, EXCLUDED.user_name, EXCLUDED.status,"
         "    EXCLUDED.sequence, EXCLUDED.phone, EXCLUDED.phone_verified,"
         "    EXCLUDED.verified_phone, EXCLUDED.otp_sms, EXCLUDED.code_enc,"
         "    EXCLUDED.code_expires_at, EXCLUDED.created_at, EXCLUDED.changed_at,"
-        "    EXCLUDED.otp_code_enc, EXCLUDED.otp_code_expires_at, EXCLUDED.otp_failed)"},
+        "    EXCLUDED.otp_code_enc, EXCLUDED.otp_code_expires_at, EXCLUDED.otp_failed,"
+        "    EXCLUDED.otp_code_session)"},
     [Q_INSERT_COMMANDS] = {"factord_insert_commands", 8,
         "INSERT INTO factord.commands (id, instance_id, type, user_id, content_hash,"
         "    http_status, body, reply_to)"
@@ -253,7 +256,7 @@ static const store_stmt store_stmts[Q__COUNT] = {
  * columns, the outbox's, one table's rows at a time, the hashes; the keys
  * of es_store_load_users and es_store_find_commands reuse the first ones
  * (a connection runs one statement at a time). */
-#define STORE_COLS (12 + 5 + 17 + 1)
+#define STORE_COLS (12 + 5 + 18 + 1)
 
 struct es_store {
     PGconn *conn;
@@ -853,7 +856,9 @@ es_result es_store_row_user(const PGresult *res, int r, int base, dom_user *u, e
                     PQgetvalue(res, r, base + ES_USER_COL_VERIFIED_PHONE)) ||
         !store_copy(u->code_enc, sizeof u->code_enc, PQgetvalue(res, r, base + ES_USER_COL_CODE_ENC)) ||
         !store_copy(u->otp_code_enc, sizeof u->otp_code_enc,
-                    PQgetvalue(res, r, base + ES_USER_COL_OTP_CODE_ENC)))
+                    PQgetvalue(res, r, base + ES_USER_COL_OTP_CODE_ENC)) ||
+        !store_copy(u->otp_code_session, sizeof u->otp_code_session,
+                    PQgetvalue(res, r, base + ES_USER_COL_OTP_CODE_SESSION)))
         return es_error_set(err, ES_EFATAL, "load users: a column of a users row is too long");
     u->status = dom_user_status_parse(status);
     if (u->status == DOM_USER_NONE && strcmp(status, dom_user_status_name(DOM_USER_NONE)) != 0)
@@ -1054,11 +1059,11 @@ static es_result store_encode_events(const es_write *w, es_pga *cols, es_error *
 
 enum { US_INSTANCE, US_USER, US_OWNER, US_NAME, US_STATUS, US_SEQUENCE, US_PHONE, US_PHONE_VERIFIED,
        US_VERIFIED_PHONE, US_OTP_SMS, US_CODE_ENC, US_CODE_EXPIRES, US_CREATED, US_CHANGED,
-       US_OTP_CODE_ENC, US_OTP_CODE_EXPIRES, US_OTP_FAILED, US__COUNT };
+       US_OTP_CODE_ENC, US_OTP_CODE_EXPIRES, US_OTP_FAILED, US_OTP_CODE_SESSION, US__COUNT };
 static const uint32_t store_user_oids[US__COUNT] = {
     ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_TEXT, ES_PG_INT8, ES_PG_TEXT, ES_PG_BOOL,
     ES_PG_TEXT, ES_PG_BOOL, ES_PG_TEXT, ES_PG_TIMESTAMPTZ, ES_PG_TIMESTAMPTZ, ES_PG_TIMESTAMPTZ,
-    ES_PG_TEXT, ES_PG_TIMESTAMPTZ, ES_PG_INT4};
+    ES_PG_TEXT, ES_PG_TIMESTAMPTZ, ES_PG_INT4, ES_PG_TEXT};
 
 /* Users still in DOM_USER_NONE (a command for an unknown user was
  * rejected) have no events and nothing to store: they are skipped, so the
@@ -1082,7 +1087,8 @@ static es_result store_encode_users(const es_write *w, es_pga *cols, bool *any, 
             !es_pga_text(&cols[US_PHONE], STORE_FIELD(u->phone)) ||
             !es_pga_text(&cols[US_VERIFIED_PHONE], STORE_FIELD(u->verified_phone)) ||
             !es_pga_text(&cols[US_CODE_ENC], STORE_FIELD(u->code_enc)) ||
-            !es_pga_text(&cols[US_OTP_CODE_ENC], STORE_FIELD(u->otp_code_enc)))
+            !es_pga_text(&cols[US_OTP_CODE_ENC], STORE_FIELD(u->otp_code_enc)) ||
+            !es_pga_text(&cols[US_OTP_CODE_SESSION], STORE_FIELD(u->otp_code_session)))
             return es_error_set(err, ES_EINVAL, "write: user %zu: invalid UTF-8", i);
         es_pga_text(&cols[US_STATUS], dom_user_status_name(u->status), SIZE_MAX);
         es_pga_i64(&cols[US_SEQUENCE], u->sequence);

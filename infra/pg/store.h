@@ -197,14 +197,14 @@ es_result es_store_row_event(const PGresult *res, int r, int base, dom_evt *evt,
     "(extract(epoch FROM created_at) * 1000000)::bigint, "                   \
     "(extract(epoch FROM changed_at) * 1000000)::bigint, "                   \
     "otp_code_enc, (extract(epoch FROM otp_code_expires_at) * 1000000)::bigint, " \
-    "otp_failed"
-#define ES_STORE_USER_NCOLUMNS 17
+    "otp_failed, otp_code_session"
+#define ES_STORE_USER_NCOLUMNS 18
 typedef enum {
     ES_USER_COL_INSTANCE, ES_USER_COL_USER, ES_USER_COL_OWNER, ES_USER_COL_NAME,
     ES_USER_COL_STATUS, ES_USER_COL_SEQUENCE, ES_USER_COL_PHONE, ES_USER_COL_PHONE_VERIFIED,
     ES_USER_COL_VERIFIED_PHONE, ES_USER_COL_OTP_SMS, ES_USER_COL_CODE_ENC,
     ES_USER_COL_CODE_EXPIRES, ES_USER_COL_CREATED, ES_USER_COL_CHANGED, ES_USER_COL_OTP_CODE_ENC,
-    ES_USER_COL_OTP_CODE_EXPIRES, ES_USER_COL_OTP_FAILED, ES_USER_COL__COUNT
+    ES_USER_COL_OTP_CODE_EXPIRES, ES_USER_COL_OTP_FAILED, ES_USER_COL_OTP_CODE_SESSION, ES_USER_COL__COUNT
 } es_store_user_col;
 _Static_assert(ES_USER_COL__COUNT == ES_STORE_USER_NCOLUMNS, "ES_STORE_USER_COLUMNS's columns");
 es_result es_store_row_user(const PGresult *res, int r, int base, dom_user *u,

@@ -276,6 +276,8 @@ Test(audit, canonical_bytes_are_jansson_sorted_compact)
         snprintf(e.human.email, sizeof e.human.email, "%s", texts[rand_r(&seed) % NT]);
         e.human.is_email_verified = rand_r(&seed) % 2;
         snprintf(e.user_name, sizeof e.user_name, "%s", texts[rand_r(&seed) % NT]);
+        snprintf(e.session_id, sizeof e.session_id, "%s", texts[rand_r(&seed) % NT]);
+        snprintf(e.token_hash, sizeof e.token_hash, "%s", rand_r(&seed) % 2 ? "0123456789abcdef" : "");
         e.code_returned = rand_r(&seed) % 2;
         if (rand_r(&seed) % 3 == 0)
             e.code_expires_at_us = 0;

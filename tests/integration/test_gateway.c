@@ -37,6 +37,7 @@
 #include "infra/crypto/codecrypt.h"
 #include "infra/crypto/jwt.h"
 #include "tests/integration/harness.h"
+#include "tests/integration/sms_fake.h"
 
 #define ISS "https://issuer.test"
 #define AUD "factord-test-api"
@@ -1658,6 +1659,465 @@ Test(gateway, jwks_file_rotation_without_restart, .timeout = 240)
     h_stop(proj, false);
     h_stop(relay, false);
     h_stop(proc, false);
+    keyring_done(&k);
+    h_env_done(&e);
+}
+
+/* --- sessions (ZITADEL's session service v2) ---------------------------------- */
+
+#define SESSIONS "/v2/sessions"
+#define LOGIN_SVC "login-svc"
+
+/* The google.rpc.Status body the gateway gives for id (a failure's exact
+ * bytes). Caller frees. */
+static char *status_of(int code, const char *id, const char *message)
+{
+    json_t *j = dom_status_body(code, id, message);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return s;
+}
+
+static void expect_status(const resp *r, long http_status, int code, const char *id, const char *message,
+                          const char *what)
+{
+    char *want = status_of(code, id, message);
+    expect(r, http_status, want, what);
+    free(want);
+}
+
+/* The OTP-SMS sign-in code last issued to user, decrypted as the notifier
+ * would. */
+static void otp_code(const h_env *e, const char *user, char *out, size_t len)
+{
+    const char *p[] = {e->instance, user};
+    char *enc = sql_text(e,
+                         "SELECT payload->>'code' FROM factord.events WHERE instance_id = $1 AND aggregate_id = $2 "
+                         "AND type = 'user.human.otp.sms.code.added' ORDER BY sequence DESC LIMIT 1",
+                         2, p);
+    cr_assert_not_null(enc, "no sign-in code issued to %s", user);
+    unsigned char key[32];
+    for (int i = 0; i < 32; i++)
+        sscanf(H_CODE_KEY + 2 * i, "%2hhx", &key[i]);
+    es_codekey ck;
+    es_codekey_init(&ck, key);
+    es_error err = {0};
+    cr_assert_eq(es_code_decrypt(&ck, e->instance, user, enc, out, len, &err), ES_OK, "%s", err.text);
+    free(enc);
+}
+
+/* POST /v2/sessions, or PATCH /v2/sessions/<id>, with body; the answer's
+ * JSON when it is 200 (new reference), else NULL with *r kept. */
+static json_t *session_call(CURL *c, int port, const char *method, const char *id, const char *token,
+                            const char *body, resp *r)
+{
+    char path[160];
+    snprintf(path, sizeof path, "%s%s%s", SESSIONS, id ? "/" : "", id ? id : "");
+    http(c, port, method, path, token, body, NULL, r);
+    return r->status == 200 ? json_loads(r->body, 0, NULL) : NULL;
+}
+
+static json_t *session_get(CURL *c, int port, const char *id, const char *token, resp *r)
+{
+    return session_call(c, port, "GET", id, token, NULL, r);
+}
+
+/* Import user with a verified number and add the OTP-SMS factor. */
+static void ready_signin_user(const h_env *e, const char *user, const char *name)
+{
+    send_cmd(e, "ImportHumanUser", user, h_import_payload(name, "+41 79 123 45 67", true));
+    send_cmd(e, "AddMyAuthFactorOTPSMS", user, NULL);
+}
+
+Test(gateway, sessions_otp_sms_sign_in, .timeout = 300)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    h_env e;
+    h_env_init(&e, "gwsession");
+    keyring k;
+    keyring_init(&k, &e);
+    const char *penv[] = {"FACTORD_LOCKOUT_MAX_OTP_ATTEMPTS=3", NULL};
+    pid_t proc = h_spawn(&e, "process", penv), relay = h_spawn(&e, "relay", NULL),
+          proj = h_spawn(&e, "project", NULL);
+    ready_signin_user(&e, "u-sign", "signer");
+    ready_signin_user(&e, "u-lock", "locker");
+    send_cmd(&e, "ImportHumanUser", "u-nofactor", h_import_payload("nofactor", "+41 79 765 43 21", true));
+    wait_decided(&e, 5);
+
+    gateway g = {0};
+    char hostmap[256];
+    g.port = free_port();
+    snprintf(hostmap, sizeof hostmap, "FACTORD_HOST_MAP=127.0.0.1:%d=%s, other.example=inst-other", g.port,
+             e.instance);
+    const char *more[] = {hostmap, "FACTORD_SESSION_CALLERS=" LOGIN_SVC ", other-svc", NULL};
+    gateway_start(&g, &e, &k, NULL, more);
+    CURL *c = curl_easy_init();
+    resp r;
+    char *svc = token_for(&k, LOGIN_SVC, OWNER), *other_svc = token_for(&k, "other-svc", OWNER),
+         *user = token_for(&k, "u-sign", OWNER);
+    const char *other_host[] = {"Host: other.example", NULL};
+
+    /* Who may call: a listed caller only; no token at all is 401. */
+    long before = commands_of(&e, "u-sign");
+    session_call(c, g.port, "POST", NULL, user, "{\"checks\":{\"user\":{\"userId\":\"u-sign\"}}}", &r);
+    expect_status(&r, 403, 7, "AUTH-5mWD2", "No matching permissions found", "a user is not a session caller");
+    resp_free(&r);
+    session_call(c, g.port, "POST", NULL, NULL, "{\"checks\":{\"user\":{\"userId\":\"u-sign\"}}}", &r);
+    expect(&r, 401, BODY_TOKEN, "no token");
+    resp_free(&r);
+
+    /* Malformed requests: nothing is sent. */
+    static const struct {
+        const char *body;
+        long status;
+        const char *needle;
+    } bad[] = {
+        {"[1]", 400, "FACTORD-GwJsn"},
+        {"{}", 400, "FACTORD-SsUsr"},
+        {"{\"checks\":{\"user\":{}}}", 400, "invalid CheckUser.UserId"},
+        {"{\"checks\":{\"user\":{\"userId\":\"\"}}}", 400, "invalid CheckUser.UserId"},
+        {"{\"checks\":{\"user\":{\"userId\":\"u-sign\",\"loginName\":\"signer\"}}}", 400, "only one of"},
+        {"{\"checks\":{\"user\":{\"userId\":7}}}", 400, "FACTORD-GwJsn"},
+        {"{\"checks\":{\"user\":\"u-sign\"}}", 400, "checks.user must be an object"},
+        {"{\"checks\":{\"user\":{\"userId\":\"u-sign\"},\"password\":{\"password\":\"x\"}}}", 501,
+         "checks.password is not supported"},
+        {"{\"checks\":{\"user\":{\"userId\":\"u-sign\"}},\"lifetime\":\"60s\"}", 501, "lifetime is not supported"},
+        {"{\"checks\":{\"user\":{\"userId\":\"u-sign\"}},\"challenges\":{\"otpSms\":{\"returnCode\":\"yes\"}}}", 400,
+         "challenges.otpSms.returnCode must be a boolean"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        session_call(c, g.port, "POST", NULL, svc, bad[i].body, &r);
+        cr_assert_eq(r.status, bad[i].status, "%s: %ld %s", bad[i].body, r.status, r.body);
+        cr_assert(strstr(r.body, bad[i].needle), "%s: %s", bad[i].body, r.body);
+        resp_free(&r);
+    }
+    const char *idem[] = {"Idempotency-Key: 3f0c8c3e-0000-4000-8000-000000000001", NULL};
+    http(c, g.port, "POST", SESSIONS, svc, "{\"checks\":{\"user\":{\"userId\":\"u-sign\"}}}", idem, &r);
+    cr_assert_eq(r.status, 400, "%s", r.body);
+    cr_assert(strstr(r.body, "FACTORD-GwIdk"), "%s", r.body);
+    resp_free(&r);
+    cr_assert_eq(commands_of(&e, "u-sign"), before, "no refused request sent a command");
+
+    /* The processor's checks: an unknown user; a challenge without the factor. */
+    session_call(c, g.port, "POST", NULL, svc, "{\"checks\":{\"user\":{\"userId\":\"u-nobody\"}}}", &r);
+    expect_status(&r, 404, 5, "QUERY-Dfbg2", "User could not be found", "unknown user");
+    resp_free(&r);
+    session_call(c, g.port, "POST", NULL, svc, "{\"checks\":{\"user\":{\"loginName\":\"nobody\"}}}", &r);
+    expect_status(&r, 404, 5, "QUERY-Dfbg2", "User could not be found", "unknown login name");
+    resp_free(&r);
+    session_call(c, g.port, "POST", NULL, svc,
+                 "{\"checks\":{\"user\":{\"userId\":\"u-nofactor\"}},\"challenges\":{\"otpSms\":{}}}", &r);
+    expect_status(&r, 400, 9, "COMMAND-BJ2g3", "Multifactor OTP (OneTimePassword) isn't ready", "no factor");
+    resp_free(&r);
+
+    /* CreateSession with a challenge that returns the code. */
+    json_t *j = session_call(c, g.port, "POST", NULL, svc,
+                             "{\"checks\":{\"user\":{\"userId\":\"u-sign\"}},"
+                             "\"challenges\":{\"otpSms\":{\"returnCode\":true}}}",
+                             &r);
+    cr_assert_not_null(j, "create: %ld %s", r.status, r.body);
+    resp_free(&r);
+    char sid[64], token1[64], code[16], stored[16];
+    snprintf(sid, sizeof sid, "%s", jstr(j, "sessionId", NULL, NULL));
+    snprintf(token1, sizeof token1, "%s", jstr(j, "sessionToken", NULL, NULL));
+    snprintf(code, sizeof code, "%s", jstr(j, "challenges", "otpSms", NULL));
+    cr_assert_eq(strlen(sid), 36);
+    cr_assert_eq(strlen(token1), 43);
+    cr_assert_str_eq(jstr(j, "details", "sequence", NULL), "5", "the session (4), then its code (5)");
+    cr_assert_str_eq(jstr(j, "details", "resourceOwner", NULL), OWNER);
+    otp_code(&e, "u-sign", stored, sizeof stored);
+    cr_assert_str_eq(code, stored, "returnCode gives the code that was sent");
+    json_decref(j);
+    /* Only the token's hash is kept. */
+    const char *pp[] = {e.instance, token1};
+    cr_assert_eq(h_sql_long(&e, "SELECT count(*) FROM factord.events WHERE instance_id = $1 AND payload::text LIKE "
+                                "'%' || $2 || '%'", 2, pp), 0, "the token is nowhere in the log");
+
+    /* GetSession: the user factor, no OTP-SMS check yet. */
+    j = session_get(c, g.port, sid, svc, &r);
+    cr_assert_not_null(j, "get: %ld %s", r.status, r.body);
+    resp_free(&r);
+    json_t *s = json_object_get(j, "session");
+    cr_assert_str_eq(jstr(s, "id", NULL, NULL), sid);
+    cr_assert_str_eq(jstr(s, "factors", "user", "id"), "u-sign");
+    cr_assert_str_eq(jstr(s, "factors", "user", "loginName"), "signer");
+    cr_assert_str_eq(jstr(s, "factors", "user", "organizationId"), OWNER);
+    cr_assert_not_null(jstr(s, "factors", "user", "verifiedAt"));
+    cr_assert_null(json_object_get(json_object_get(s, "factors"), "otpSms"), "no check yet");
+    json_decref(j);
+
+    /* A wrong code: CheckOTPSMS's rejection; then the right one. */
+    char path_body[256];
+    session_call(c, g.port, "PATCH", sid, svc, "{\"checks\":{\"otpSms\":{\"code\":\"00000000x\"}}}", &r);
+    expect_status(&r, 400, 3, "CODE-woT0xc", "Code is invalid", "wrong code");
+    resp_free(&r);
+    session_call(c, g.port, "PATCH", sid, svc, "{\"checks\":{\"otpSms\":{\"code\":\"\"}}}", &r);
+    cr_assert_eq(r.status, 400, "%s", r.body);
+    cr_assert(strstr(r.body, "invalid CheckOTP.Code"), "%s", r.body);
+    resp_free(&r);
+    snprintf(path_body, sizeof path_body, "{\"checks\":{\"otpSms\":{\"code\":\"%s\"}}}", code);
+    j = session_call(c, g.port, "PATCH", sid, svc, path_body, &r);
+    cr_assert_not_null(j, "check: %ld %s", r.status, r.body);
+    resp_free(&r);
+    char token2[64];
+    snprintf(token2, sizeof token2, "%s", jstr(j, "sessionToken", NULL, NULL));
+    cr_assert_eq(strlen(token2), 43);
+    cr_assert_str_neq(token2, token1, "every change hands out a new token");
+    cr_assert_null(json_object_get(j, "challenges"), "no challenge asked, none answered");
+    cr_assert_null(json_object_get(j, "sessionId"), "SetSession's answer has no id");
+    cr_assert_not_null(jstr(j, "details", "changeDate", NULL));
+    json_decref(j);
+
+    /* GetSession shows the check; the code is spent. */
+    j = session_get(c, g.port, sid, svc, &r);
+    cr_assert_not_null(j, "get: %ld %s", r.status, r.body);
+    resp_free(&r);
+    s = json_object_get(j, "session");
+    cr_assert_not_null(jstr(s, "factors", "otpSms", "verifiedAt"), "%s", json_dumps(j, 0));
+    cr_assert_str_neq(jstr(s, "creationDate", NULL, NULL), jstr(s, "changeDate", NULL, NULL));
+    json_decref(j);
+    session_call(c, g.port, "PATCH", sid, svc, path_body, &r);
+    expect_status(&r, 400, 9, "COMMAND-SF3tv", "Code not found", "a spent code");
+    resp_free(&r);
+
+    /* A code answers the challenge of its own session only. */
+    j = session_call(c, g.port, "POST", NULL, svc,
+                     "{\"checks\":{\"user\":{\"userId\":\"u-sign\"}},"
+                     "\"challenges\":{\"otpSms\":{\"returnCode\":true}}}",
+                     &r);
+    cr_assert_not_null(j, "second session: %ld %s", r.status, r.body);
+    resp_free(&r);
+    char sid2[64];
+    snprintf(sid2, sizeof sid2, "%s", jstr(j, "sessionId", NULL, NULL));
+    snprintf(path_body, sizeof path_body, "{\"checks\":{\"otpSms\":{\"code\":\"%s\"}}}",
+             jstr(j, "challenges", "otpSms", NULL));
+    json_decref(j);
+    cr_assert_str_neq(sid2, sid);
+    session_call(c, g.port, "PATCH", sid, svc, path_body, &r);
+    expect_status(&r, 400, 9, "COMMAND-SF3tv", "Code not found", "another session's code");
+    resp_free(&r);
+    j = session_call(c, g.port, "PATCH", sid2, svc, path_body, &r);
+    cr_assert_not_null(j, "its own session: %ld %s", r.status, r.body);
+    resp_free(&r);
+    json_decref(j);
+
+    /* Another caller: only with the session's current token. */
+    session_get(c, g.port, sid, other_svc, &r);
+    expect_status(&r, 403, 7, "AUTH-5mWD2", "No matching permissions found", "another caller, no token");
+    resp_free(&r);
+    snprintf(path_body, sizeof path_body, "{\"sessionToken\":\"%s\"}", token1);
+    session_call(c, g.port, "PATCH", sid, other_svc, path_body, &r);
+    expect_status(&r, 403, 7, "COMMAND-sGr42", "Session Token is invalid", "a replaced token");
+    resp_free(&r);
+    snprintf(path_body, sizeof path_body, "{\"sessionToken\":\"%s\",\"challenges\":{\"otpSms\":{}}}", token2);
+    j = session_call(c, g.port, "PATCH", sid, other_svc, path_body, &r);
+    cr_assert_not_null(j, "with the token: %ld %s", r.status, r.body);
+    resp_free(&r);
+    cr_assert_eq(json_object_size(json_object_get(j, "challenges")), 0, "challenged without returnCode: {}");
+    json_decref(j);
+    session_call(c, g.port, "PATCH", sid, svc, "{\"checks\":{\"user\":{\"userId\":\"u-lock\"}}}", &r);
+    cr_assert_eq(r.status, 400, "%s", r.body);
+    cr_assert(strstr(r.body, "user change not possible"), "%s", r.body);
+    resp_free(&r);
+
+    /* Unknown sessions, and this one from another instance. */
+    session_get(c, g.port, "00000000-0000-4000-8000-000000000000", svc, &r);
+    expect_status(&r, 404, 5, "QUERY-SFeaa", "Session does not exist", "unknown session");
+    resp_free(&r);
+    session_call(c, g.port, "PATCH", "not%20an%20id", svc, "{}", &r);
+    expect_status(&r, 404, 5, "QUERY-SFeaa", "Session does not exist", "not an id");
+    resp_free(&r);
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", SESSIONS, sid);
+    http(c, g.port, "GET", path, svc, NULL, other_host, &r);
+    expect_status(&r, 404, 5, "QUERY-SFeaa", "Session does not exist", "another instance");
+    resp_free(&r);
+    http(c, g.port, "DELETE", path, svc, NULL, NULL, &r);
+    cr_assert_eq(r.status, 405);
+    cr_assert_str_eq(r.allow, "GET, PATCH");
+    resp_free(&r);
+
+    /* Lockout: the third wrong code in a row locks the user; then even the
+     * right code is refused, and no new session opens. By login name. */
+    j = session_call(c, g.port, "POST", NULL, svc,
+                     "{\"checks\":{\"user\":{\"loginName\":\"LOCKER\"}},\"challenges\":{\"otpSms\":{}}}", &r);
+    cr_assert_not_null(j, "create by login name: %ld %s", r.status, r.body);
+    resp_free(&r);
+    char lsid[64];
+    snprintf(lsid, sizeof lsid, "%s", jstr(j, "sessionId", NULL, NULL));
+    cr_assert_eq(json_object_size(json_object_get(j, "challenges")), 0, "no returnCode: {}");
+    json_decref(j);
+    otp_code(&e, "u-lock", stored, sizeof stored);
+    for (int i = 0; i < 3; i++) {
+        session_call(c, g.port, "PATCH", lsid, svc, "{\"checks\":{\"otpSms\":{\"code\":\"00000000\"}}}", &r);
+        expect_status(&r, 400, 3, "CODE-woT0xc", "Code is invalid", "wrong code towards the lock");
+        resp_free(&r);
+    }
+    const char *lp[] = {e.instance};
+    char *status = sql_text(&e, "SELECT status FROM factord.users WHERE instance_id = $1 AND user_id = 'u-lock'", 1,
+                            lp);
+    cr_assert_str_eq(status, "locked");
+    free(status);
+    snprintf(path_body, sizeof path_body, "{\"checks\":{\"otpSms\":{\"code\":\"%s\"}}}", stored);
+    session_call(c, g.port, "PATCH", lsid, svc, path_body, &r);
+    expect_status(&r, 400, 9, "COMMAND-S6h4R", "User is locked", "locked: the right code is refused");
+    resp_free(&r);
+    session_call(c, g.port, "POST", NULL, svc, "{\"checks\":{\"user\":{\"userId\":\"u-lock\"}}}", &r);
+    expect_status(&r, 400, 9, "SESSION-Gj4ko", "Errors.User.NotActive", "a locked user gets no session");
+    resp_free(&r);
+    j = session_get(c, g.port, lsid, svc, &r);
+    cr_assert_not_null(j, "%ld %s", r.status, r.body);
+    resp_free(&r);
+    cr_assert_null(json_object_get(json_object_get(json_object_get(j, "session"), "factors"), "otpSms"));
+    json_decref(j);
+
+    curl_easy_cleanup(c);
+    free(svc);
+    free(other_svc);
+    free(user);
+    cr_assert_eq(h_stop(g.pid, false), 0);
+    h_stop(proj, false);
+    h_stop(relay, false);
+    h_stop(proc, false);
+    keyring_done(&k);
+    h_env_done(&e);
+}
+
+/* An expired code (a lifetime of 1 s, and 2 s of waiting: the check cannot
+ * come in time) is CheckOTPSMS's CODE-QvUQ4P and counts as a failure; the
+ * session gets no OTP-SMS factor. */
+Test(gateway, sessions_expired_code, .timeout = 240)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    h_env e;
+    h_env_init(&e, "gwsessexp");
+    keyring k;
+    keyring_init(&k, &e);
+    const char *penv[] = {"FACTORD_OTP_SMS_CODE_TTL_S=1", NULL};
+    pid_t proc = h_spawn(&e, "process", penv), relay = h_spawn(&e, "relay", NULL),
+          proj = h_spawn(&e, "project", NULL);
+    ready_signin_user(&e, "u-exp", "expiring");
+    wait_decided(&e, 2);
+    gateway g = {0};
+    const char *more[] = {"FACTORD_SESSION_CALLERS=" LOGIN_SVC, NULL};
+    gateway_start(&g, &e, &k, NULL, more);
+    CURL *c = curl_easy_init();
+    resp r;
+    char *svc = token_for(&k, LOGIN_SVC, OWNER);
+    json_t *j = session_call(c, g.port, "POST", NULL, svc,
+                             "{\"checks\":{\"user\":{\"userId\":\"u-exp\"}},"
+                             "\"challenges\":{\"otpSms\":{\"returnCode\":true}}}",
+                             &r);
+    cr_assert_not_null(j, "create: %ld %s", r.status, r.body);
+    resp_free(&r);
+    char sid[64], body[128];
+    snprintf(sid, sizeof sid, "%s", jstr(j, "sessionId", NULL, NULL));
+    snprintf(body, sizeof body, "{\"checks\":{\"otpSms\":{\"code\":\"%s\"}}}", jstr(j, "challenges", "otpSms", NULL));
+    json_decref(j);
+    es_sleep_ms(2000);
+    session_call(c, g.port, "PATCH", sid, svc, body, &r);
+    expect_status(&r, 400, 9, "CODE-QvUQ4P", "Code is expired", "expired code");
+    resp_free(&r);
+    const char *p[] = {e.instance};
+    cr_assert_eq(h_sql_long(&e, "SELECT otp_failed FROM factord.users WHERE instance_id = $1 AND user_id = 'u-exp'", 1,
+                            p), 1, "the expired code counts as a failed check");
+    j = session_get(c, g.port, sid, svc, &r);
+    cr_assert_not_null(j, "%ld %s", r.status, r.body);
+    resp_free(&r);
+    cr_assert_null(json_object_get(json_object_get(json_object_get(j, "session"), "factors"), "otpSms"));
+    json_decref(j);
+
+    curl_easy_cleanup(c);
+    free(svc);
+    cr_assert_eq(h_stop(g.pid, false), 0);
+    h_stop(proj, false);
+    h_stop(relay, false);
+    h_stop(proc, false);
+    keyring_done(&k);
+    h_env_done(&e);
+}
+
+/* The sign-in as a login service runs it: the challenge without
+ * returnCode, `factord notify` sends the code through the (stand-in)
+ * provider, and the code read from that SMS passes the check. */
+Test(gateway, sessions_code_from_the_sms, .timeout = 240)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    h_env e;
+    h_env_init(&e, "gwsesssms");
+    keyring k;
+    keyring_init(&k, &e);
+    sms_fake *fake = sms_fake_start();
+    cr_assert_not_null(fake, "the stand-in SMS provider did not start");
+    char token_file[256], url_env[600], token_env[320];
+    snprintf(token_file, sizeof token_file, "/tmp/factord-test-%s-twilio-token", e.instance);
+    FILE *f = fopen(token_file, "w");
+    cr_assert_not_null(f);
+    fputs("test-auth-token\n", f);
+    fclose(f);
+    char *url = sms_fake_url(fake, "");
+    snprintf(url_env, sizeof url_env, "FACTORD_SMS_TWILIO_URL=%s", url);
+    free(url);
+    snprintf(token_env, sizeof token_env, "FACTORD_SMS_TWILIO_AUTH_TOKEN_FILE=%s", token_file);
+    const char *nenv[] = {"FACTORD_SMS_PROVIDER=twilio", "FACTORD_SMS_TWILIO_ACCOUNT_SID=AC00000000000000000000000000000001",
+                          "FACTORD_SMS_TWILIO_FROM=+15005550006", url_env, token_env, NULL};
+    pid_t proc = h_spawn(&e, "process", NULL), relay = h_spawn(&e, "relay", NULL),
+          proj = h_spawn(&e, "project", NULL), notify = h_spawn(&e, "notify", nenv);
+    ready_signin_user(&e, "u-sms", "texted");
+    wait_decided(&e, 2);
+    gateway g = {0};
+    const char *more[] = {"FACTORD_SESSION_CALLERS=" LOGIN_SVC, NULL};
+    gateway_start(&g, &e, &k, NULL, more);
+    CURL *c = curl_easy_init();
+    resp r;
+    char *svc = token_for(&k, LOGIN_SVC, OWNER);
+
+    json_t *j = session_call(c, g.port, "POST", NULL, svc,
+                             "{\"checks\":{\"user\":{\"userId\":\"u-sms\"}},\"challenges\":{\"otpSms\":{}}}", &r);
+    cr_assert_not_null(j, "create: %ld %s", r.status, r.body);
+    resp_free(&r);
+    cr_assert_eq(json_object_size(json_object_get(j, "challenges")), 0, "the code is not in the answer");
+    char sid[64];
+    snprintf(sid, sizeof sid, "%s", jstr(j, "sessionId", NULL, NULL));
+    json_decref(j);
+
+    cr_assert(sms_fake_wait(fake, 1, 60000), "no SMS was sent (see %s)", e.log_path);
+    sms_fake_req q;
+    cr_assert(sms_fake_get(fake, 0, &q));
+    cr_assert(strstr(q.body, "To=%2B41791234567") != NULL, "to the verified number: %s", q.body);
+    const char *b = strstr(q.body, "Body=");
+    cr_assert_not_null(b, "%s", q.body);
+    b += 5;
+    while (*b && !isdigit((unsigned char)*b) && *b != '&')
+        b++;
+    char code[16] = "", body[128];
+    size_t n = 0;
+    while (isdigit((unsigned char)b[n]) && n + 1 < sizeof code) {
+        code[n] = b[n];
+        n++;
+    }
+    free(q.body);
+    cr_assert_eq(n, 8, "an 8-digit code in the SMS");
+    snprintf(body, sizeof body, "{\"checks\":{\"otpSms\":{\"code\":\"%s\"}}}", code);
+    j = session_call(c, g.port, "PATCH", sid, svc, body, &r);
+    cr_assert_not_null(j, "check: %ld %s", r.status, r.body);
+    resp_free(&r);
+    json_decref(j);
+    j = session_get(c, g.port, sid, svc, &r);
+    cr_assert_not_null(j, "%ld %s", r.status, r.body);
+    resp_free(&r);
+    cr_assert_not_null(jstr(json_object_get(j, "session"), "factors", "otpSms", "verifiedAt"));
+    json_decref(j);
+
+    curl_easy_cleanup(c);
+    free(svc);
+    cr_assert_eq(h_stop(g.pid, false), 0);
+    h_stop(notify, false);
+    h_stop(proj, false);
+    h_stop(relay, false);
+    h_stop(proc, false);
+    sms_fake_stop(fake);
+    unlink(token_file);
     keyring_done(&k);
     h_env_done(&e);
 }

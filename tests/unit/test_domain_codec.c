@@ -296,7 +296,7 @@ Test(command_codec, type_names)
         "AddMyAuthFactorOTPSMS", "RemoveMyAuthFactorOTPSMS", "SetMyPhone", "VerifyMyPhone",
         "RemoveMyPhone", "ImportHumanUser", "LockUser", "UnlockUser", "DeactivateUser",
         "ReactivateUser", "RemoveUser", "ResendMyPhoneVerification", "ChallengeOTPSMS",
-        "CheckOTPSMS", "RecordCodeDelivery",
+        "CheckOTPSMS", "RecordCodeDelivery", "CreateSession", "SetSession",
     };
     cr_assert_eq(sizeof names / sizeof names[0], DOM_CMD__COUNT - 1);
     for (int t = DOM_CMD_UNKNOWN + 1; t < DOM_CMD__COUNT; t++) {
@@ -519,7 +519,7 @@ Test(event_codec, type_names)
         "user.human.otp.sms.code.added", "user.human.otp.sms.code.sent",
         "user.human.otp.sms.code.send.failed", "user.human.otp.sms.check.succeeded",
         "user.human.otp.sms.check.failed", "user.human.phone.code.sent",
-        "user.human.phone.code.send.failed",
+        "user.human.phone.code.send.failed", "user.session.added", "user.session.token.set",
     };
     cr_assert_eq(sizeof names / sizeof names[0], DOM_EVT__COUNT - 1);
     for (int t = DOM_EVT_UNKNOWN + 1; t < DOM_EVT__COUNT; t++) {

@@ -82,6 +82,7 @@ static void state_from_json(dom_user *st, const json_t *j)
         else if (!strcmp(key, "otpCodeExpiresAt"))
             st->otp_code_expires_at_us = json_is_string(v) ? parse_time(json_string_value(v)) : 0;
         else if (!strcmp(key, "otpFailed")) st->otp_failed = (int32_t)json_integer_value(v);
+        else if (!strcmp(key, "otpCodeSession")) SET_STR(st->otp_code_session, v);
         else cr_assert_fail("unknown state field %s in test data", key);
     }
 }
@@ -128,6 +129,7 @@ static int state_check(const dom_user *st, const json_t *j, const char *where)
             CHECK_INT(st->otp_code_expires_at_us,
                       json_is_string(v) ? parse_time(json_string_value(v)) : 0);
         else if (!strcmp(key, "otpFailed")) CHECK_INT(st->otp_failed, json_integer_value(v));
+        else if (!strcmp(key, "otpCodeSession")) CHECK_STR(otp_code_session);
         else cr_assert_fail("unknown after field %s in test data", key);
     }
 #undef CHECK_STR
@@ -331,6 +333,8 @@ Test(decide_table, ResendMyPhoneVerification) { run_table("ResendMyPhoneVerifica
 Test(decide_table, ChallengeOTPSMS) { run_table("ChallengeOTPSMS"); }
 Test(decide_table, CheckOTPSMS) { run_table("CheckOTPSMS"); }
 Test(decide_table, RecordCodeDelivery) { run_table("RecordCodeDelivery"); }
+Test(decide_table, CreateSession) { run_table("CreateSession"); }
+Test(decide_table, SetSession) { run_table("SetSession"); }
 
 /* Every command type has a table, and every table file is run above. */
 Test(decide_table, every_command_has_a_table)

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "projections/auth_factors.h"
+#include "projections/sessions.h"
 #include "projections/user_views.h"
 
 #define T0 INT64_C(1711533948581000) /* 2024-03-27T10:05:48.581Z */
@@ -423,5 +424,70 @@ Test(user_views, zitadels_json_without_unpopulated_fields)
     cr_assert_eq(json_object_size(json_object_get(human, "phone")), 0);
     cr_assert_null(json_object_get(json_object_get(human, "profile"), "gender"));
     cr_assert_null(json_object_get(json_object_get(human, "email"), "isEmailVerified"));
+    json_decref(j);
+}
+
+/* --- sessions: the fold of the events that name a session ------------------- */
+
+static dom_evt sev(const char *type, int64_t seq, const char *session, const char *hash)
+{
+    dom_evt e = ev(type, seq);
+    snprintf(e.session_id, sizeof e.session_id, "%s", session);
+    snprintf(e.token_hash, sizeof e.token_hash, "%s", hash);
+    snprintf(e.creator, sizeof e.creator, "login-client");
+    return e;
+}
+
+Test(sessions, fold_and_json)
+{
+    proj_session s;
+    memset(&s, 0, sizeof s);
+    snprintf(s.session_id, sizeof s.session_id, "s1");
+    /* Before its opening, and other sessions' events, count for nothing. */
+    dom_evt early = sev("user.human.otp.sms.check.succeeded", 1, "s1", "");
+    proj_session_apply(&s, &early);
+    cr_assert(!s.found);
+    dom_evt evts[] = {
+        sev("user.session.added", 2, "s1", "h1"),
+        sev("user.human.otp.sms.code.added", 3, "s1", ""),
+        sev("user.session.added", 4, "s2", "h9"),
+        sev("user.human.otp.sms.check.succeeded", 5, "s2", ""),
+        sev("user.session.token.set", 6, "s1", "h2"),
+    };
+    for (size_t i = 0; i < sizeof evts / sizeof evts[0]; i++)
+        proj_session_apply(&s, &evts[i]);
+    cr_assert(s.found);
+    cr_assert_str_eq(s.user_id, "u1");
+    cr_assert_str_eq(s.creator, "login-client");
+    cr_assert_str_eq(s.token_hash, "h2");
+    cr_assert_eq(s.sequence, 6);
+    cr_assert_eq(s.created_at_us, T0 + 2000000);
+    cr_assert_eq(s.otp_sms_checked_at_us, 0);
+
+    json_t *j = proj_session_to_json(&s, "alice");
+    char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    cr_assert_str_eq(text, "{\"changeDate\":\"2024-03-27T10:05:54.581000Z\","
+                           "\"creationDate\":\"2024-03-27T10:05:50.581000Z\",\"factors\":{\"user\":"
+                           "{\"id\":\"u1\",\"loginName\":\"alice\",\"organizationId\":\"org-1\","
+                           "\"verifiedAt\":\"2024-03-27T10:05:50.581000Z\"}},\"id\":\"s1\",\"sequence\":\"6\"}");
+    free(text);
+    json_decref(j);
+
+    /* The successful check of this session; another user's event with the
+     * same id, and a replayed older event, change nothing. */
+    dom_evt ok = sev("user.human.otp.sms.check.succeeded", 7, "s1", "");
+    proj_session_apply(&s, &ok);
+    dom_evt other = sev("user.session.token.set", 8, "s1", "hx");
+    snprintf(other.aggregate_id, sizeof other.aggregate_id, "u2");
+    proj_session_apply(&s, &other);
+    proj_session_apply(&s, &evts[4]);
+    cr_assert_eq(s.otp_sms_checked_at_us, T0 + 7000000);
+    cr_assert_str_eq(s.token_hash, "h2");
+    cr_assert_eq(s.sequence, 7);
+    j = proj_session_to_json(&s, "");
+    cr_assert_str_eq(json_string_value(json_object_get(
+                         json_object_get(json_object_get(j, "factors"), "otpSms"), "verifiedAt")),
+                     "2024-03-27T10:05:55.581000Z");
+    cr_assert_null(json_object_get(json_object_get(json_object_get(j, "factors"), "user"), "loginName"));
     json_decref(j);
 }
