@@ -56,8 +56,9 @@ es_result es_gateway_check_host_map(const char *text, es_error *err) ES_WUR;
  * A gateway without sockets, Kafka or PostgreSQL: the same routing, Host,
  * token, Idempotency-Key, content-type, body-size and body checks as a live
  * one, in the same order. A request that passes them all is answered 202
- * with the command it would have sent (wire JSON); ListMyAuthFactors and
- * /readyz answer 503, as a live gateway does with PostgreSQL away. Stop it
+ * with the command it would have sent (wire JSON); ListMyAuthFactors,
+ * the other read calls (GetSession, a SetSession's session, a login name)
+ * and /readyz answer 503, as a live gateway does with PostgreSQL away. Stop it
  * with es_gateway_stop. */
 es_result es_gateway_offline_new(const es_gateway_opts *o, es_gateway **out, es_error *err) ES_WUR;
 /* Handle one request; headers are n name/value pairs. Returns the HTTP

@@ -7,7 +7,8 @@
  * Input: a request in HTTP's own shape, "METHOD PATH\n", header lines
  * "Name: value\n" up to an empty line, then the body (bytes). The gateway
  * serves FACTORD_HOST_MAP "auth.example.com=inst-a,localhost:8080=inst-b"
- * and accepts tokens of tests/fuzz/fuzz_keys.h. Every request must get a
+ * and accepts tokens of tests/fuzz/fuzz_keys.h; "login-svc" may use the
+ * session routes (FACTORD_SESSION_CALLERS). Every request must get a
  * JSON answer with a status the gateway uses; a 202 (the request passed
  * every check) must carry a command that the processor's decoder accepts,
  * for the token's user: what the gateway sends is never a dead letter.
@@ -36,6 +37,8 @@ static const char *fz_getenv(const char *name)
         return "auth.example.com=inst-a,localhost:8080=inst-b";
     if (strcmp(name, "FACTORD_HTTP_MAX_BODY_BYTES") == 0)
         return "4096";
+    if (strcmp(name, "FACTORD_SESSION_CALLERS") == 0)
+        return "login-svc";
     return NULL;
 }
 
@@ -114,7 +117,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (getenv("FACTORD_FUZZ_VERBOSE")) /* to see what the seeds get */
         fprintf(stderr, "%s %s -> %u %.*s\n", method, path, status, (int)resp_len, resp);
 
-    static const unsigned statuses[] = {200, 202, 400, 401, 404, 405, 409, 413, 415, 503};
+    static const unsigned statuses[] = {200, 202, 400, 401, 403, 404, 405, 409, 413, 415, 501, 503};
     int known = 0;
     for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
         known |= statuses[i] == status;

@@ -64,6 +64,7 @@ int main(int argc, char **argv)
 
     char *ec = token(fz_ec_pem, "fz-ec", claims("69629023906488334", "org-1"));
     char *rsa = token(fz_rsa_pem, "fz-rsa", claims("u-rsa", NULL));
+    char *svc = token(fz_ec_pem, "fz-ec", claims("login-svc", NULL));
     json_t *c = claims("u-arr", "org-2");
     json_object_set_new(c, "aud", json_pack("[s,s]", "other", FZ_AUDIENCE));
     json_object_set_new(c, "scope", json_pack("[s,s]", "email", "openid"));
@@ -121,6 +122,30 @@ int main(int argc, char **argv)
         snprintf(name, sizeof name, "seed-%s", reqs[i].name);
         put(http, name, -1, buf);
     }
+    /* The session routes, as the login service (FACTORD_SESSION_CALLERS). */
+    struct {
+        const char *name, *fmt;
+    } sessions[] = {
+        {"create-session", "POST /v2/sessions\nHost: auth.example.com\nAuthorization: Bearer TOKEN\n"
+                           "Content-Type: application/json\n\n"
+                           "{\"checks\":{\"user\":{\"userId\":\"69629023906488334\"}},"
+                           "\"challenges\":{\"otpSms\":{\"returnCode\":true}}}"},
+        {"create-session-login-name", "POST /v2/sessions\nHost: auth.example.com\nAuthorization: Bearer TOKEN\n"
+                                      "Content-Type: application/json\n\n{\"checks\":{\"user\":{\"loginName\":\"ada\"}}}"},
+        {"set-session", "PATCH /v2/sessions/5d1c3d1e-6f55-4a4e-9a0e-2b7c4b7b2f10\nHost: auth.example.com\n"
+                        "Authorization: Bearer TOKEN\nContent-Type: application/json\n\n"
+                        "{\"sessionToken\":\"x\",\"checks\":{\"otpSms\":{\"code\":\"04918273\"}},"
+                        "\"challenges\":{\"otpSms\":{}}}"},
+        {"get-session", "GET /v2/sessions/5d1c3d1e-6f55-4a4e-9a0e-2b7c4b7b2f10\nHost: auth.example.com\n"
+                        "Authorization: Bearer TOKEN\n\n"},
+    };
+    for (size_t i = 0; i < sizeof sessions / sizeof sessions[0]; i++) {
+        char name[64];
+        const char *at = strstr(sessions[i].fmt, "TOKEN");
+        snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - sessions[i].fmt), sessions[i].fmt, svc, at + 5);
+        snprintf(name, sizeof name, "seed-%s", sessions[i].name);
+        put(http, name, -1, buf);
+    }
     put(http, "seed-healthz", -1, "GET /healthz\n\n");
     put(http, "seed-readyz", -1, "HEAD /readyz\n\n");
     put(http, "seed-405", -1, "PATCH /auth/v1/users/me/phone\nHost: auth.example.com\n\n");
@@ -129,6 +154,7 @@ int main(int argc, char **argv)
     put(http, "seed-unknown-host", -1, "POST /auth/v1/users/me/auth_factors/otp_sms\nHost: evil.example\n\n{}");
     free(ec);
     free(rsa);
+    free(svc);
     free(arr);
     free(expired);
     return 0;
