@@ -762,9 +762,14 @@ static void on_reply(void *ctx, es_reply_outcome outcome, int http_status, const
         return;
     }
     case ES_REPLY_TIMEOUT:
+        /* The session routes take no Idempotency-Key: a session whose
+         * answer was lost is abandoned (its token was never handed out). */
         respond_status(req, 0, DOM_GRPC_DEADLINE_EXCEEDED, "FACTORD-GwTmo",
-                       "No answer in time; the command may still take effect: retry with the same "
-                       "Idempotency-Key to learn its outcome");
+                       g && is_session_ep(g->ep)
+                           ? "No answer in time; the change may still take effect: read the session to learn "
+                             "its state"
+                           : "No answer in time; the command may still take effect: retry with the same "
+                             "Idempotency-Key to learn its outcome");
         return;
     case ES_REPLY_UNAVAILABLE:
         respond_unavailable(req, "The command service is unavailable (Kafka did not take the command)");
@@ -1139,7 +1144,7 @@ static void session_request(es_gateway *gw, es_http_req *req, gw_req *g)
     json_t *body = NULL;
     session_view *v = NULL;
     dom_cmd *cmd = NULL;
-    session_body b;
+    session_body b = {.user_id = "", .login_name = "", .token = ""};
     if (g->ep->body && !read_body(req, &body))
         return;
     if (g->ep->body && !parse_session_body(req, body, &b))
