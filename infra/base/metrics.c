@@ -176,6 +176,7 @@ typedef struct {
     size_t n, s_cap;
 } out_buf;
 
+static void put(out_buf *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void put(out_buf *o, const char *fmt, ...)
 {
     for (;;) {
