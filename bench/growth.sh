@@ -35,7 +35,8 @@
 # 50,000, 10,000 quick), FACTORD_BENCH_RATE (offered commands/s, default
 # 2,000), FACTORD_BENCH_LATENCY_S (seconds of the paced run, 15, 5 quick),
 # FACTORD_BENCH_APPEND_S (seconds per append run, 8, 3 quick),
-# FACTORD_BENCH_KEEP=1 (keep the database and the work folder).
+# FACTORD_BENCH_REBUILD_RATE (the rebuild's --max-rate in step 2; unset:
+# unthrottled), FACTORD_BENCH_KEEP=1 (keep the database and the work folder).
 # Progress goes to stderr, the table to stdout, the figures also to a JSON
 # file (default bench/results/growth-<UTC timestamp>.json).
 set -euo pipefail
@@ -72,6 +73,7 @@ for s in $sizes; do
 done
 RATE=${FACTORD_BENCH_RATE:-2000}
 LAT_N=$(( RATE * LAT_S ))
+REBUILD_RATE=${FACTORD_BENCH_REBUILD_RATE:-}
 mode=$([[ $quick == 1 ]] && echo quick || echo full)
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 [[ -n $out ]] || out=$ROOT/bench/results/growth-$(date -u +%Y%m%dT%H%M%SZ).json
@@ -201,7 +203,7 @@ for size in $sizes; do
     settle
     say "rebuild auth-factors over $(sql "SELECT count(*) FROM factord.events") events while $LAT_N commands arrive at $RATE/s"
     t0=$(now)
-    "$FACTORD" rebuild auth-factors >"$work/rebuild-af-$step.log" 2>&1 &
+    "$FACTORD" rebuild auth-factors ${REBUILD_RATE:+--max-rate "$REBUILD_RATE"} >"$work/rebuild-af-$step.log" 2>&1 &
     rb_pid=$!
     during=$(loadgen paced "$(( first + USERS + LAT_N ))" "$LAT_N" --rate "$RATE")
     paced_end=$(now)

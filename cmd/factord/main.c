@@ -56,7 +56,7 @@ static const fd_subcommand subcommands[] = {
     {"notify", "send phone and OTP-SMS codes through the SMS provider and record each outcome",
      fd_notify_main, ""},
     {"rebuild", "rebuild a projection from the log while factord serves, then swap it in", fd_rebuild_main,
-     "users|auth-factors [--page-size N]"},
+     "users|auth-factors [--page-size N] [--max-rate EVENTS_PER_S]"},
 };
 
 static const fd_subcommand *lookup(const char *name)

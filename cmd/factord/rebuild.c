@@ -79,12 +79,22 @@ int fd_rebuild_main(int argc, char **argv)
     bool bad = false;
     const char *which = NULL;
     long page_size = 0;
+    long long max_rate = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--page-size") == 0 && i + 1 < argc) {
             char *end;
             page_size = strtol(argv[++i], &end, 10);
             if (*end || page_size < 1 || page_size > 100000) {
                 fprintf(stderr, "factord rebuild: --page-size takes 1..100000\n");
+                return 2;
+            }
+            continue;
+        }
+        if (strcmp(argv[i], "--max-rate") == 0 && i + 1 < argc) {
+            char *end;
+            max_rate = strtoll(argv[++i], &end, 10);
+            if (*end || max_rate < 1 || max_rate > 100000000) {
+                fprintf(stderr, "factord rebuild: --max-rate takes events per second, 1..100000000\n");
                 return 2;
             }
             continue;
@@ -111,7 +121,7 @@ int fd_rebuild_main(int argc, char **argv)
         goto out;
 
     progress_ui ui = {.name = es_rebuild_target_name(target), .tty = isatty(2) == 1, .last_ms = -100000};
-    es_rebuild_opts opts = {.target = target, .page_size = (int)page_size, .progress = on_progress,
+    es_rebuild_opts opts = {.target = target, .page_size = (int)page_size, .max_rate = max_rate, .progress = on_progress,
                             .progress_arg = &ui, .stop = &fd_stop};
     es_rebuild_stats stats;
     es_error err = {0};

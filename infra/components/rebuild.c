@@ -185,6 +185,17 @@ static es_result rb_fold_auth_factors(rb_ctx *c, size_t n, es_error *err)
     return es_view_writer_write(c->vw, c->vq, c->st, c->evts, c->order, c->vusers, n_users, err);
 }
 
+/* With a maximum rate, wait until the events folded so far are due (never
+ * under the final step's locks, which must be short). False: stopped. */
+static bool rb_pace(rb_ctx *c)
+{
+    if (c->o.max_rate <= 0)
+        return true;
+    int64_t due_ms = c->stats->events * 1000 / c->o.max_rate;
+    int64_t ahead = due_ms - (es_clock_mono_ms() - c->started_ms);
+    return ahead <= 0 || es_sleep_unless_stopped(ahead, c->o.stop);
+}
+
 /* Fold pages until the visible end of the log; *folded = events. Between
  * pages a stop request ends the pass (not in the locked final step). */
 static es_result rb_pass(rb_ctx *c, bool locked, int64_t *folded, es_error *err)
@@ -208,6 +219,8 @@ static es_result rb_pass(rb_ctx *c, bool locked, int64_t *folded, es_error *err)
         c->reached = last;
         c->stats->events += (int64_t)n;
         *folded += (int64_t)n;
+        if (!locked && !rb_pace(c))
+            return es_error_set(err, ES_ETRANSIENT, "rebuild interrupted; the live table is untouched");
         es_error herr = {0};
         if (es_store_head(c->st, &c->head, &herr) != ES_OK)
             c->head = c->reached;

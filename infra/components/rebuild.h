@@ -73,6 +73,9 @@ typedef struct {
     int64_t final_delta_max;     /* catch up until fewer positions are left; 0: 2000 */
     int lock_timeout_ms;         /* for the final step's locks; 0: 2000 */
     int max_swap_attempts;       /* final step retries after a lock timeout; 0: 10 */
+    int64_t max_rate;            /* events/s folded at most before the final step, so
+                                    that live commands keep their share of the
+                                    machine; 0: as fast as it goes */
     /* Called after every page and at phase changes; NULL: none. */
     void (*progress)(void *arg, const es_rebuild_progress *p);
     void *progress_arg;
