@@ -73,6 +73,200 @@ dom_evt_type dom_evt_type_parse(const char *name)
     return DOM_EVT_UNKNOWN;
 }
 
+/* --- personal data (docs/pii.md) ----------------------------------------- */
+
+bool dom_evt_type_has_pii(dom_evt_type t)
+{
+    switch (t) {
+    case DOM_EVT_HUMAN_ADDED:
+    case DOM_EVT_PHONE_CHANGED:
+    case DOM_EVT_REMOVED:
+    case DOM_EVT_PHONE_CODE_SENT:
+    case DOM_EVT_PHONE_CODE_SEND_FAILED:
+    case DOM_EVT_OTP_SMS_CODE_SENT:
+    case DOM_EVT_OTP_SMS_CODE_SEND_FAILED:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* The places of an event type's PII fields, by field id: the buffer and
+ * how much of it a field may fill (with its NUL). A human's phone must fit
+ * DOM_PHONE_MAX, as the payload decoder wants it. */
+typedef struct {
+    char *dst;
+    size_t cap;
+} pii_place;
+
+static bool pii_places(dom_evt *evt, pii_place places[DOM_PII_F__COUNT])
+{
+    memset(places, 0, DOM_PII_F__COUNT * sizeof *places);
+    dom_import *h = &evt->human;
+#define PLACE(id, field, limit) (places[id].dst = (field), places[id].cap = (limit))
+    switch (evt->type) {
+    case DOM_EVT_HUMAN_ADDED:
+        PLACE(DOM_PII_F_USER_NAME, h->user_name, sizeof h->user_name);
+        PLACE(DOM_PII_F_FIRST_NAME, h->first_name, sizeof h->first_name);
+        PLACE(DOM_PII_F_LAST_NAME, h->last_name, sizeof h->last_name);
+        PLACE(DOM_PII_F_NICK_NAME, h->nick_name, sizeof h->nick_name);
+        PLACE(DOM_PII_F_DISPLAY_NAME, h->display_name, sizeof h->display_name);
+        PLACE(DOM_PII_F_GENDER, h->gender, sizeof h->gender);
+        PLACE(DOM_PII_F_EMAIL, h->email, sizeof h->email);
+        PLACE(DOM_PII_F_PHONE, h->phone, DOM_PHONE_MAX);
+        return true;
+    case DOM_EVT_PHONE_CHANGED:
+        PLACE(DOM_PII_F_PHONE, evt->phone, sizeof evt->phone);
+        return true;
+    case DOM_EVT_REMOVED:
+        PLACE(DOM_PII_F_USER_NAME, evt->user_name, sizeof evt->user_name);
+        return true;
+    case DOM_EVT_PHONE_CODE_SENT:
+    case DOM_EVT_PHONE_CODE_SEND_FAILED:
+    case DOM_EVT_OTP_SMS_CODE_SENT:
+    case DOM_EVT_OTP_SMS_CODE_SEND_FAILED:
+        PLACE(DOM_PII_F_REASON, evt->delivery.reason, sizeof evt->delivery.reason);
+        return true;
+    default:
+        return false;
+    }
+#undef PLACE
+}
+
+void dom_evt_pii_clear(dom_evt *evt)
+{
+    pii_place places[DOM_PII_F__COUNT];
+    if (!pii_places(evt, places))
+        return;
+    for (int id = 1; id < DOM_PII_F__COUNT; id++)
+        if (places[id].dst)
+            memset(places[id].dst, 0, places[id].cap);
+}
+
+es_result dom_evt_pii_pack(const dom_evt *evt, unsigned char *buf, size_t cap, size_t *len,
+                           es_error *err)
+{
+    pii_place places[DOM_PII_F__COUNT];
+    /* pii_places only takes addresses: nothing is written through them here */
+    if (!pii_places((dom_evt *)evt, places))
+        return es_error_set(err, ES_EINVAL, "pii: event type \"%s\" has no personal fields",
+                            dom_evt_type_name(evt->type));
+    size_t n = 0;
+    for (int id = 1; id < DOM_PII_F__COUNT; id++) {
+        if (!places[id].dst)
+            continue;
+        size_t l = strnlen(places[id].dst, places[id].cap);
+        if (l == 0)
+            continue;
+        if (l > 255 || l == places[id].cap)
+            return es_error_set(err, ES_EINVAL, "pii: field %d is too long (%zu bytes)", id, l);
+        if (n + 2 + l > cap)
+            return es_error_set(err, ES_EINVAL, "pii: record buffer too small");
+        buf[n++] = (unsigned char)id;
+        buf[n++] = (unsigned char)l;
+        memcpy(buf + n, places[id].dst, l);
+        n += l;
+    }
+    size_t padded = (n + 1 + DOM_PII_PAD - 1) / DOM_PII_PAD * DOM_PII_PAD;
+    if (padded > cap)
+        return es_error_set(err, ES_EINVAL, "pii: record buffer too small");
+    memset(buf + n, 0, padded - n); /* DOM_PII_F_END, then the padding */
+    *len = padded;
+    return ES_OK;
+}
+
+/* Strict UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF)
+ * without NUL: what jansson and PostgreSQL text accept. */
+static bool utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        size_t l;
+        uint32_t cp;
+        if (c == 0)
+            return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            l = 2, cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            l = 3, cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            l = 4, cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (n - i < l)
+            return false;
+        for (size_t k = 1; k < l; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        if ((l == 3 && cp < 0x800) || (l == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += l;
+    }
+    return true;
+}
+
+es_result dom_evt_pii_unpack(dom_evt *evt, const unsigned char *buf, size_t len, es_error *err)
+{
+    pii_place places[DOM_PII_F__COUNT];
+    if (!pii_places(evt, places))
+        return es_error_set(err, ES_EINVAL, "pii: event type \"%s\" has no personal fields",
+                            dom_evt_type_name(evt->type));
+    dom_evt_pii_clear(evt);
+    es_result rc = ES_OK;
+    size_t i = 0;
+    int last = 0;
+    if (len == 0 || len % DOM_PII_PAD != 0 || len > DOM_PII_RECORD_MAX) {
+        rc = es_error_set(err, ES_EINVAL, "pii: record of %zu bytes", len);
+        goto fail;
+    }
+    while (i < len && buf[i] != DOM_PII_F_END) {
+        int id = buf[i];
+        if (id >= DOM_PII_F__COUNT || !places[id].dst || id <= last) {
+            rc = es_error_set(err, ES_EINVAL, "pii: unexpected field %d", id);
+            goto fail;
+        }
+        if (len - i < 2 || buf[i + 1] == 0 || len - i - 2 < buf[i + 1]) {
+            rc = es_error_set(err, ES_EINVAL, "pii: field %d: bad length", id);
+            goto fail;
+        }
+        size_t l = buf[i + 1];
+        if (l >= places[id].cap || !utf8_ok(buf + i + 2, l)) {
+            rc = es_error_set(err, ES_EINVAL, "pii: field %d: too long or not UTF-8", id);
+            goto fail;
+        }
+        memcpy(places[id].dst, buf + i + 2, l);
+        places[id].dst[l] = '\0';
+        last = id;
+        i += 2 + l;
+    }
+    if (i >= len) {
+        rc = es_error_set(err, ES_EINVAL, "pii: record without its end");
+        goto fail;
+    }
+    /* The shortest padding only: a record padded further is not one that
+     * pack made. */
+    if (len != (i + 1 + DOM_PII_PAD - 1) / DOM_PII_PAD * DOM_PII_PAD) {
+        rc = es_error_set(err, ES_EINVAL, "pii: padding of the wrong length");
+        goto fail;
+    }
+    for (; i < len; i++)
+        if (buf[i] != 0) {
+            rc = es_error_set(err, ES_EINVAL, "pii: padding is not zeros");
+            goto fail;
+        }
+    return ES_OK;
+fail:
+    dom_evt_pii_clear(evt);
+    return rc;
+}
+
 /* --- time ---------------------------------------------------------------- */
 
 #define US_PER_SEC INT64_C(1000000)
@@ -360,21 +554,31 @@ json_t *dom_evt_payload_to_json(const dom_evt *evt)
 {
     json_t *p = new_object();
     const dom_import *h = &evt->human;
+    /* Sealed: the "pii" member stands for every PII field (docs/pii.md). */
+    bool sealed = evt->pii[0] != '\0' && dom_evt_type_has_pii(evt->type);
+    if (sealed)
+        set_new(p, "pii", json_string(evt->pii));
     switch (evt->type) {
     case DOM_EVT_HUMAN_ADDED:
-        set_opt_string(p, "userName", h->user_name);
-        set_opt_string(p, "firstName", h->first_name);
-        set_opt_string(p, "lastName", h->last_name);
-        set_opt_string(p, "nickName", h->nick_name);
-        set_opt_string(p, "displayName", h->display_name);
+        if (!sealed) {
+            set_opt_string(p, "userName", h->user_name);
+            set_opt_string(p, "firstName", h->first_name);
+            set_opt_string(p, "lastName", h->last_name);
+            set_opt_string(p, "nickName", h->nick_name);
+            set_opt_string(p, "displayName", h->display_name);
+        }
         set_opt_string(p, "preferredLanguage", h->preferred_language);
-        set_opt_string(p, "gender", h->gender);
-        set_opt_string(p, "email", h->email);
+        if (!sealed) {
+            set_opt_string(p, "gender", h->gender);
+            set_opt_string(p, "email", h->email);
+        }
         set_new(p, "isEmailVerified", json_boolean(h->is_email_verified));
-        set_opt_string(p, "phone", h->phone);
+        if (!sealed)
+            set_opt_string(p, "phone", h->phone);
         break;
     case DOM_EVT_PHONE_CHANGED:
-        set_new(p, "phone", json_string(evt->phone));
+        if (!sealed)
+            set_new(p, "phone", json_string(evt->phone));
         break;
     case DOM_EVT_PHONE_CODE_SENT:
     case DOM_EVT_PHONE_CODE_SEND_FAILED:
@@ -383,7 +587,8 @@ json_t *dom_evt_payload_to_json(const dom_evt *evt)
         set_new(p, "codeSequence", int64_string(evt->delivery.code_sequence));
         set_opt_string(p, "provider", evt->delivery.provider);
         set_opt_string(p, "messageId", evt->delivery.message_id);
-        set_opt_string(p, "reason", evt->delivery.reason);
+        if (!sealed)
+            set_opt_string(p, "reason", evt->delivery.reason);
         break;
     case DOM_EVT_PHONE_CODE_ADDED:
     case DOM_EVT_OTP_SMS_CODE_ADDED:
@@ -405,12 +610,57 @@ json_t *dom_evt_payload_to_json(const dom_evt *evt)
         set_new(p, "tokenHash", json_string(evt->token_hash));
         break;
     case DOM_EVT_REMOVED:
-        set_new(p, "userName", json_string(evt->user_name));
+        if (!sealed)
+            set_new(p, "userName", json_string(evt->user_name));
         break;
     default:
         break;
     }
     return p;
+}
+
+/* The payload members that hold PII fields, by event type (docs/pii.md). */
+static const char *const pii_members_human[] = { "userName", "firstName", "lastName", "nickName",
+                                                  "displayName", "gender", "email", "phone", NULL };
+static const char *const pii_members_phone[] = { "phone", NULL };
+static const char *const pii_members_removed[] = { "userName", NULL };
+static const char *const pii_members_delivery[] = { "reason", NULL };
+
+static const char *const *pii_members(dom_evt_type t)
+{
+    switch (t) {
+    case DOM_EVT_HUMAN_ADDED: return pii_members_human;
+    case DOM_EVT_PHONE_CHANGED: return pii_members_phone;
+    case DOM_EVT_REMOVED: return pii_members_removed;
+    case DOM_EVT_PHONE_CODE_SENT:
+    case DOM_EVT_PHONE_CODE_SEND_FAILED:
+    case DOM_EVT_OTP_SMS_CODE_SENT:
+    case DOM_EVT_OTP_SMS_CODE_SEND_FAILED: return pii_members_delivery;
+    default: return NULL;
+    }
+}
+
+/* A "pii" member into evt->pii (sealed: *sealed = true). A sealed payload
+ * with a plain PII member beside it is refused: a reader could not tell
+ * which of the two is true. */
+static es_result get_pii(dom_evt *evt, const json_t *payload, bool *sealed, es_error *err)
+{
+    const char *const *members = pii_members(evt->type);
+    *sealed = false;
+    if (!members || !json_object_get(payload, "pii"))
+        return ES_OK;
+    es_result rc = get_string(payload, "pii", false, evt->pii, sizeof evt->pii, err);
+    if (rc != ES_OK)
+        return rc;
+    if (evt->pii[0] == '\0')
+        return es_error_set(err, ES_EINVAL, "event field \"pii\": empty");
+    for (size_t i = 0; members[i]; i++)
+        if (json_object_get(payload, members[i]))
+            return es_error_set(err, ES_EINVAL, "event field \"%s\": in clear beside \"pii\"",
+                                members[i]);
+    *sealed = true;
+    evt->pii_state = DOM_PII_SEALED;
+    return ES_OK;
 }
 
 es_result dom_evt_payload_from_json(dom_evt *evt, const json_t *payload, es_error *err)
@@ -427,13 +677,25 @@ es_result dom_evt_payload_from_json(dom_evt *evt, const json_t *payload, es_erro
     evt->user_name[0] = '\0';
     evt->session_id[0] = '\0';
     evt->token_hash[0] = '\0';
+    memset(evt->pii, 0, sizeof evt->pii);
+    evt->pii_state = DOM_PII_CLEAR;
     if (!json_is_object(payload))
         return es_error_set(err, ES_EINVAL, "event field \"payload\": expected an object");
+    bool sealed;
+    if ((rc = get_pii(evt, payload, &sealed, err)) != ES_OK)
+        return rc;
 
     switch (evt->type) {
     case DOM_EVT_HUMAN_ADDED: {
         /* The phone goes into the state's fixed buffer: it must fit there. */
         char phone[DOM_PHONE_MAX] = "";
+        if (sealed) {
+            if ((rc = get_string(payload, "preferredLanguage", false, h->preferred_language,
+                                 sizeof h->preferred_language, err)) != ES_OK)
+                break;
+            rc = get_bool(payload, "isEmailVerified", &h->is_email_verified, err);
+            break;
+        }
         if ((rc = get_string(payload, "userName", false, h->user_name, sizeof h->user_name,
                              err)) != ES_OK ||
             (rc = get_string(payload, "firstName", false, h->first_name, sizeof h->first_name,
@@ -455,7 +717,8 @@ es_result dom_evt_payload_from_json(dom_evt *evt, const json_t *payload, es_erro
         break;
     }
     case DOM_EVT_PHONE_CHANGED:
-        rc = get_string(payload, "phone", true, evt->phone, sizeof evt->phone, err);
+        if (!sealed)
+            rc = get_string(payload, "phone", true, evt->phone, sizeof evt->phone, err);
         break;
     case DOM_EVT_PHONE_CODE_SENT:
     case DOM_EVT_PHONE_CODE_SEND_FAILED:
@@ -472,7 +735,8 @@ es_result dom_evt_payload_from_json(dom_evt *evt, const json_t *payload, es_erro
             (rc = get_string(payload, "messageId", false, d->message_id, sizeof d->message_id,
                              err)) != ES_OK)
             break;
-        rc = get_string(payload, "reason", false, d->reason, sizeof d->reason, err);
+        if (!sealed)
+            rc = get_string(payload, "reason", false, d->reason, sizeof d->reason, err);
         break;
     }
     case DOM_EVT_PHONE_CODE_ADDED:
@@ -497,7 +761,9 @@ es_result dom_evt_payload_from_json(dom_evt *evt, const json_t *payload, es_erro
         rc = get_string(payload, "tokenHash", true, evt->token_hash, sizeof evt->token_hash, err);
         break;
     case DOM_EVT_REMOVED:
-        rc = get_string(payload, "userName", false, evt->user_name, sizeof evt->user_name, err);
+        if (!sealed)
+            rc = get_string(payload, "userName", false, evt->user_name, sizeof evt->user_name,
+                            err);
         break;
     default:
         break;

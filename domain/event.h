@@ -22,6 +22,39 @@
 #define DOM_EVT_REVISION 1
 #define DOM_CODE_ENC_MAX 256
 
+/* Personal data (docs/pii.md). The PII fields of an event travel sealed as
+ * one payload member "pii": "pii:v1:<base64(nonce | ciphertext | tag)>".
+ * The plaintext is the sealed record (dom_evt_pii_pack): at most
+ * DOM_PII_RECORD_MAX bytes; sealed and encoded it fits DOM_PII_SEALED_MAX. */
+#define DOM_PII_PREFIX "pii:v1:"
+#define DOM_PII_RECORD_MAX 2080
+#define DOM_PII_SEALED_MAX 2832
+#define DOM_PII_PAD 32
+
+/* Field ids of the sealed record, in the order it holds them. */
+typedef enum {
+    DOM_PII_F_END = 0,
+    DOM_PII_F_USER_NAME = 1,    /* human.user_name; user_name (REMOVED) */
+    DOM_PII_F_FIRST_NAME = 2,
+    DOM_PII_F_LAST_NAME = 3,
+    DOM_PII_F_NICK_NAME = 4,
+    DOM_PII_F_DISPLAY_NAME = 5,
+    DOM_PII_F_GENDER = 6,
+    DOM_PII_F_EMAIL = 7,
+    DOM_PII_F_PHONE = 8,        /* human.phone; phone (PHONE_CHANGED) */
+    DOM_PII_F_REASON = 9,       /* delivery.reason (the delivery events) */
+    DOM_PII_F__COUNT
+} dom_pii_field;
+
+/* Where an event's PII fields stand (docs/pii.md, "The sealed payload"). */
+typedef enum {
+    DOM_PII_CLEAR = 0, /* no sealed member: the fields are the payload's, in clear */
+    DOM_PII_SEALED,    /* pii holds the sealed fields; the fields are empty */
+    DOM_PII_OPEN,      /* pii holds them, and the fields their plaintext */
+    DOM_PII_ERASED     /* pii holds them, but the user's key is destroyed:
+                          the fields stay empty */
+} dom_pii_state;
+
 typedef enum {
     DOM_EVT_UNKNOWN = 0,
     DOM_EVT_HUMAN_ADDED,              /* user.human.added */
@@ -78,12 +111,39 @@ typedef struct {
                                           OTP_SMS_CHECK_SUCCEEDED of a session
                                           ("" = none) */
     char token_hash[DOM_TOKEN_HASH_LEN + 1]; /* SESSION_*: the token's SHA-256, hex */
+    /* personal data (docs/pii.md): the sealed member, "" for a plain event;
+     * when set, the payload carries it instead of the PII fields, whatever
+     * pii_state says, so opening or erasing never changes the event's bytes */
+    char pii[DOM_PII_SEALED_MAX];
+    dom_pii_state pii_state;
 } dom_evt;
 
 const char *dom_evt_type_name(dom_evt_type t);   /* "" for UNKNOWN */
 /* The code events: PHONE_CODE_ADDED and OTP_SMS_CODE_ADDED. */
 bool dom_evt_is_code(dom_evt_type t);
 dom_evt_type dom_evt_type_parse(const char *name); /* accepts ZITADEL's mfa names */
+
+/* --- personal data (docs/pii.md) ------------------------------------------ */
+
+/* Whether events of type t have PII fields (and are sealed when sealing is on). */
+bool dom_evt_type_has_pii(dom_evt_type t);
+/* The sealed record of evt's PII fields into buf (cap bytes, at least
+ * DOM_PII_RECORD_MAX): each non-empty field as id, length byte, bytes, in
+ * id order, then DOM_PII_F_END, then zeros to a multiple of DOM_PII_PAD.
+ * ES_EINVAL when evt's type has no PII fields or a field is longer than
+ * 255 bytes. */
+es_result dom_evt_pii_pack(const dom_evt *evt, unsigned char *buf, size_t cap, size_t *len,
+                           es_error *err) ES_WUR;
+/* The fields of a sealed record (len bytes) into evt's PII fields, which
+ * are emptied first; pii and pii_state are left alone. ES_EINVAL (fields
+ * emptied) for a record that is not one pack could have made for evt's
+ * type: an unknown or repeated id, ids out of order, an empty field, a field
+ * that does not fit its place or is not UTF-8 or holds a NUL, padding that
+ * is not zeros. */
+es_result dom_evt_pii_unpack(dom_evt *evt, const unsigned char *buf, size_t len,
+                             es_error *err) ES_WUR;
+/* Empty evt's PII fields (pii and pii_state are left alone). */
+void dom_evt_pii_clear(dom_evt *evt);
 
 /* Payload JSON of evt (new reference; {} for payload-less types). */
 json_t *dom_evt_payload_to_json(const dom_evt *evt);

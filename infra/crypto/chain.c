@@ -318,29 +318,42 @@ static void cb_i64_str(chain_buf *b, int64_t v)
     cb_puts(b, d);
 }
 
-/* dom_evt_payload_to_json's members, sorted. */
+/* dom_evt_payload_to_json's members, sorted; a sealed event's "pii"
+ * member stands for its PII fields (docs/pii.md). */
 static void cb_payload(chain_buf *b, const dom_evt *evt)
 {
     const dom_import *h = &evt->human;
     bool first = true;
+    bool sealed = evt->pii[0] != '\0' && dom_evt_type_has_pii(evt->type);
     cb_putn(b, "{", 1);
     switch (evt->type) {
     case DOM_EVT_HUMAN_ADDED:
-        cb_opt_str(b, "displayName", CB_FIELD(h->display_name), &first);
-        cb_opt_str(b, "email", CB_FIELD(h->email), &first);
-        cb_opt_str(b, "firstName", CB_FIELD(h->first_name), &first);
-        cb_opt_str(b, "gender", CB_FIELD(h->gender), &first);
+        if (!sealed) {
+            cb_opt_str(b, "displayName", CB_FIELD(h->display_name), &first);
+            cb_opt_str(b, "email", CB_FIELD(h->email), &first);
+            cb_opt_str(b, "firstName", CB_FIELD(h->first_name), &first);
+            cb_opt_str(b, "gender", CB_FIELD(h->gender), &first);
+        }
         cb_key(b, "isEmailVerified", &first);
         cb_puts(b, h->is_email_verified ? "true" : "false");
-        cb_opt_str(b, "lastName", CB_FIELD(h->last_name), &first);
-        cb_opt_str(b, "nickName", CB_FIELD(h->nick_name), &first);
-        cb_opt_str(b, "phone", CB_FIELD(h->phone), &first);
+        if (!sealed) {
+            cb_opt_str(b, "lastName", CB_FIELD(h->last_name), &first);
+            cb_opt_str(b, "nickName", CB_FIELD(h->nick_name), &first);
+            cb_opt_str(b, "phone", CB_FIELD(h->phone), &first);
+        } else {
+            cb_opt_str(b, "pii", CB_FIELD(evt->pii), &first);
+        }
         cb_opt_str(b, "preferredLanguage", CB_FIELD(h->preferred_language), &first);
-        cb_opt_str(b, "userName", CB_FIELD(h->user_name), &first);
+        if (!sealed)
+            cb_opt_str(b, "userName", CB_FIELD(h->user_name), &first);
         break;
     case DOM_EVT_PHONE_CHANGED:
-        cb_key(b, "phone", &first);
-        cb_str(b, CB_FIELD(evt->phone));
+        if (!sealed) {
+            cb_key(b, "phone", &first);
+            cb_str(b, CB_FIELD(evt->phone));
+        } else {
+            cb_opt_str(b, "pii", CB_FIELD(evt->pii), &first);
+        }
         break;
     case DOM_EVT_PHONE_CODE_SENT:
     case DOM_EVT_PHONE_CODE_SEND_FAILED:
@@ -349,8 +362,11 @@ static void cb_payload(chain_buf *b, const dom_evt *evt)
         cb_key(b, "codeSequence", &first);
         cb_i64_str(b, evt->delivery.code_sequence);
         cb_opt_str(b, "messageId", CB_FIELD(evt->delivery.message_id), &first);
+        if (sealed)
+            cb_opt_str(b, "pii", CB_FIELD(evt->pii), &first);
         cb_opt_str(b, "provider", CB_FIELD(evt->delivery.provider), &first);
-        cb_opt_str(b, "reason", CB_FIELD(evt->delivery.reason), &first);
+        if (!sealed)
+            cb_opt_str(b, "reason", CB_FIELD(evt->delivery.reason), &first);
         break;
     case DOM_EVT_PHONE_CODE_ADDED:
     case DOM_EVT_OTP_SMS_CODE_ADDED:
@@ -378,8 +394,12 @@ static void cb_payload(chain_buf *b, const dom_evt *evt)
         cb_str(b, CB_FIELD(evt->token_hash));
         break;
     case DOM_EVT_REMOVED:
-        cb_key(b, "userName", &first);
-        cb_str(b, CB_FIELD(evt->user_name));
+        if (!sealed) {
+            cb_key(b, "userName", &first);
+            cb_str(b, CB_FIELD(evt->user_name));
+        } else {
+            cb_opt_str(b, "pii", CB_FIELD(evt->pii), &first);
+        }
         break;
     default:
         break;
