@@ -68,6 +68,13 @@ int fd_component_main(int argc, char **argv, const char *name, int (*loop)(const
 struct es_metrics_server;
 bool fd_metrics_start(const es_config *cfg, const char *component, struct es_metrics_server **out);
 
+/* The personal-data master key of a component that writes or reads events
+ * (docs/pii.md): FACTORD_PII_KEY(_FILE), else $FACTORD_STATE_DIR/pii.key
+ * when it exists. *have false when there is none (warned once: personal data
+ * in clear). false after logging why a configured key is unusable (exit 2).
+ * *min_schema is raised to the key store's schema when there is a key. */
+bool fd_load_pii_key(const es_config *cfg, es_pii_master *m, bool *have, int *min_schema);
+
 /* PostgreSQL for a one-shot tool: one attempt (no retry), the schema at
  * min_schema or later (and present); NULL after logging why not. */
 es_store *fd_open_store(const es_config *cfg, int min_schema);

@@ -143,6 +143,21 @@ bool fd_metrics_start(const es_config *cfg, const char *component, es_metrics_se
     return true;
 }
 
+bool fd_load_pii_key(const es_config *cfg, es_pii_master *m, bool *have, int *min_schema)
+{
+    es_error err = {0};
+    if (es_pii_master_load(cfg, true, m, have, &err) != ES_OK) {
+        es_err("unusable personal-data master key", "error", err.text);
+        return false;
+    }
+    if (!*have)
+        es_warn("no FACTORD_PII_KEY: personal data (names, e-mail, phone) is written to the event log in "
+                "clear and cannot be erased (docs/pii.md)");
+    else if (*min_schema < ES_STORE_PII_SCHEMA)
+        *min_schema = ES_STORE_PII_SCHEMA;
+    return true;
+}
+
 es_store *fd_open_store(const es_config *cfg, int min_schema)
 {
     es_store *st = NULL;

@@ -41,6 +41,8 @@ int fd_process_loop(const es_config *cfgp)
     unsigned char keybytes[32];
     es_codekey ck;
     es_chain_key chain = {0};
+    es_pii_master pii = {0};
+    bool have_pii = false;
 
     bool keys = es_config_code_key(&cfg, keybytes, &err) == ES_OK;
     if (keys) {
@@ -53,12 +55,19 @@ int fd_process_loop(const es_config *cfgp)
         exit_code = 2;
         goto out;
     }
-    es_result rc = fd_connect_store(&cfg, 1, &st);
+    int min_schema = 1;
+    if (!fd_load_pii_key(&cfg, &pii, &have_pii, &min_schema)) {
+        exit_code = 2;
+        goto out;
+    }
+    es_result rc = fd_connect_store(&cfg, min_schema, &st);
     if (rc != ES_OK) {
         exit_code = rc == ES_ETRANSIENT ? 0 : 1;
         goto out;
     }
     es_store_set_chain_key(st, &chain);
+    if (have_pii)
+        es_store_set_pii_master(st, &pii);
     if (chain.is_public)
         es_warn("no FACTORD_CHAIN_KEY: the event log is chained with the public key, which catches "
                 "only accidental or naive edits (docs/audit.md)");
@@ -102,5 +111,6 @@ out:
     es_store_free(st);
     explicit_bzero(&ck, sizeof ck);
     es_chain_key_wipe(&chain);
+    es_pii_master_wipe(&pii);
     return exit_code;
 }

@@ -36,6 +36,8 @@ int fd_project_loop(const es_config *cfgp)
                                  .split_min = (size_t)cfg.projector_split_min};
     unsigned char keybytes[32];
     es_codekey ck;
+    es_pii_master pii = {0};
+    bool have_pii = false;
 
     if (es_config_code_key(&cfg, keybytes, &err) != ES_OK) {
         /* The projector decrypts the codes of returnCode replies. */
@@ -45,13 +47,21 @@ int fd_project_loop(const es_config *cfgp)
     }
     es_codekey_init(&ck, keybytes);
     explicit_bzero(keybytes, sizeof keybytes);
-    es_result rc = fd_connect_store(&cfg, PROJECT_SCHEMA_MIN, &lo.st);
+    int min_schema = PROJECT_SCHEMA_MIN;
+    if (!fd_load_pii_key(&cfg, &pii, &have_pii, &min_schema)) {
+        exit_code = 2;
+        goto out;
+    }
+    es_result rc = fd_connect_store(&cfg, min_schema, &lo.st);
     if (rc == ES_OK && lo.split_min > 0)
-        rc = fd_connect_store(&cfg, PROJECT_SCHEMA_MIN, &lo.st2);
+        rc = fd_connect_store(&cfg, min_schema, &lo.st2);
     if (rc != ES_OK) {
         exit_code = rc == ES_ETRANSIENT ? 0 : 1;
         goto out;
     }
+    /* The projector opens sealed personal data on its main connection. */
+    if (have_pii)
+        es_store_set_pii_master(lo.st, &pii);
     const char *topics[] = {cfg.events_topic, cfg.replies_topic};
     if ((rc = fd_ensure_topics(&cfg, topics, 2)) != ES_OK) {
         exit_code = rc == ES_ETRANSIENT ? 0 : 2;
@@ -95,5 +105,6 @@ out:
     es_store_free(lo.st2);
     es_store_free(lo.st);
     explicit_bzero(&ck, sizeof ck);
+    es_pii_master_wipe(&pii);
     return exit_code;
 }

@@ -116,9 +116,19 @@ int fd_rebuild_main(int argc, char **argv)
         return 2;
     fd_install_signals();
     int exit_code = 1;
-    es_store *st = fd_open_store(&cfg, 1);
+    es_pii_master pii = {0};
+    bool have_pii = false;
+    int min_schema = 1;
+    es_store *st = NULL;
+    if (!fd_load_pii_key(&cfg, &pii, &have_pii, &min_schema)) {
+        exit_code = 2;
+        goto out;
+    }
+    st = fd_open_store(&cfg, min_schema);
     if (!st)
         goto out;
+    if (have_pii)
+        es_store_set_pii_master(st, &pii);
 
     progress_ui ui = {.name = es_rebuild_target_name(target), .tty = isatty(2) == 1, .last_ms = -100000};
     es_rebuild_opts opts = {.target = target, .page_size = (int)page_size, .max_rate = max_rate, .progress = on_progress,
@@ -146,6 +156,7 @@ int fd_rebuild_main(int argc, char **argv)
     exit_code = 0;
 out:
     es_store_free(st);
+    es_pii_master_wipe(&pii);
     es_config_free(&cfg);
     return exit_code;
 }

@@ -52,8 +52,10 @@ static void print_help(void)
         snprintf(left, sizeof left, "--%s %s", flags[f].name, flags[f].arg);
         printf("  %-22s %s\n", left, flags[f].help);
     }
+    printf("  %-22s %s\n", "--open", "personal data in clear (FACTORD_PII_KEY; erased users: \"pii\":\"erased\")");
     printf("\nstdout: one event per line, position order, the events topic's JSON plus \"hash\" (hex;\n"
-           "null before the chain). Exit 0: done; 1: PostgreSQL failed; 2: usage.\n");
+           "null before the chain); personal data sealed as stored unless --open (docs/pii.md).\n"
+           "Exit 0: done; 1: PostgreSQL failed; 2: usage or no key for --open.\n");
 }
 
 static bool parse_pos(const char *s, int64_t *v)
@@ -75,6 +77,10 @@ static int parse_args(int argc, char **argv, es_replay_filter *f)
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             print_help();
             return 1;
+        }
+        if (strcmp(arg, "--open") == 0) {
+            f->open = true;
+            continue;
         }
         int k = F__COUNT;
         const char *value = NULL;
@@ -142,10 +148,20 @@ int fd_replay_main(int argc, char **argv)
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
     if (isatty(STDERR_FILENO))
         f.progress = print_progress;
+    es_pii_master pii = {0};
+    bool have_pii = false;
+    if (f.open && (es_pii_master_load(&cfg, true, &pii, &have_pii, &err) != ES_OK || !have_pii)) {
+        fprintf(stderr, "factord replay: --open: %s\n",
+                have_pii || err.text[0] ? err.text : "no FACTORD_PII_KEY or FACTORD_PII_KEY_FILE");
+        rc = 2;
+        goto out;
+    }
     if (es_store_open(cfg.database_url, &st, &err) != ES_OK) {
         fprintf(stderr, "factord replay: cannot connect to PostgreSQL: %s\n", err.text);
         goto out;
     }
+    if (have_pii)
+        es_store_set_pii_master(st, &pii);
     if (es_audit_replay(st, &f, stdout, &written, &err) != ES_OK) {
         fprintf(stderr, "factord replay: %s%s%s\n", err.text, err.sqlstate[0] ? " SQLSTATE " : "", err.sqlstate);
         goto out;
@@ -155,6 +171,7 @@ int fd_replay_main(int argc, char **argv)
     rc = 0;
 out:
     fflush(stdout);
+    es_pii_master_wipe(&pii);
     es_store_free(st);
     es_config_free(&cfg);
     return rc;

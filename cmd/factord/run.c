@@ -137,6 +137,14 @@ int fd_run_main(int argc, char **argv)
             es_warn("created a DEVELOPMENT hash-chain key; set FACTORD_CHAIN_KEY or FACTORD_CHAIN_KEY_FILE "
                     "for real use",
                     "path", cfg.chain_key_file);
+        if (es_pii_master_ensure_dev(&cfg, &created, &kerr) != ES_OK) {
+            fprintf(stderr, "factord run: %s\n", kerr.text);
+            goto out;
+        }
+        if (created)
+            es_warn("created a DEVELOPMENT personal-data master key; set FACTORD_PII_KEY or "
+                    "FACTORD_PII_KEY_FILE for real use",
+                    "path", cfg.pii_key_file);
     }
 
     if (!cfg.kafka_brokers) {

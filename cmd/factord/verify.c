@@ -218,6 +218,7 @@ int fd_verify_main(int argc, char **argv)
     es_error err = {0};
     es_store *st = NULL;
     es_chain_key key = {0};
+    es_pii_master pii = {0};
     es_verify_report rep;
     memset(&rep, 0, sizeof rep);
     if (a.checkpoint_file && !read_checkpoint_file(a.checkpoint_file, &o)) {
@@ -229,10 +230,18 @@ int fd_verify_main(int argc, char **argv)
         rc = 2;
         goto out;
     }
+    bool have_pii = false;
+    if (es_pii_master_load(&cfg, true, &pii, &have_pii, &err) != ES_OK) {
+        fprintf(stderr, "factord verify: %s\n", err.text);
+        rc = 2;
+        goto out;
+    }
     if (es_store_open(cfg.database_url, &st, &err) != ES_OK) {
         fprintf(stderr, "factord verify: cannot connect to PostgreSQL: %s\n", err.text);
         goto out;
     }
+    if (have_pii)
+        es_store_set_pii_master(st, &pii);
     if (es_audit_verify(st, &key, &o, &rep, &err) != ES_OK) {
         fprintf(stderr, "factord verify: cannot verify: %s%s%s\n", err.text, err.sqlstate[0] ? " SQLSTATE " : "",
                 err.sqlstate);
@@ -268,6 +277,9 @@ int fd_verify_main(int argc, char **argv)
                rep.unchained);
         printf("users       %" PRId64 "\n", rep.users);
     }
+    if (rep.users_sealed)
+        printf("sealed      %" PRId64 " users with sealed personal data: user_name and phone not compared "
+               "(no FACTORD_PII_KEY)\n", rep.users_sealed);
     printf("head        %" PRId64 ":%s\n", rep.head_position, hex);
     if (cp_rc != ES_OK)
         printf("checkpoint  not recorded: %s%s%s\n", cp_err.text, cp_err.sqlstate[0] ? " SQLSTATE " : "",
@@ -299,6 +311,7 @@ out:
     if (a.metrics_file && rc != 2 && !write_metrics(a.metrics_file, completed, &rep, started_s) && rc == 0)
         rc = 1;
     es_chain_key_wipe(&key);
+    es_pii_master_wipe(&pii);
     es_store_free(st);
     es_config_free(&cfg);
     return rc;

@@ -51,6 +51,8 @@ typedef struct {
     char *code_key_file;    /* or a file holding them */
     char *chain_key;        /* secret: 64 hex digits (HMAC-SHA256 of the event hash chain) */
     char *chain_key_file;   /* or a file holding them (infra/crypto/chain.h) */
+    char *pii_key;          /* secret: 64 hex digits (AES-256, personal data: docs/pii.md) */
+    char *pii_key_file;     /* or a file holding them (infra/crypto/pii.h) */
     int64_t code_ttl_s;
     int64_t code_length;
     int64_t otp_sms_code_ttl_s;

@@ -42,6 +42,7 @@
 #include "infra/base/log.h"
 #include "infra/base/metrics.h"
 #include "infra/base/util.h"
+#include "infra/pg/piikeys.h"
 
 /* The relay's factord-reply-to header of m into topic ("" when absent or
  * not a topic name). */
@@ -519,6 +520,11 @@ typedef struct {
 static es_result apply_attempt(void *ctx, es_error *err)
 {
     apply_try *t = ctx;
+    /* Sealed personal data in clear for the read models: one key read per
+     * batch, on the main connection (docs/pii.md, "Reading"). */
+    es_result rc = es_piikeys_open(t->o->st, es_store_pii_master(t->o->st), t->b->evts, t->b->n, err);
+    if (rc != ES_OK)
+        return rc;
     return apply_batch(t->sp, t->o->proj, t->o->split_min, t->b->evts, t->b->reply_to, t->b->n, t->replies,
                        t->n_replies, t->ps, err);
 }

@@ -7,6 +7,7 @@
 #include "infra/components/replay.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@ typedef struct {
     es_audit_ticker ticker;
     es_result rc;          /* a row's failure, which stopped the scan */
     es_error *err;
+    bool open;             /* f->open */
 } replay_state;
 
 static bool replay_row(void *arg, const es_log_row *row)
@@ -32,7 +34,23 @@ static bool replay_row(void *arg, const es_log_row *row)
         rs->rc = row->decoded;
         return false;
     }
-    char *text = es_chain_canonical(&row->evt);
+    char *text = NULL;
+    if (rs->open && (row->evt.pii_state == DOM_PII_OPEN || row->evt.pii_state == DOM_PII_ERASED)) {
+        /* In clear: the fields, or the mark of their erasure (docs/pii.md). */
+        dom_evt *e = malloc(sizeof *e);
+        if (!e)
+            abort();
+        *e = row->evt;
+        e->pii[0] = '\0';
+        json_t *j = dom_evt_to_json(e);
+        if (row->evt.pii_state == DOM_PII_ERASED)
+            json_object_set_new(json_object_get(j, "payload"), "pii", json_string("erased"));
+        text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(j);
+        free(e);
+    } else {
+        text = es_chain_canonical(&row->evt);
+    }
     if (!text) {
         rs->rc = es_error_set(rs->err, ES_EFATAL, "replay: the event at %" PRId64 " cannot be encoded",
                               row->evt.position);
@@ -62,7 +80,7 @@ static bool replay_page_done(void *arg, size_t rows, int64_t last)
 es_result es_audit_replay(es_store *st, const es_replay_filter *f, FILE *out, int64_t *written,
                           es_error *err)
 {
-    replay_state rs = {.out = out, .written = written, .rc = ES_OK, .err = err};
+    replay_state rs = {.out = out, .written = written, .rc = ES_OK, .err = err, .open = f->open};
     es_audit_ticker_start(&rs.ticker, f->progress, f->progress_arg, "replay");
     *written = 0;
 

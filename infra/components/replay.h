@@ -40,13 +40,18 @@ typedef struct {
     int64_t from_position;         /* position >= from (0 = start) */
     int64_t to_position;           /* position <= to (0 = no bound) */
     size_t page;                   /* rows per page; 0 = 10,000 */
+    bool open;                     /* personal data in clear (the store has the
+                                      master key): not the hashed bytes */
     es_audit_progress_fn progress; /* may be NULL */
     void *progress_arg;
 } es_replay_filter;
 
 /* Write the matching events to out as JSON lines in position order: the
  * dom_evt_to_json members (sorted by name: the chain's canonical text)
- * plus "hash" (hex, or null for an unchained event).
+ * plus "hash" (hex, or null for an unchained event). With f->open, a
+ * sealed event's personal data is printed in clear in place of its "pii"
+ * member, or "pii":"erased" when its user is erased (docs/pii.md): such a
+ * line is not the hashed text.
  * *written = lines written. */
 es_result es_audit_replay(es_store *st, const es_replay_filter *f, FILE *out, int64_t *written,
                           es_error *err) ES_WUR;

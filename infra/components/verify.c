@@ -263,6 +263,7 @@ typedef struct {
     dom_user row;            /* its factord.users row */
     bool row_found;
     dom_evt last;            /* its last event */
+    bool sealed;             /* one of its events stayed sealed (no master key) */
     bool stopped;            /* a row's problem, or the chain pass's, stopped the scan */
     const atomic_bool *stop; /* set when the chain pass failed (NULL: not beside it) */
     int64_t rows;
@@ -280,6 +281,14 @@ static bool users_finish(users_state *us)
         audit_bad(us->rep, us->last.instance_id, us->last.aggregate_id, us->last.position,
                   "the user has events but no row in factord.users");
         return false;
+    }
+    if (us->sealed) {
+        /* Without the master key the fold cannot know the personal
+         * columns: take the row's (docs/pii.md, "Reading"). */
+        us->rep->users_sealed++;
+        memcpy(us->fold.user_name, us->row.user_name, sizeof us->fold.user_name);
+        memcpy(us->fold.phone, us->row.phone, sizeof us->fold.phone);
+        memcpy(us->fold.verified_phone, us->row.verified_phone, sizeof us->fold.verified_phone);
     }
     const char *col = audit_user_diff(&us->fold, &us->row);
     if (col) {
@@ -320,6 +329,7 @@ static bool users_row_check(users_state *us, const es_log_row *row)
             return false;
         }
         us->have = true;
+        us->sealed = false;
         memset(&us->fold, 0, sizeof us->fold);
         /* The reader decodes a user's row on the user's first event. */
         us->row_found = row->has_user;
@@ -333,6 +343,8 @@ static bool users_row_check(users_state *us, const es_log_row *row)
             us->row = row->user;
         }
     }
+    if (evt->pii_state == DOM_PII_SEALED)
+        us->sealed = true;
     dom_user_apply(&us->fold, evt);
     us->last = *evt;
     return true;

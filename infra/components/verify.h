@@ -81,6 +81,10 @@ typedef struct {
     int64_t unchained;              /* events without a hash (a prefix) */
     int64_t users;                  /* users folded and compared (incremental: those with
                                        an event above from_position) */
+    int64_t users_sealed;           /* ... of which with sealed personal data that
+                                       this run could not open (no FACTORD_PII_KEY):
+                                       user_name, phone and verified_phone
+                                       were not compared (docs/pii.md) */
     int64_t head_position;          /* the last chained event (0: none) */
     unsigned char head_hash[ES_CHAIN_HASH_LEN];
     int64_t chain_start;            /* the counter's value at migration 0009 */

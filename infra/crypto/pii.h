@@ -24,6 +24,7 @@
 
 #include "domain/errors.h"
 #include "domain/event.h"
+#include "infra/base/config.h"
 
 #define ES_PII_KEY_LEN 32
 #define ES_PII_WRAPPED_LEN 60 /* nonce(12) | AES-256-GCM(master, data key)(32) | tag(16) */
@@ -41,6 +42,19 @@ typedef struct {
 } es_pii_key;
 
 void es_pii_master_init(es_pii_master *m, const unsigned char key[ES_PII_KEY_LEN]);
+/* A master key from 64 hex digits (trailing white space allowed). */
+es_result es_pii_master_from_hex(const char *hex, es_pii_master *m, es_error *err) ES_WUR;
+/* The master key from FACTORD_PII_KEY or FACTORD_PII_KEY_FILE; else, when
+ * dev_fallback, from $FACTORD_STATE_DIR/pii.key if that file exists.
+ * *have = false (ES_OK) when there is none: personal data stays in clear.
+ * ES_EINVAL when a configured key is not 64 hex digits or its file cannot
+ * be read. */
+es_result es_pii_master_load(const es_config *cfg, bool dev_fallback, es_pii_master *m, bool *have,
+                             es_error *err) ES_WUR;
+/* `factord run` without a configured key: create $FACTORD_STATE_DIR/pii.key
+ * (64 hex digits, mode 0600) once, and point cfg->pii_key_file at it (cfg
+ * owns the new string). *created (may be NULL) says whether it was made now. */
+es_result es_pii_master_ensure_dev(es_config *cfg, bool *created, es_error *err) ES_WUR;
 void es_pii_master_wipe(es_pii_master *m); /* NULL-safe */
 void es_pii_key_wipe(es_pii_key *k);       /* NULL-safe */
 

@@ -19,9 +19,11 @@
 #include <string.h>
 
 #include "infra/base/util.h"
+#include "infra/pg/piikeys.h"
 
 struct es_logread {
     PGconn *conn;
+    const es_pii_master *pii; /* the store's personal-data master key, or NULL */
     bool own_conn;   /* a shared reader's connection, finished by es_logread_end */
 };
 
@@ -118,8 +120,10 @@ es_result es_logread_begin(es_store *st, es_logread **out, es_error *err)
     PGconn *conn = es_store_conn(st);
     *out = NULL;
     es_result rc = logread_tx_begin(conn, err);
-    if (rc == ES_OK)
+    if (rc == ES_OK) {
         *out = logread_new(conn, false);
+        (*out)->pii = es_store_pii_master(st);
+    }
     return rc;
 }
 
@@ -180,6 +184,7 @@ es_result es_logread_share(es_logread *r, es_logread **out, es_error *err)
     *out = NULL;
     if (c2) {
         *out = logread_new(c2, true);
+        (*out)->pii = r->pii;
         return ES_OK;
     }
     if (PQtransactionStatus(r->conn) != PQTRANS_INERROR)
@@ -215,11 +220,19 @@ typedef enum { SCAN_CHAIN, SCAN_USERS, SCAN_REPLAY } logread_kind;
 
 /* Columns after the event's (ES_STORE_EVENT_COLUMNS) in each scan. */
 enum { CHAIN_HASH = ES_STORE_EVENT_NCOLUMNS, CHAIN_AGGTYPE };
-enum { REPLAY_HASH = ES_STORE_EVENT_NCOLUMNS };
-enum { USERS_HAS = ES_STORE_EVENT_NCOLUMNS, USERS_USER };
+enum { REPLAY_HASH = ES_STORE_EVENT_NCOLUMNS, REPLAY_KEY };
+enum { USERS_HAS = ES_STORE_EVENT_NCOLUMNS, USERS_USER, USERS_KEY = USERS_USER + ES_STORE_USER_NCOLUMNS };
+/* The user's factord.pii_keys row beside each event of the replay and
+ * users scans (docs/pii.md): whether there is one, the wrapped key in hex
+ * (NULL: a tombstone), the master key's id. */
+#define LOGREAD_KEY_COLUMNS ", k.found IS NOT NULL, encode(k.wrapped, 'hex'), k.master_id"
+#define LOGREAD_KEY_JOIN                                                                         \
+    " LEFT JOIN LATERAL (SELECT true AS found, k.wrapped, k.master_id FROM factord.pii_keys k"  \
+    "   WHERE k.instance_id = e.instance_id AND k.user_id = e.aggregate_id LIMIT 1) AS k ON true"
 
 typedef struct {
     logread_kind kind;
+    const es_pii_master *pii;  /* replay and users scans: opens sealed personal data */
     const char *what;          /* names the statement in errors */
     const char *first_sql;     /* the first page */
     int n_first;
@@ -250,6 +263,19 @@ static void scan_next_key(logread_scan *s, const PGresult *res, int n)
     }
 }
 
+/* A decoded event's sealed personal data opened with the key row read
+ * beside it (LOGREAD_KEY_COLUMNS from column base), or marked erased; a
+ * failure becomes the row's decode error. */
+static void scan_open(const logread_scan *s, const PGresult *res, int r, int base, es_log_row *row)
+{
+    if (row->decoded != ES_OK)
+        return;
+    bool has_row = PQgetvalue(res, r, base)[0] == 't';
+    const char *hex = PQgetisnull(res, r, base + 1) ? NULL : PQgetvalue(res, r, base + 1);
+    row->decoded = es_piikeys_open_row(s->pii, &row->evt, has_row, hex, PQgetvalue(res, r, base + 2),
+                                       &row->decode_err);
+}
+
 static void scan_row(logread_scan *s, const PGresult *res, int r, es_log_row *row)
 {
     row->position_ok = es_parse_i64(PQgetvalue(res, r, ES_EVT_COL_POSITION), &row->position);
@@ -274,6 +300,7 @@ static void scan_row(logread_scan *s, const PGresult *res, int r, es_log_row *ro
     case SCAN_REPLAY:
         if (!PQgetisnull(res, r, REPLAY_HASH))
             row->hash_hex = PQgetvalue(res, r, REPLAY_HASH);
+        scan_open(s, res, r, REPLAY_KEY, row);
         break;
     case SCAN_USERS: {
         /* Every event of one user carries the same users row (one
@@ -287,6 +314,7 @@ static void scan_row(logread_scan *s, const PGresult *res, int r, es_log_row *ro
             strcpy(s->prev_user, row->aggregate_id);
         }
         row->has_user = PQgetvalue(res, r, USERS_HAS)[0] == 't';
+        scan_open(s, res, r, USERS_KEY, row);
         if (first && row->has_user) {
             row->user_decoded = true;
             row->user_err.text[0] = '\0';
@@ -384,9 +412,10 @@ es_result es_logread_chain(es_logread *r, int64_t after, size_t page, es_log_row
  * ES_STORE_USER_COLUMNS qualified by the join's alias. */
 #define LOGREAD_USERS_SELECT                                                                     \
     "SELECT " ES_STORE_EVENT_COLUMNS ", u.user_id IS NOT NULL,"                                 \
-    LOGREAD_USER_COLUMNS                                                                         \
+    LOGREAD_USER_COLUMNS LOGREAD_KEY_COLUMNS                                                     \
     "  FROM factord.events e LEFT JOIN LATERAL (SELECT * FROM factord.users u"                  \
-    "    WHERE u.instance_id = e.instance_id AND u.user_id = e.aggregate_id LIMIT 1) AS u ON true"
+    "    WHERE u.instance_id = e.instance_id AND u.user_id = e.aggregate_id LIMIT 1) AS u ON true" \
+    LOGREAD_KEY_JOIN
 #define LOGREAD_USERS_ORDER                                                                      \
     " ORDER BY e.instance_id, e.aggregate_type, e.aggregate_id, e.sequence LIMIT $1::bigint"
 #define LOGREAD_USERS_FIRST_SQL LOGREAD_USERS_SELECT LOGREAD_USERS_ORDER
@@ -405,6 +434,7 @@ es_result es_logread_users(es_logread *r, size_t page, es_log_row_fn row, es_log
     if (!s)
         abort();
     s->kind = SCAN_USERS;
+    s->pii = r->pii;
     s->what = "verify: read users' events";
     s->first_sql = LOGREAD_USERS_FIRST_SQL;
     s->n_first = 1;
@@ -428,7 +458,7 @@ es_result es_logread_users(es_logread *r, size_t page, es_log_row_fn row, es_log
 #define LOGREAD_SINCE_SQL                                                                        \
     "DECLARE factord_verify_since NO SCROLL CURSOR FOR"                                          \
     " SELECT " ES_STORE_EVENT_COLUMNS ", u.user_id IS NOT NULL,"                                \
-    LOGREAD_USER_COLUMNS                                                                         \
+    LOGREAD_USER_COLUMNS LOGREAD_KEY_COLUMNS                                                     \
     "  FROM (SELECT DISTINCT t.instance_id, t.aggregate_type, t.aggregate_id"                   \
     "          FROM factord.events t WHERE t.position > $1::bigint ORDER BY 1, 2, 3) AS w"       \
     " CROSS JOIN LATERAL (SELECT * FROM factord.events e0 WHERE e0.instance_id = w.instance_id"  \
@@ -436,6 +466,7 @@ es_result es_logread_users(es_logread *r, size_t page, es_log_row_fn row, es_log
     "     ORDER BY e0.sequence) AS e"                                                            \
     " LEFT JOIN LATERAL (SELECT * FROM factord.users u"                                          \
     "    WHERE u.instance_id = e.instance_id AND u.user_id = e.aggregate_id LIMIT 1) AS u ON true" \
+    LOGREAD_KEY_JOIN                                                                             \
     " ORDER BY w.instance_id, w.aggregate_type, w.aggregate_id, e.sequence"
 
 es_result es_logread_users_since(es_logread *r, int64_t after, size_t page, es_log_row_fn row,
@@ -466,6 +497,7 @@ es_result es_logread_users_since(es_logread *r, int64_t after, size_t page, es_l
     if (!s)
         abort();
     s->kind = SCAN_USERS;
+    s->pii = r->pii;
     s->what = "verify: read the events of the users touched since the checkpoint";
     s->first_sql = fetch;
     s->next_sql = fetch;
@@ -536,8 +568,8 @@ out:
 /* NULL parameters switch a condition off; the statement is planned with the
  * values (unnamed), so the switched-off ones fold away. */
 #define LOGREAD_REPLAY_SQL                                                                       \
-    "SELECT " ES_STORE_EVENT_COLUMNS ", encode(e.hash, 'hex')"                                  \
-    "  FROM factord.events e"                                                                    \
+    "SELECT " ES_STORE_EVENT_COLUMNS ", encode(e.hash, 'hex')" LOGREAD_KEY_COLUMNS              \
+    "  FROM factord.events e" LOGREAD_KEY_JOIN                                                   \
     " WHERE e.position > $1::bigint"                                                             \
     "   AND ($2::bigint IS NULL OR e.position <= $2::bigint)"                                    \
     "   AND ($3::text IS NULL OR e.instance_id = $3)"                                            \
@@ -600,7 +632,7 @@ es_result es_logread_replay(es_store *st, const es_log_filter *f, size_t page, e
                             f->has_since ? since_s : NULL,
                             f->has_until ? until_s : NULL,
                             page_s};
-    logread_scan s = {.kind = SCAN_REPLAY, .what = "replay: read events",
+    logread_scan s = {.kind = SCAN_REPLAY, .pii = es_store_pii_master(st), .what = "replay: read events",
                       .first_sql = LOGREAD_REPLAY_SQL, .n_first = 9,
                       .next_sql = LOGREAD_REPLAY_SQL, .n_next = 9,
                       .params = params, .after = after_s, .after_len = sizeof after_s};

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "infra/base/util.h"
+#include "infra/pg/piikeys.h"
 
 /* Advisory lock class 'frbd' (two-int form, like the store's): one
  * rebuild per projection and database at a time. */
@@ -336,6 +337,12 @@ es_result es_rbsql_read_page(es_store *st, int64_t after, int limit, dom_evt *ev
     }
     if (rc == ES_OK && got && !es_parse_i64(PQgetvalue(res, (int)got - 1, ES_EVT_COL_POSITION), last))
         rc = es_error_set(err, ES_EFATAL, "rebuild: read events: malformed position");
+    /* Personal data in clear for the fold, one key read per page (docs/pii.md). */
+    if (rc == ES_OK && (rc = es_piikeys_open(st, es_store_pii_master(st), evts, k, err)) != ES_OK) {
+        char why[sizeof err->text];
+        snprintf(why, sizeof why, "%s", err ? err->text : "");
+        rc = es_error_set(err, rc, "rebuild: %s", why);
+    }
     if (rc == ES_OK) {
         *rows = got;
         *n = k;

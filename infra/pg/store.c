@@ -38,6 +38,7 @@
 #include <strings.h>
 
 #include "infra/crypto/chain.h"
+#include "infra/pg/piikeys.h"
 #include "infra/base/jsonw.h"
 #include "infra/base/log.h"
 #include "infra/pg/migrations.h"
@@ -264,6 +265,8 @@ struct es_store {
     uint32_t prepared;   /* bit q: store_stmts[q] is prepared on conn */
     es_chain_hasher *chain; /* the chain key's hasher; NULL until the first
                                write or es_store_set_chain_key */
+    es_pii_master pii;      /* the personal-data master key, when has_pii */
+    bool has_pii;
 };
 _Static_assert(Q__COUNT <= 32, "es_store.prepared has a bit per statement");
 
@@ -454,6 +457,7 @@ void es_store_free(es_store *st)
         return;
     PQfinish(st->conn);
     es_chain_hasher_free(st->chain);
+    es_pii_master_wipe(&st->pii);
     for (int i = 0; i < STORE_COLS; i++)
         es_pga_free(&st->cols[i]);
     free(st);
@@ -463,6 +467,19 @@ void es_store_set_chain_key(es_store *st, const es_chain_key *key)
 {
     es_chain_hasher_free(st->chain);
     st->chain = es_chain_hasher_new(key);
+}
+
+void es_store_set_pii_master(es_store *st, const es_pii_master *m)
+{
+    es_pii_master_wipe(&st->pii);
+    st->has_pii = m != NULL;
+    if (m)
+        st->pii = *m;
+}
+
+const es_pii_master *es_store_pii_master(const es_store *st)
+{
+    return st->has_pii ? &st->pii : NULL;
 }
 
 PGconn *es_store_conn(es_store *st) { return st->conn; }
@@ -1181,6 +1198,10 @@ es_result es_store_write(es_store *st, es_write *w, es_error *err)
         es_chain_key_public(&pub);
         st->chain = es_chain_hasher_new(&pub);
     }
+    /* Personal data is sealed before the canonical bytes are built: the
+     * chain covers the sealed bytes (docs/pii.md). */
+    if (w->n_events && st->has_pii && (rc = es_piikeys_seal(st, &st->pii, w->events, w->n_events, err)) != ES_OK)
+        goto out;
     /* Encode what follows the counter before touching it, the events'
      * canonical bytes (without their positions) included. */
     if (w->n_events) {
@@ -1362,6 +1383,10 @@ es_result es_store_user_events(es_store *st, const char *instance_id, const char
         if (rc != ES_OK)
             goto out;
     }
+    PQclear(res);
+    res = NULL;
+    if ((rc = es_piikeys_open(st, es_store_pii_master(st), evts, rows, err)) != ES_OK)
+        goto out;
     *out = evts;
     *n = rows;
     evts = NULL;

@@ -32,6 +32,7 @@
 #include "domain/user.h"
 #include "infra/base/backoff.h"
 #include "infra/crypto/chain.h"
+#include "infra/crypto/pii.h"
 
 typedef struct es_store es_store;
 
@@ -60,6 +61,15 @@ es_result es_store_reset(es_store *st, es_error *err) ES_WUR;
  * it is set, the public key is used. Every writer of one database must use
  * the same key, or `factord verify` fails at the first event of another. */
 void es_store_set_chain_key(es_store *st, const es_chain_key *key);
+
+/* The personal-data master key (infra/crypto/pii.h; copied; NULL: none).
+ * With one, es_store_write seals every event's PII fields under its user's
+ * data key (infra/pg/piikeys.h) and es_store_user_events opens them;
+ * without, events are written in clear and a sealed one read back is an
+ * error (docs/pii.md). Needs the schema at ES_STORE_PII_SCHEMA. */
+#define ES_STORE_PII_SCHEMA 17
+void es_store_set_pii_master(es_store *st, const es_pii_master *m);
+const es_pii_master *es_store_pii_master(const es_store *st); /* NULL: none */
 
 /* Apply every migration not yet applied, each in its own transaction, under
  * an advisory lock so concurrent migrators wait. *applied = how many ran. */

@@ -158,6 +158,10 @@ es_store *h_store(const h_env *e)
     es_store *st = NULL;
     es_error err = {0};
     cr_assert_eq(es_store_open(e->db_url, &st, &err), ES_OK, "connect: %s", err.text);
+    es_pii_master m;
+    cr_assert_eq(es_pii_master_from_hex(H_PII_KEY, &m, NULL), ES_OK);
+    es_store_set_pii_master(st, &m);
+    es_pii_master_wipe(&m);
     return st;
 }
 
@@ -191,6 +195,7 @@ static void child_env(const h_env *e, const char *const *env)
         setenv("FACTORD_PROJECTOR_GROUP", proj_group, 1);
         setenv("FACTORD_CODE_KEY", H_CODE_KEY, 1);
         setenv("FACTORD_CHAIN_KEY", H_CHAIN_KEY, 1);
+        setenv("FACTORD_PII_KEY", H_PII_KEY, 1);
         setenv("FACTORD_SESSION_TIMEOUT_MS", "6000", 1);
     }
     unsetenv("FACTORD_FAILPOINT");

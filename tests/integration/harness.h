@@ -21,6 +21,9 @@
 #define H_CODE_KEY "3f1c2b4a5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7a8"
 /* The event log's chain key of every spawned component (docs/audit.md). */
 #define H_CHAIN_KEY "9a8b7c6d5e4f30211203f4e5d6c7b8a99a8b7c6d5e4f30211203f4e5d6c7b8a9"
+/* The personal-data master key of every spawned component and of the
+ * tests' own stores (docs/pii.md): sealing is on in every integration test. */
+#define H_PII_KEY "5e1a2b3c4d5e6f708192a3b4c5d6e7f8112233445566778899aabbccddeeff00"
 
 typedef struct {
     char name[64];          /* test name, for logs */

@@ -22,6 +22,14 @@ const char *itest_database_url(void)
     return url;
 }
 
+void itest_set_pii_key(es_store *st)
+{
+    es_pii_master m;
+    cr_assert_eq(es_pii_master_from_hex(ITEST_PII_KEY, &m, NULL), ES_OK);
+    es_store_set_pii_master(st, &m);
+    es_pii_master_wipe(&m);
+}
+
 es_store *itest_open_url(const char *url)
 {
     es_store *st = NULL;
@@ -29,6 +37,7 @@ es_store *itest_open_url(const char *url)
     es_result rc = es_store_open(url, &st, &err);
     cr_assert_eq(rc, ES_OK, "cannot connect to the test database: %s (%s)", err.text,
                  es_result_name(rc));
+    itest_set_pii_key(st);
     return st;
 }
 

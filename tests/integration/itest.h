@@ -24,6 +24,12 @@
 #include "domain/user.h"
 #include "infra/pg/store.h"
 
+/* The personal-data master key of the tests' stores and spawned components
+ * (docs/pii.md): every store itest_open and h_store return seals and opens
+ * personal data with it. */
+#define ITEST_PII_KEY "5e1a2b3c4d5e6f708192a3b4c5d6e7f8112233445566778899aabbccddeeff00"
+void itest_set_pii_key(es_store *st);
+
 /* FACTORD_TEST_DATABASE_URL; fails the test when unset or empty. */
 const char *itest_database_url(void);
 

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "infra/pg/migrations.h"
+#include "infra/pg/piikeys.h"
 #include "infra/base/log.h"
 #include "infra/pg/pgarr.h"
 #include "infra/components/projector.h"
@@ -782,6 +783,13 @@ Test(store, read_outbound_merges_events_and_outbox_in_position_order)
                 es_error derr = {0};
                 cr_assert_eq(dom_evt_from_json(j, &back, &derr), ES_OK, "%s", derr.text);
                 json_decref(j);
+                /* personal data leaves sealed (docs/pii.md) and opens with the user's key */
+                if (dom_evt_type_has_pii(e->type)) {
+                    cr_assert_eq(back.pii_state, DOM_PII_SEALED, "%s", r->value);
+                    if (e->phone[0])
+                        cr_assert_null(strstr(r->value, e->phone), "%s", r->value);
+                    assert_ok(es_piikeys_open(st, es_store_pii_master(st), &back, 1, &derr), &derr, "open");
+                }
                 cr_assert_eq(back.position, e->position);
                 cr_assert_eq(back.sequence, e->sequence);
                 cr_assert_eq(back.type, e->type);
@@ -1402,5 +1410,94 @@ Test(store, keyed_batch_statements_probe_by_key_at_any_size, .timeout = 120)
     free(found);
     free(us);
     free(ev);
+    es_store_free(st);
+}
+
+/* Personal data (docs/pii.md): a user's first event creates its key in the
+ * same transaction; the stored payloads hold no plaintext; the store reads
+ * them back in clear; a store without the master key, another master key,
+ * or a key row moved to another user refuses to read them; a batch without
+ * PII events writes no key. */
+Test(store, personal_data_is_sealed_with_a_key_per_user)
+{
+    es_store *st = itest_open();
+    es_error err = {0};
+    char inst[DOM_ID_MAX];
+    itest_instance(inst);
+    dom_evt ev[4];
+    itest_event(&ev[0], inst, "ada", 1, DOM_EVT_HUMAN_ADDED);
+    snprintf(ev[0].human.email, sizeof ev[0].human.email, "ada@example.org");
+    itest_event(&ev[1], inst, "ada", 2, DOM_EVT_PHONE_CHANGED);
+    snprintf(ev[1].phone, sizeof ev[1].phone, "+41791112233");
+    itest_event(&ev[2], inst, "bob", 1, DOM_EVT_HUMAN_ADDED);
+    snprintf(ev[2].human.first_name, sizeof ev[2].human.first_name, "Roberto");
+    itest_event(&ev[3], inst, "bob", 2, DOM_EVT_LOCKED);
+    assert_ok(itest_write_events(st, ev, 4, &err), &err, "write");
+
+    const char *p[] = {inst};
+    PGresult *res = itest_sql(st, "SELECT string_agg(payload::text, ' ') FROM factord.events WHERE instance_id = $1",
+                              1, p);
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+    const char *all = PQgetvalue(res, 0, 0);
+    static const char *const plain[] = {"ada@example.org", "+41791112233", "Lovelace", "Roberto", "\"Ada\""};
+    for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++)
+        cr_assert_null(strstr(all, plain[i]), "%s in %s", plain[i], all);
+    cr_assert_not_null(strstr(all, "pii:v1:"), "%s", all);
+    PQclear(res);
+    res = itest_sql(st, "SELECT count(*), min(octet_length(wrapped)) FROM factord.pii_keys WHERE instance_id = $1",
+                    1, p);
+    cr_assert_str_eq(PQgetvalue(res, 0, 0), "2", "one key per user");
+    cr_assert_str_eq(PQgetvalue(res, 0, 1), "60");
+    PQclear(res);
+
+    dom_evt *got = NULL;
+    size_t n = 0;
+    assert_ok(es_store_user_events(st, inst, "ada", &got, &n, &err), &err, "read");
+    cr_assert_eq(n, 2);
+    cr_assert_eq(got[0].pii_state, DOM_PII_OPEN);
+    cr_assert_str_eq(got[0].human.email, "ada@example.org");
+    cr_assert_str_eq(got[0].human.last_name, "Lovelace");
+    cr_assert_str_eq(got[1].phone, "+41791112233");
+    free(got);
+
+    /* a later batch reuses the key */
+    dom_evt more;
+    itest_event(&more, inst, "ada", 3, DOM_EVT_PHONE_CHANGED);
+    assert_ok(itest_write_events(st, &more, 1, &err), &err, "write again");
+    assert_ok(es_store_user_events(st, inst, "ada", &got, &n, &err), &err, "read again");
+    cr_assert_eq(n, 3);
+    cr_assert_str_eq(got[2].phone, more.phone);
+    free(got);
+
+    /* without the master key, with another one: refused, not shown empty */
+    es_store *bare = NULL;
+    assert_ok(es_store_open(itest_database_url(), &bare, &err), &err, "open");
+    cr_assert_eq(es_store_user_events(bare, inst, "ada", &got, &n, &err), ES_EFATAL);
+    cr_assert(strstr(err.text, "FACTORD_PII_KEY"), "%s", err.text);
+    es_pii_master other;
+    assert_ok(es_pii_master_from_hex("ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100", &other, &err),
+              &err, "key");
+    es_store_set_pii_master(bare, &other);
+    cr_assert_eq(es_store_user_events(bare, inst, "ada", &got, &n, &err), ES_EFATAL);
+    cr_assert(strstr(err.text, other.key_id), "%s", err.text);
+    es_store_free(bare);
+
+    /* bob's wrapped key copied onto ada's row does not unwrap there */
+    itest_exec(st, "UPDATE factord.pii_keys a SET wrapped = b.wrapped FROM factord.pii_keys b"
+                   " WHERE a.instance_id = $1 AND a.user_id = 'ada' AND b.instance_id = $1 AND b.user_id = 'bob'",
+               1, p);
+    cr_assert_eq(es_store_user_events(st, inst, "ada", &got, &n, &err), ES_EFATAL);
+    cr_assert(strstr(err.text, "does not unwrap"), "%s", err.text);
+    assert_ok(es_store_user_events(st, inst, "bob", &got, &n, &err), &err, "bob still reads");
+    cr_assert_str_eq(got[0].human.first_name, "Roberto");
+    free(got);
+
+    /* events without personal data make no key */
+    dom_evt plain_evt;
+    itest_event(&plain_evt, inst, "carol", 1, DOM_EVT_LOCKED);
+    assert_ok(itest_write_events(st, &plain_evt, 1, &err), &err, "write carol");
+    res = itest_sql(st, "SELECT count(*) FROM factord.pii_keys WHERE instance_id = $1 AND user_id = 'carol'", 1, p);
+    cr_assert_str_eq(PQgetvalue(res, 0, 0), "0");
+    PQclear(res);
     es_store_free(st);
 }

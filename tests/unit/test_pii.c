@@ -7,7 +7,10 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "domain/event.h"
 #include "infra/crypto/chain.h"
@@ -426,4 +429,66 @@ Test(pii_keys, wrap_and_unwrap)
     cr_assert_eq(dek.key[0] | dek.key[15] | dek.key[31], 0);
     es_pii_master_wipe(&m);
     cr_assert_eq(m.key[0], 0);
+}
+
+/* The master key: from the setting, from its file, from `factord run`'s
+ * development file, or none (personal data in clear). */
+Test(pii_keys, master_key_sources)
+{
+    char dir[] = "/tmp/factord-pii-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    es_config cfg = {0};
+    cfg.state_dir = dir;
+    es_error err = {0};
+    es_pii_master m;
+    bool have = true;
+    cr_assert_eq(es_pii_master_load(&cfg, true, &m, &have, &err), ES_OK, "%s", err.text);
+    cr_assert_not(have, "no key anywhere: none");
+
+    char hex[] = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    cfg.pii_key = hex;
+    cr_assert_eq(es_pii_master_load(&cfg, true, &m, &have, &err), ES_OK, "%s", err.text);
+    cr_assert(have);
+    cr_assert_eq(m.key[1], 1);
+    cr_assert_eq(m.key[31], 0x1f);
+    es_pii_master h;
+    cr_assert_eq(es_pii_master_from_hex(hex, &h, &err), ES_OK);
+    cr_assert_str_eq(h.key_id, m.key_id);
+    char bad[] = "0001";
+    cfg.pii_key = bad;
+    cr_assert_eq(es_pii_master_load(&cfg, true, &m, &have, &err), ES_EINVAL);
+    cr_assert(strstr(err.text, "FACTORD_PII_KEY"), "%s", err.text);
+    cr_assert_not(have);
+    cr_assert_eq(es_pii_master_from_hex("zz0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", &h, &err),
+                 ES_EINVAL);
+    cfg.pii_key = NULL;
+
+    /* `factord run`: a development key, made once, then found by the tools */
+    bool created = false;
+    cr_assert_eq(es_pii_master_ensure_dev(&cfg, &created, &err), ES_OK, "%s", err.text);
+    cr_assert(created);
+    cr_assert_not_null(cfg.pii_key_file);
+    es_pii_master a, b;
+    cr_assert_eq(es_pii_master_load(&cfg, false, &a, &have, &err), ES_OK, "%s", err.text);
+    cr_assert(have);
+    free(cfg.pii_key_file);
+    cfg.pii_key_file = NULL;
+    cr_assert_eq(es_pii_master_load(&cfg, false, &b, &have, &err), ES_OK);
+    cr_assert_not(have, "without the fallback the state folder is not read");
+    cr_assert_eq(es_pii_master_load(&cfg, true, &b, &have, &err), ES_OK);
+    cr_assert(have);
+    cr_assert_str_eq(a.key_id, b.key_id);
+    cr_assert_eq(es_pii_master_ensure_dev(&cfg, &created, &err), ES_OK);
+    cr_assert_not(created, "made once");
+    es_pii_master c;
+    cr_assert_eq(es_pii_master_load(&cfg, false, &c, &have, &err), ES_OK);
+    cr_assert_str_eq(c.key_id, a.key_id);
+    free(cfg.pii_key_file);
+    char path[256];
+    snprintf(path, sizeof path, "%s/pii.key", dir);
+    struct stat sb;
+    cr_assert_eq(stat(path, &sb), 0);
+    cr_assert_eq(sb.st_mode & 0777, 0600);
+    unlink(path);
+    rmdir(dir);
 }

@@ -1,0 +1,306 @@
+/*
+ * infra/pg/piikeys.c - the key store of sealed personal data (see piikeys.h).
+ */
+#include "infra/pg/piikeys.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infra/pg/pgarr.h"
+
+/* One user of a batch: its ids (borrowed from an event) and its key. */
+typedef struct {
+    const char *instance_id, *user_id;
+    enum { SLOT_NONE, SLOT_KEY, SLOT_ERASED } state;
+    es_pii_key key;
+} slot;
+
+static int slot_cmp(const void *a, const void *b)
+{
+    const slot *x = a, *y = b;
+    int c = strcmp(x->instance_id, y->instance_id);
+    return c ? c : strcmp(x->user_id, y->user_id);
+}
+
+static slot *slot_find(slot *slots, size_t n, const char *instance_id, const char *user_id)
+{
+    slot k = {.instance_id = instance_id, .user_id = user_id};
+    return bsearch(&k, slots, n, sizeof *slots, slot_cmp);
+}
+
+/* The distinct users of the events that want(evt) into *out (malloc'd,
+ * sorted); their count. */
+static size_t slots_of(const dom_evt *evts, size_t n, bool (*want)(const dom_evt *), slot **out)
+{
+    slot *s = calloc(n ? n : 1, sizeof *s);
+    if (!s)
+        abort();
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (want(&evts[i])) {
+            s[k].instance_id = evts[i].instance_id;
+            s[k].user_id = evts[i].aggregate_id;
+            k++;
+        }
+    qsort(s, k, sizeof *s, slot_cmp);
+    size_t d = 0;
+    for (size_t i = 0; i < k; i++)
+        if (d == 0 || slot_cmp(&s[d - 1], &s[i]) != 0)
+            s[d++] = s[i];
+    *out = s;
+    return d;
+}
+
+static void slots_free(slot *s, size_t n)
+{
+    for (size_t i = 0; s && i < n; i++)
+        es_pii_key_wipe(&s[i].key);
+    free(s);
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* A key row's wrapped key (hex, master id) unwrapped into *key. */
+static es_result unwrap_row(const es_pii_master *m, const char *inst, const char *user, const char *hex,
+                            const char *master_id, es_pii_key *key, es_error *err)
+{
+    if (strcmp(master_id, m->key_id) != 0)
+        return es_error_set(err, ES_EFATAL,
+                            "personal data: the key of user %.100s (instance %.100s) is wrapped "
+                            "under master key %.16s, this process has %s (FACTORD_PII_KEY)",
+                            user, inst, master_id, m->key_id);
+    unsigned char wrapped[ES_PII_WRAPPED_LEN];
+    if (strlen(hex) != 2 * ES_PII_WRAPPED_LEN)
+        return es_error_set(err, ES_EFATAL, "personal data: malformed key row of user %.100s", user);
+    for (size_t i = 0; i < ES_PII_WRAPPED_LEN; i++) {
+        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return es_error_set(err, ES_EFATAL, "personal data: malformed key row of user %.100s", user);
+        wrapped[i] = (unsigned char)(hi << 4 | lo);
+    }
+    es_error kerr = {0};
+    if (es_pii_key_unwrap(m, inst, user, wrapped, sizeof wrapped, key, &kerr) != ES_OK)
+        return es_error_set(err, ES_EFATAL, "personal data: user %.100s (instance %.100s): %s", user, inst,
+                            kerr.text);
+    return ES_OK;
+}
+
+/* Rows (instance_id, user_id, hex of wrapped or NULL, master_id) into the
+ * slots: unwrapped keys, or SLOT_ERASED for tombstones. */
+static es_result slots_fill(const PGresult *res, const es_pii_master *m, slot *slots, size_t n,
+                            es_error *err)
+{
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *inst = PQgetvalue(res, r, 0), *user = PQgetvalue(res, r, 1);
+        slot *s = slot_find(slots, n, inst, user);
+        if (!s)
+            continue;
+        if (PQgetisnull(res, r, 2)) {
+            s->state = SLOT_ERASED;
+            continue;
+        }
+        es_result rc = unwrap_row(m, inst, user, PQgetvalue(res, r, 2), PQgetvalue(res, r, 3), &s->key, err);
+        if (rc != ES_OK)
+            return rc;
+        s->state = SLOT_KEY;
+    }
+    return ES_OK;
+}
+
+static bool wants_seal(const dom_evt *e)
+{
+    return dom_evt_type_has_pii(e->type) && e->pii[0] == '\0';
+}
+
+static bool is_sealed(const dom_evt *e)
+{
+    return e->pii[0] != '\0' && dom_evt_type_has_pii(e->type);
+}
+
+/* Insert the fresh keys of users without a row, and read every user's row:
+ * existing rows come from the table, new ones from RETURNING (a statement
+ * does not see its own inserts). */
+static const char seal_sql[] =
+    "WITH want AS ("
+    "  SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) AS w(instance_id, user_id, wrapped)),"
+    " ins AS ("
+    "  INSERT INTO factord.pii_keys (instance_id, user_id, wrapped, master_id)"
+    "  SELECT instance_id, user_id, wrapped, $4 FROM want"
+    "  ON CONFLICT (instance_id, user_id) DO NOTHING"
+    "  RETURNING instance_id, user_id, wrapped, master_id)"
+    " SELECT instance_id, user_id, encode(wrapped, 'hex'), master_id FROM ins"
+    " UNION ALL"
+    " SELECT k.instance_id, k.user_id, encode(k.wrapped, 'hex'), k.master_id"
+    "   FROM factord.pii_keys k JOIN want w ON k.instance_id = w.instance_id AND k.user_id = w.user_id";
+
+es_result es_piikeys_seal(es_store *st, const es_pii_master *m, dom_evt *evts, size_t n, es_error *err)
+{
+    slot *slots = NULL;
+    size_t ns = slots_of(evts, n, wants_seal, &slots);
+    es_pga cols[3] = {0};
+    PGresult *res = NULL;
+    es_result rc = ES_OK;
+    if (ns == 0)
+        goto out;
+    es_pga_begin(&cols[0], ES_PG_TEXT);
+    es_pga_begin(&cols[1], ES_PG_TEXT);
+    es_pga_begin(&cols[2], ES_PG_BYTEA);
+    for (size_t i = 0; i < ns; i++) {
+        unsigned char wrapped[ES_PII_WRAPPED_LEN];
+        es_pii_key fresh;
+        if ((rc = es_pii_key_new(m, slots[i].instance_id, slots[i].user_id, &fresh, wrapped, err)) != ES_OK)
+            goto out;
+        es_pii_key_wipe(&fresh); /* the row is read back and unwrapped, new or not */
+        if (!es_pga_text(&cols[0], slots[i].instance_id, SIZE_MAX) ||
+            !es_pga_text(&cols[1], slots[i].user_id, SIZE_MAX)) {
+            rc = es_error_set(err, ES_EINVAL, "personal data: ids are not UTF-8");
+            goto out;
+        }
+        es_pga_bytes(&cols[2], wrapped, sizeof wrapped);
+    }
+    {
+        const char *values[4];
+        int lengths[4], formats[4] = {1, 1, 1, 0};
+        for (int i = 0; i < 3; i++)
+            values[i] = es_pga_finish(&cols[i], &lengths[i]);
+        values[3] = m->key_id, lengths[3] = 0;
+        rc = es_store_exec_bin(st, "seal personal data", seal_sql, 4, values, lengths, formats,
+                               PGRES_TUPLES_OK, &res, err);
+        if (rc != ES_OK)
+            goto out;
+    }
+    if ((rc = slots_fill(res, m, slots, ns, err)) != ES_OK)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        dom_evt *e = &evts[i];
+        if (!wants_seal(e))
+            continue;
+        slot *s = slot_find(slots, ns, e->instance_id, e->aggregate_id);
+        es_pii_key throwaway;
+        const es_pii_key *k = s ? &s->key : NULL;
+        if (!s || s->state == SLOT_NONE) {
+            /* A racing writer inserted the row after this statement's
+             * snapshot (its insert conflicted on the primary key and was
+             * skipped): a unique violation, decided again on fresh state. */
+            rc = es_error_set(err, ES_ECONFLICT, "personal data: the key of user %.100s was created "
+                              "by a concurrent writer", e->aggregate_id);
+            if (err)
+                snprintf(err->sqlstate, sizeof err->sqlstate, "23505");
+            goto out;
+        }
+        if (s->state == SLOT_ERASED) {
+            unsigned char w[ES_PII_WRAPPED_LEN];
+            if ((rc = es_pii_key_new(m, e->instance_id, e->aggregate_id, &throwaway, w, err)) != ES_OK)
+                goto out;
+            k = &throwaway;
+        }
+        rc = es_pii_seal(k, e, err);
+        if (k == &throwaway)
+            es_pii_key_wipe(&throwaway);
+        if (rc != ES_OK)
+            goto out;
+    }
+out:
+    PQclear(res);
+    for (int i = 0; i < 3; i++)
+        es_pga_free(&cols[i]);
+    slots_free(slots, ns);
+    return rc;
+}
+
+static const char open_sql[] =
+    "SELECT k.instance_id, k.user_id, encode(k.wrapped, 'hex'), k.master_id"
+    "  FROM unnest($1::text[], $2::text[]) AS w(instance_id, user_id)"
+    "  JOIN factord.pii_keys k ON k.instance_id = w.instance_id AND k.user_id = w.user_id";
+
+es_result es_piikeys_open(es_store *st, const es_pii_master *m, dom_evt *evts, size_t n, es_error *err)
+{
+    slot *slots = NULL;
+    size_t ns = slots_of(evts, n, is_sealed, &slots);
+    es_pga cols[2] = {0};
+    PGresult *res = NULL;
+    es_result rc = ES_OK;
+    if (ns == 0)
+        goto out;
+    if (!m) {
+        rc = es_error_set(err, ES_EFATAL, "personal data: sealed events (user %.100s) but no master key "
+                                          "(FACTORD_PII_KEY, docs/pii.md)", slots[0].user_id);
+        goto out;
+    }
+    es_pga_begin(&cols[0], ES_PG_TEXT);
+    es_pga_begin(&cols[1], ES_PG_TEXT);
+    for (size_t i = 0; i < ns; i++)
+        if (!es_pga_text(&cols[0], slots[i].instance_id, SIZE_MAX) ||
+            !es_pga_text(&cols[1], slots[i].user_id, SIZE_MAX)) {
+            rc = es_error_set(err, ES_EINVAL, "personal data: ids are not UTF-8");
+            goto out;
+        }
+    {
+        const char *values[2];
+        int lengths[2], formats[2] = {1, 1};
+        for (int i = 0; i < 2; i++)
+            values[i] = es_pga_finish(&cols[i], &lengths[i]);
+        rc = es_store_exec_bin(st, "read personal-data keys", open_sql, 2, values, lengths, formats,
+                               PGRES_TUPLES_OK, &res, err);
+        if (rc != ES_OK)
+            goto out;
+    }
+    if ((rc = slots_fill(res, m, slots, ns, err)) != ES_OK)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        dom_evt *e = &evts[i];
+        if (!is_sealed(e))
+            continue;
+        slot *s = slot_find(slots, ns, e->instance_id, e->aggregate_id);
+        if (!s || s->state == SLOT_NONE) {
+            rc = es_error_set(err, ES_EFATAL, "personal data: event %" PRId64 " of user %.100s is sealed "
+                              "but the user has no key row", e->position, e->aggregate_id);
+            goto out;
+        }
+        if (s->state == SLOT_ERASED) {
+            es_pii_mark_erased(e);
+            continue;
+        }
+        es_error oerr = {0};
+        if (es_pii_open(&s->key, e, &oerr) != ES_OK) {
+            rc = es_error_set(err, ES_EFATAL, "personal data: event %" PRId64 " of user %.100s: %s",
+                              e->position, e->aggregate_id, oerr.text);
+            goto out;
+        }
+    }
+out:
+    PQclear(res);
+    for (int i = 0; i < 2; i++)
+        es_pga_free(&cols[i]);
+    slots_free(slots, ns);
+    return rc;
+}
+
+es_result es_piikeys_open_row(const es_pii_master *m, dom_evt *e, bool has_row, const char *wrapped_hex,
+                              const char *master_id, es_error *err)
+{
+    if (!is_sealed(e) || !m)
+        return ES_OK;
+    if (!has_row)
+        return es_error_set(err, ES_EFATAL, "personal data: event %" PRId64 " of user %.100s is sealed "
+                            "but the user has no key row", e->position, e->aggregate_id);
+    if (!wrapped_hex) {
+        es_pii_mark_erased(e);
+        return ES_OK;
+    }
+    es_pii_key key;
+    es_result rc = unwrap_row(m, e->instance_id, e->aggregate_id, wrapped_hex, master_id, &key, err);
+    if (rc == ES_OK) {
+        es_error oerr = {0};
+        if (es_pii_open(&key, e, &oerr) != ES_OK)
+            rc = es_error_set(err, ES_EFATAL, "personal data: event %" PRId64 " of user %.100s: %s",
+                              e->position, e->aggregate_id, oerr.text);
+    }
+    es_pii_key_wipe(&key);
+    return rc;
+}

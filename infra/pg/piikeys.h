@@ -1,0 +1,49 @@
+/*
+ * infra/pg/piikeys.h - the key store of sealed personal data
+ * (factord.pii_keys, migration 0017; docs/pii.md).
+ *
+ * Both functions take a batch of events and make one round trip for all
+ * their users (binary arrays, infra/pg/pgarr.h), never one per event:
+ * es_piikeys_seal on the write path (inside the batch transaction, before
+ * the chain's canonical bytes are built), es_piikeys_open on every read
+ * path that needs the fields in clear.
+ *
+ * Layer: pg; includes only the domain, base, crypto and libpq (docs/architecture.md, "Layers").
+ */
+#ifndef FACTORD_INFRA_PIIKEYS_H
+#define FACTORD_INFRA_PIIKEYS_H
+
+#include <stddef.h>
+
+#include "domain/event.h"
+#include "infra/crypto/pii.h"
+#include "infra/pg/store.h"
+
+/* Seal every event of evts (n) whose type has PII fields and that is not
+ * sealed yet, under its user's data key: a user without a key row gets a
+ * new key, inserted in the caller's transaction; a user whose row is a
+ * tombstone (erased) gets a throwaway key, so the event is written sealed
+ * and unreadable. The events keep their plaintext fields (DOM_PII_OPEN).
+ * ES_EFATAL when a row was wrapped under another master key. */
+es_result es_piikeys_seal(es_store *st, const es_pii_master *m, dom_evt *evts, size_t n,
+                          es_error *err) ES_WUR;
+
+/* Open every sealed event of evts (n) with its user's key
+ * (DOM_PII_OPEN), or mark it erased (DOM_PII_ERASED) when the user's row is
+ * a tombstone. Plain events are left alone. ES_EFATAL (naming the event)
+ * when m is NULL and a sealed event is met, when a sealed event's user has
+ * no key row, when a row was wrapped under another master key, or when a
+ * sealed value does not authenticate (tampering). */
+es_result es_piikeys_open(es_store *st, const es_pii_master *m, dom_evt *evts, size_t n,
+                          es_error *err) ES_WUR;
+
+/* One event with its user's key row read beside it (a join on
+ * factord.pii_keys in the reader's own statement, for the audit scans of
+ * infra/pg/logread.c): has_row false when there is none, wrapped_hex NULL
+ * for a tombstone. Opens, or marks erased, a sealed event as
+ * es_piikeys_open does; with m NULL it is left sealed (DOM_PII_SEALED), for
+ * a tool that runs without the master key. */
+es_result es_piikeys_open_row(const es_pii_master *m, dom_evt *e, bool has_row, const char *wrapped_hex,
+                              const char *master_id, es_error *err) ES_WUR;
+
+#endif
