@@ -166,6 +166,13 @@ void dom_user_apply(dom_user *st, const dom_evt *evt)
         st->otp_sms = false;
         clear_otp_code(st);
         st->otp_failed = 0;
+        /* Erasure (docs/pii.md): the write side keeps no personal data of
+         * a removed user; the unique index on names ignores removed users. */
+        memset(st->user_name, 0, sizeof st->user_name);
+        memset(st->phone, 0, sizeof st->phone);
+        memset(st->verified_phone, 0, sizeof st->verified_phone);
+        st->phone_verified = false;
+        clear_code(st);
         break;
     default: /* code sent / send failed, verification failed: facts only */
         break;

@@ -668,6 +668,7 @@ out:
     /* The chain's problems first: they are the more fundamental ones. */
     if (rc == ES_OK && rep->ok) { /* then the users pass ran, here or in its thread */
         rep->users = job.rep.users;
+        rep->users_sealed = job.rep.users_sealed;
         if (job.rc != ES_OK) {
             rc = job.rc;
             if (err)

@@ -304,3 +304,55 @@ es_result es_piikeys_open_row(const es_pii_master *m, dom_evt *e, bool has_row, 
     es_pii_key_wipe(&key);
     return rc;
 }
+
+static bool is_removal(const dom_evt *e)
+{
+    return e->type == DOM_EVT_REMOVED;
+}
+
+static const char erase_sql[] =
+    "WITH gone AS (SELECT * FROM unnest($1::text[], $2::text[]) AS g(instance_id, user_id)),"
+    " keys AS (UPDATE factord.pii_keys k SET wrapped = NULL, erased_at = now() FROM gone g"
+    "   WHERE k.instance_id = g.instance_id AND k.user_id = g.user_id AND k.wrapped IS NOT NULL RETURNING 1),"
+    " deliveries AS (DELETE FROM factord.code_deliveries d USING gone g"
+    "   WHERE d.instance_id = g.instance_id AND d.user_id = g.user_id RETURNING 1)"
+    " SELECT (SELECT count(*) FROM keys), (SELECT count(*) FROM deliveries)";
+
+es_result es_piikeys_erase(es_store *st, const dom_evt *evts, size_t n, size_t *erased, es_error *err)
+{
+    slot *slots = NULL;
+    size_t ns = slots_of(evts, n, is_removal, &slots);
+    es_pga cols[2] = {0};
+    PGresult *res = NULL;
+    es_result rc = ES_OK;
+    if (erased)
+        *erased = 0;
+    if (ns == 0)
+        goto out;
+    es_pga_begin(&cols[0], ES_PG_TEXT);
+    es_pga_begin(&cols[1], ES_PG_TEXT);
+    for (size_t i = 0; i < ns; i++)
+        if (!es_pga_text(&cols[0], slots[i].instance_id, SIZE_MAX) ||
+            !es_pga_text(&cols[1], slots[i].user_id, SIZE_MAX)) {
+            rc = es_error_set(err, ES_EINVAL, "personal data: ids are not UTF-8");
+            goto out;
+        }
+    {
+        const char *values[2];
+        int lengths[2], formats[2] = {1, 1};
+        for (int i = 0; i < 2; i++)
+            values[i] = es_pga_finish(&cols[i], &lengths[i]);
+        rc = es_store_exec_bin(st, "erase personal data", erase_sql, 2, values, lengths, formats,
+                               PGRES_TUPLES_OK, &res, err);
+        if (rc != ES_OK)
+            goto out;
+    }
+    if (erased && PQntuples(res) == 1)
+        *erased = (size_t)strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+out:
+    PQclear(res);
+    for (int i = 0; i < 2; i++)
+        es_pga_free(&cols[i]);
+    slots_free(slots, ns);
+    return rc;
+}

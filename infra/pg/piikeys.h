@@ -37,6 +37,15 @@ es_result es_piikeys_seal(es_store *st, const es_pii_master *m, dom_evt *evts, s
 es_result es_piikeys_open(es_store *st, const es_pii_master *m, dom_evt *evts, size_t n,
                           es_error *err) ES_WUR;
 
+/* Erasure (docs/pii.md, "Erasure"): for every user.removed event of evts
+ * (n), in the caller's transaction and after es_piikeys_seal sealed it,
+ * turn the user's key row into a tombstone (wrapped NULL, erased_at set)
+ * and delete the user's factord.code_deliveries rows (their reasons may
+ * quote the number). One statement, only when there is such an event;
+ * *erased (may be NULL) gets the number of keys destroyed. */
+es_result es_piikeys_erase(es_store *st, const dom_evt *evts, size_t n, size_t *erased,
+                           es_error *err) ES_WUR;
+
 /* One event with its user's key row read beside it (a join on
  * factord.pii_keys in the reader's own statement, for the audit scans of
  * infra/pg/logread.c): has_row false when there is none, wrapped_hex NULL

@@ -1202,6 +1202,10 @@ es_result es_store_write(es_store *st, es_write *w, es_error *err)
      * chain covers the sealed bytes (docs/pii.md). */
     if (w->n_events && st->has_pii && (rc = es_piikeys_seal(st, &st->pii, w->events, w->n_events, err)) != ES_OK)
         goto out;
+    /* Erasure: a removed user's key is destroyed in the transaction of its
+     * user.removed, after that event was sealed with it. */
+    if (w->n_events && st->has_pii && (rc = es_piikeys_erase(st, w->events, w->n_events, NULL, err)) != ES_OK)
+        goto out;
     /* Encode what follows the counter before touching it, the events'
      * canonical bytes (without their positions) included. */
     if (w->n_events) {

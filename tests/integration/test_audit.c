@@ -1281,3 +1281,89 @@ Test(audit, pipeline_verify_replay_and_status, .timeout = 300)
     json_decref(s);
     h_env_done(&e);
 }
+
+/* Erasure (docs/pii.md): user.removed destroys the user's key in its own
+ * transaction; the user's sealed fields then read as erased, its
+ * write-side row holds no personal data, no table holds the plaintext,
+ * verify passes over the whole chain (with and without the master key),
+ * and the other users still read in clear. */
+Test(audit, erasure_destroys_the_key_and_verify_passes, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    seed(s.st, "i1", NULL, 4, "u");
+    es_error err = {0};
+
+    /* u1's history with recognisable data, then its removal */
+    dom_evt *evts = NULL;
+    size_t n = 0;
+    assert_ok(es_store_user_events(s.st, "i1", "u1", &evts, &n, &err), &err, "read u1");
+    cr_assert_eq(n, LIFE);
+    dom_user st;
+    memset(&st, 0, sizeof st);
+    for (size_t i = 0; i < n; i++)
+        dom_user_apply(&st, &evts[i]);
+    free(evts);
+    /* a number only u1 ever had, then the removal, in one batch */
+    const char *phone = "+41799990001";
+    dom_evt ev[2];
+    itest_event(&ev[0], "i1", "u1", LIFE + 1, DOM_EVT_PHONE_CHANGED);
+    snprintf(ev[0].phone, sizeof ev[0].phone, "%s", phone);
+    dom_user_apply(&st, &ev[0]);
+    itest_event(&ev[1], "i1", "u1", LIFE + 2, DOM_EVT_REMOVED);
+    snprintf(ev[1].user_name, sizeof ev[1].user_name, "%s", st.user_name);
+    dom_user_apply(&st, &ev[1]);
+    es_write w = {.events = ev, .n_events = 2, .users = &st, .n_users = 1};
+    assert_ok(itest_write(s.st, &w, &err), &err, "remove u1");
+
+    PGresult *res = itest_sql(s.st, "SELECT wrapped IS NULL, erased_at IS NOT NULL FROM factord.pii_keys"
+                                    " WHERE instance_id = 'i1' AND user_id = 'u1'", 0, NULL);
+    cr_assert_str_eq(PQgetvalue(res, 0, 0), "t", "the key is destroyed");
+    cr_assert_str_eq(PQgetvalue(res, 0, 1), "t");
+    PQclear(res);
+    res = itest_sql(s.st, "SELECT user_name, phone, verified_phone, status FROM factord.users"
+                          " WHERE instance_id = 'i1' AND user_id = 'u1'", 0, NULL);
+    cr_assert_str_eq(PQgetvalue(res, 0, 0), "");
+    cr_assert_str_eq(PQgetvalue(res, 0, 1), "");
+    cr_assert_str_eq(PQgetvalue(res, 0, 2), "");
+    cr_assert_str_eq(PQgetvalue(res, 0, 3), "removed");
+    PQclear(res);
+    /* neither the log nor the write side holds u1's number */
+    const char *pk[] = {phone};
+    res = itest_sql(s.st, "SELECT count(*) FROM factord.events WHERE payload::text LIKE '%' || $1 || '%'", 1, pk);
+    cr_assert_str_eq(PQgetvalue(res, 0, 0), "0", "%s in the log", phone);
+    PQclear(res);
+    res = itest_sql(s.st, "SELECT count(*) FROM factord.users u WHERE u::text LIKE '%' || $1 || '%'", 1, pk);
+    cr_assert_str_eq(PQgetvalue(res, 0, 0), "0", "%s in factord.users", phone);
+    PQclear(res);
+
+    /* readers: u1 erased, field by field; u2 in clear */
+    assert_ok(es_store_user_events(s.st, "i1", "u1", &evts, &n, &err), &err, "read u1 again");
+    cr_assert_eq(n, LIFE + 2);
+    for (size_t i = 0; i < n; i++) {
+        if (!dom_evt_type_has_pii(evts[i].type))
+            continue;
+        cr_assert_eq(evts[i].pii_state, DOM_PII_ERASED, "event %zu", i);
+        cr_assert_str_eq(evts[i].human.first_name, "");
+        cr_assert_str_eq(evts[i].human.user_name, "");
+        cr_assert_str_eq(evts[i].phone, "");
+        cr_assert_str_eq(evts[i].user_name, "");
+    }
+    free(evts);
+    assert_ok(es_store_user_events(s.st, "i1", "u2", &evts, &n, &err), &err, "read u2");
+    cr_assert_eq(evts[0].pii_state, DOM_PII_OPEN);
+    cr_assert_str_eq(evts[0].human.last_name, "Lovelace");
+    cr_assert_neq(evts[1].phone[0], '\0');
+    free(evts);
+
+    /* the chain covers the sealed bytes: verify passes, with the key and
+     * without it (then the users with sealed data are counted) */
+    assert_verified(s.st, 5 * 4 + 2, 4);
+    es_store *bare = NULL;
+    assert_ok(es_store_open(s.conninfo, &bare, &err), &err, "open without the key");
+    es_verify_report rep = verify(bare);
+    cr_assert(rep.ok, "verify without the key failed at %" PRId64 ": %s", rep.bad_position, rep.problem);
+    cr_assert_eq(rep.users_sealed, 4, "every user has sealed events: %" PRId64, rep.users_sealed);
+    es_store_free(bare);
+    scratch_close(&s);
+}

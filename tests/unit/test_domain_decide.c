@@ -804,6 +804,36 @@ static dom_evt evt_of(dom_evt_type type, int64_t seq)
     return evt;
 }
 
+/* Erasure (docs/pii.md): a removed user's write-side state keeps no
+ * personal data, only its ids, status, sequence and dates. */
+Test(apply, removal_clears_the_personal_columns)
+{
+    dom_user st;
+    memset(&st, 0, sizeof st);
+    dom_evt e = evt_of(DOM_EVT_HUMAN_ADDED, 1);
+    strcpy(e.human.user_name, "gina");
+    strcpy(e.human.phone, PHONE_A_E164);
+    dom_user_apply(&st, &e);
+    e = evt_of(DOM_EVT_PHONE_VERIFIED, 2);
+    dom_user_apply(&st, &e);
+    e = evt_of(DOM_EVT_PHONE_CODE_ADDED, 3);
+    strcpy(e.code_enc, "k:c2VjcmV0");
+    dom_user_apply(&st, &e);
+    cr_assert_str_eq(st.verified_phone, PHONE_A_E164);
+    e = evt_of(DOM_EVT_REMOVED, 4);
+    strcpy(e.user_name, "gina");
+    dom_user_apply(&st, &e);
+    cr_assert_eq(st.status, DOM_USER_REMOVED);
+    cr_assert_str_eq(st.user_name, "");
+    cr_assert_str_eq(st.phone, "");
+    cr_assert_str_eq(st.verified_phone, "");
+    cr_assert_str_eq(st.code_enc, "");
+    cr_assert_not(st.phone_verified);
+    cr_assert_eq(st.sequence, 4);
+    cr_assert_str_eq(st.user_id, "u1");
+    cr_assert_eq(st.created_at_us, T0 + 1);
+}
+
 Test(apply, zitadel_log_without_explicit_factor_removal)
 {
     /* ZITADEL's names, and its implicit rule: phone removal un-adds OTP SMS. */
