@@ -66,9 +66,13 @@ bool proj_user_view_apply(proj_user_view *v, bool *exists, const dom_evt *evt)
         return true;
     }
     if (evt->type == DOM_EVT_REMOVED) {
-        bool had = *exists;
+        /* Whatever *exists says: a batch whose first view event of the user
+         * is the removal does not load the stored row (the removal needs
+         * none), so the row may be there unseen. Deleting a missing row
+         * costs nothing; keeping a removed user's row would keep its
+         * personal data (docs/pii.md). */
         *exists = false;
-        return had;
+        return true;
     }
     if (!*exists || !proj_user_view_needs_row(evt->type))
         return false;

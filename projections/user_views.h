@@ -63,7 +63,9 @@ bool proj_user_view_needs_row(dom_evt_type t);
 /* Fold evt into *v; *exists says whether the user has a row, before and
  * after. An event that changes part of a row that does not exist changes
  * nothing (a user the model never saw added). Returns whether the row
- * changed (and must be written, or deleted when *exists is false). */
+ * changed (and must be written, or deleted when *exists is false); a
+ * removal always returns true (delete), since the caller may not have
+ * loaded the row it removes. */
 bool proj_user_view_apply(proj_user_view *v, bool *exists, const dom_evt *evt);
 
 /* The row as ZITADEL's user JSON (zitadel.user.v1.User, protojson without
