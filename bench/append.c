@@ -14,9 +14,14 @@
  * counter row held to COMMIT, and the WAL flush. Runs for --seconds, then
  * prints one JSON object: writers, batch, events, seconds, events_per_s.
  *
+ * With --phone 1 each event is a user.human.phone.changed with a number
+ * (personal data) instead: with FACTORD_PII_KEY set (64 hex digits) the
+ * store seals it under the user's key (docs/pii.md), without it writes it
+ * in clear, so the two runs give the cost of sealing on the append path.
+ *
  * Usage: factord_bench_append --writers W [--batch 500] [--seconds 10]
- *        [--instance ID]   (FACTORD_DATABASE_URL names the database; the
- *        schema must be migrated)
+ *        [--instance ID] [--phone 1]   (FACTORD_DATABASE_URL names the
+ *        database; the schema must be migrated)
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -34,6 +39,10 @@
 #include "infra/base/log.h"
 #include "infra/crypto/chain.h"
 #include "infra/pg/store.h"
+
+static bool phone_events;     /* --phone 1 */
+static es_pii_master pii;     /* FACTORD_PII_KEY, when has_pii */
+static bool has_pii;
 
 typedef struct {
     int id, of;   /* writer id, of how many */
@@ -77,6 +86,8 @@ static void *run_writer(void *arg)
         goto out;
     }
     es_store_set_chain_key(st, w->chain_key);
+    if (has_pii)
+        es_store_set_pii_master(st, &pii);
     for (size_t i = 0; i < n; i++) {
         dom_user *u = &users[i];
         snprintf(u->instance_id, sizeof u->instance_id, "%s", w->instance);
@@ -103,10 +114,13 @@ static void *run_writer(void *arg)
             dom_evt *e = &evts[i];
             memset(e, 0, sizeof *e);
             /* A user's first event creates it, every later one adds the
-             * factor again: one event per user per batch either way. */
-            e->type = seq == 1 ? DOM_EVT_HUMAN_ADDED : DOM_EVT_OTP_SMS_ADDED;
+             * factor again (or, with --phone 1, changes its number): one
+             * event per user per batch either way. */
+            e->type = seq == 1 ? DOM_EVT_HUMAN_ADDED : phone_events ? DOM_EVT_PHONE_CHANGED : DOM_EVT_OTP_SMS_ADDED;
             if (seq == 1)
                 snprintf(e->human.user_name, sizeof e->human.user_name, "%s", users[i].user_id);
+            if (e->type == DOM_EVT_PHONE_CHANGED)
+                snprintf(e->phone, sizeof e->phone, "+417912%05lld", (long long)((seq * 7919 + (int64_t)i) % 100000));
             snprintf(e->instance_id, sizeof e->instance_id, "%s", w->instance);
             snprintf(e->aggregate_id, sizeof e->aggregate_id, "%s", users[i].user_id);
             snprintf(e->resource_owner, sizeof e->resource_owner, "org-bench");
@@ -169,7 +183,7 @@ static long arg_long(const char *s)
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v <= 0) {
-        fprintf(stderr, "usage: factord_bench_append --writers W [--batch N] [--seconds S] [--instance ID]\n");
+        fprintf(stderr, "usage: factord_bench_append --writers W [--batch N] [--seconds S] [--instance ID] [--phone 1]\n");
         exit(2);
     }
     return v;
@@ -193,12 +207,23 @@ int main(int argc, char **argv)
             seconds = arg_long(argv[i + 1]);
         else if (!strcmp(argv[i], "--instance"))
             instance = argv[i + 1];
+        else if (!strcmp(argv[i], "--phone"))
+            phone_events = arg_long(argv[i + 1]) != 0;
         else
             arg_long("");
     }
     if (argc % 2 == 0 || writers > 256 || batch > 100000)
         arg_long("");
     es_log_init("bench", "warn");
+    const char *pii_hex = getenv("FACTORD_PII_KEY");
+    if (pii_hex && *pii_hex) {
+        es_error kerr = {0};
+        if (es_pii_master_from_hex(pii_hex, &pii, &kerr) != ES_OK) {
+            fprintf(stderr, "append: %s\n", kerr.text);
+            return 2;
+        }
+        has_pii = true;
+    }
     const char *conninfo = getenv("FACTORD_DATABASE_URL");
     /* The chain key of the processors (FACTORD_CHAIN_KEY, ..._FILE, else the
      * public key): an HMAC costs the same with either, and with the same key
@@ -245,8 +270,9 @@ int main(int argc, char **argv)
     }
     double secs = (double)(now_ns() - t0) / 1e9;
     printf("{\"writers\":%ld,\"batch\":%ld,\"events\":%ld,\"batches\":%ld,\"conflicts\":%ld,"
-           "\"seconds\":%.3f,\"events_per_s\":%.0f}\n",
-           writers, batch, events, batches, conflicts, secs, (double)events / secs);
+           "\"seconds\":%.3f,\"events_per_s\":%.0f,\"phone\":%s,\"sealed\":%s}\n",
+           writers, batch, events, batches, conflicts, secs, (double)events / secs, phone_events ? "true" : "false",
+           phone_events && has_pii ? "true" : "false");
     pthread_barrier_destroy(&start);
     es_chain_key_wipe(&chain_key);
     es_config_free(&cfg);

@@ -51,7 +51,7 @@ static const fd_subcommand subcommands[] = {
      fd_verify_main, "[--expect-head POS:HASH]"},
     {"replay", "print the event log as JSON lines, filtered", fd_replay_main,
      "[--instance I] [--user U] [--org O] [--type T]... [--since TIME] [--until TIME] "
-     "[--from-position N] [--to-position N]"},
+     "[--from-position N] [--to-position N] [--open]"},
     {"status", "log head, relay lag, consumer-group lags, dead letters", fd_status_main, "[--json]"},
     {"notify", "send phone and OTP-SMS codes through the SMS provider and record each outcome",
      fd_notify_main, ""},

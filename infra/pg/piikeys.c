@@ -122,59 +122,111 @@ static bool is_sealed(const dom_evt *e)
     return e->pii[0] != '\0' && dom_evt_type_has_pii(e->type);
 }
 
-/* Insert the fresh keys of users without a row, and read every user's row:
- * existing rows come from the table, new ones from RETURNING (a statement
- * does not see its own inserts). */
-static const char seal_sql[] =
-    "WITH want AS ("
-    "  SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) AS w(instance_id, user_id, wrapped)),"
-    " ins AS ("
-    "  INSERT INTO factord.pii_keys (instance_id, user_id, wrapped, master_id)"
-    "  SELECT instance_id, user_id, wrapped, $4 FROM want"
-    "  ON CONFLICT (instance_id, user_id) DO NOTHING"
-    "  RETURNING instance_id, user_id, wrapped, master_id)"
-    " SELECT instance_id, user_id, encode(wrapped, 'hex'), master_id FROM ins"
-    " UNION ALL"
-    " SELECT k.instance_id, k.user_id, encode(k.wrapped, 'hex'), k.master_id"
-    "   FROM factord.pii_keys k JOIN want w ON k.instance_id = w.instance_id AND k.user_id = w.user_id";
+/* The key rows of a batch's users (the same statement es_piikeys_open uses). */
+static const char open_sql[] =
+    "SELECT k.instance_id, k.user_id, encode(k.wrapped, 'hex'), k.master_id"
+    "  FROM unnest($1::text[], $2::text[]) AS w(instance_id, user_id)"
+    "  JOIN factord.pii_keys k ON k.instance_id = w.instance_id AND k.user_id = w.user_id";
 
-es_result es_piikeys_seal(es_store *st, const es_pii_master *m, dom_evt *evts, size_t n, es_error *err)
+/* Insert the fresh keys of the users without a row; rows a concurrent
+ * writer inserted first are skipped (and missing from RETURNING). */
+static const char insert_sql[] =
+    "INSERT INTO factord.pii_keys (instance_id, user_id, wrapped, master_id)"
+    " SELECT instance_id, user_id, wrapped, $4"
+    "   FROM unnest($1::text[], $2::text[], $3::bytea[]) AS w(instance_id, user_id, wrapped)"
+    " ON CONFLICT (instance_id, user_id) DO NOTHING"
+    " RETURNING instance_id, user_id, encode(wrapped, 'hex'), master_id";
+
+/* The key rows of the slots' users into the slots: one statement. */
+static es_result read_rows(es_store *st, const es_pii_master *m, slot *slots, size_t ns, es_error *err)
 {
-    slot *slots = NULL;
-    size_t ns = slots_of(evts, n, wants_seal, &slots);
+    es_pga cols[2] = {0};
+    PGresult *res = NULL;
+    es_result rc = ES_OK;
+    es_pga_begin(&cols[0], ES_PG_TEXT);
+    es_pga_begin(&cols[1], ES_PG_TEXT);
+    for (size_t i = 0; i < ns; i++)
+        if (!es_pga_text(&cols[0], slots[i].instance_id, SIZE_MAX) ||
+            !es_pga_text(&cols[1], slots[i].user_id, SIZE_MAX)) {
+            rc = es_error_set(err, ES_EINVAL, "personal data: ids are not UTF-8");
+            goto out;
+        }
+    {
+        const char *values[2];
+        int lengths[2], formats[2] = {1, 1};
+        for (int i = 0; i < 2; i++)
+            values[i] = es_pga_finish(&cols[i], &lengths[i]);
+        rc = es_store_exec_bin(st, "read personal-data keys", open_sql, 2, values, lengths, formats,
+                               PGRES_TUPLES_OK, &res, err);
+        if (rc != ES_OK)
+            goto out;
+    }
+    rc = slots_fill(res, m, slots, ns, err);
+out:
+    PQclear(res);
+    for (int i = 0; i < 2; i++)
+        es_pga_free(&cols[i]);
+    return rc;
+}
+
+/* A fresh key for every slot still without a row, inserted in one
+ * statement; the rows come back unwrapped into the slots. */
+static es_result insert_missing(es_store *st, const es_pii_master *m, slot *slots, size_t ns, es_error *err)
+{
     es_pga cols[3] = {0};
     PGresult *res = NULL;
     es_result rc = ES_OK;
-    if (ns == 0)
-        goto out;
+    size_t missing = 0;
     es_pga_begin(&cols[0], ES_PG_TEXT);
     es_pga_begin(&cols[1], ES_PG_TEXT);
     es_pga_begin(&cols[2], ES_PG_BYTEA);
     for (size_t i = 0; i < ns; i++) {
+        if (slots[i].state != SLOT_NONE)
+            continue;
         unsigned char wrapped[ES_PII_WRAPPED_LEN];
         es_pii_key fresh;
         if ((rc = es_pii_key_new(m, slots[i].instance_id, slots[i].user_id, &fresh, wrapped, err)) != ES_OK)
             goto out;
-        es_pii_key_wipe(&fresh); /* the row is read back and unwrapped, new or not */
+        es_pii_key_wipe(&fresh); /* the row comes back and is unwrapped like any other */
         if (!es_pga_text(&cols[0], slots[i].instance_id, SIZE_MAX) ||
             !es_pga_text(&cols[1], slots[i].user_id, SIZE_MAX)) {
             rc = es_error_set(err, ES_EINVAL, "personal data: ids are not UTF-8");
             goto out;
         }
         es_pga_bytes(&cols[2], wrapped, sizeof wrapped);
+        missing++;
     }
+    if (missing == 0)
+        goto out;
     {
         const char *values[4];
         int lengths[4], formats[4] = {1, 1, 1, 0};
         for (int i = 0; i < 3; i++)
             values[i] = es_pga_finish(&cols[i], &lengths[i]);
         values[3] = m->key_id, lengths[3] = 0;
-        rc = es_store_exec_bin(st, "seal personal data", seal_sql, 4, values, lengths, formats,
+        rc = es_store_exec_bin(st, "create personal-data keys", insert_sql, 4, values, lengths, formats,
                                PGRES_TUPLES_OK, &res, err);
         if (rc != ES_OK)
             goto out;
     }
-    if ((rc = slots_fill(res, m, slots, ns, err)) != ES_OK)
+    rc = slots_fill(res, m, slots, ns, err);
+out:
+    PQclear(res);
+    for (int i = 0; i < 3; i++)
+        es_pga_free(&cols[i]);
+    return rc;
+}
+
+es_result es_piikeys_seal(es_store *st, const es_pii_master *m, dom_evt *evts, size_t n, es_error *err)
+{
+    slot *slots = NULL;
+    size_t ns = slots_of(evts, n, wants_seal, &slots);
+    es_result rc = ES_OK;
+    if (ns == 0)
+        goto out;
+    /* The users' rows, then keys for those without one: one statement for
+     * a batch of known users, two when some are new. */
+    if ((rc = read_rows(st, m, slots, ns, err)) != ES_OK || (rc = insert_missing(st, m, slots, ns, err)) != ES_OK)
         goto out;
     for (size_t i = 0; i < n; i++) {
         dom_evt *e = &evts[i];
@@ -184,9 +236,9 @@ es_result es_piikeys_seal(es_store *st, const es_pii_master *m, dom_evt *evts, s
         es_pii_key throwaway;
         const es_pii_key *k = s ? &s->key : NULL;
         if (!s || s->state == SLOT_NONE) {
-            /* A racing writer inserted the row after this statement's
-             * snapshot (its insert conflicted on the primary key and was
-             * skipped): a unique violation, decided again on fresh state. */
+            /* A racing writer inserted the row between the two statements
+             * (its insert conflicted on the primary key and was skipped): a
+             * unique violation, decided again on fresh state. */
             rc = es_error_set(err, ES_ECONFLICT, "personal data: the key of user %.100s was created "
                               "by a concurrent writer", e->aggregate_id);
             if (err)
@@ -206,24 +258,14 @@ es_result es_piikeys_seal(es_store *st, const es_pii_master *m, dom_evt *evts, s
             goto out;
     }
 out:
-    PQclear(res);
-    for (int i = 0; i < 3; i++)
-        es_pga_free(&cols[i]);
     slots_free(slots, ns);
     return rc;
 }
-
-static const char open_sql[] =
-    "SELECT k.instance_id, k.user_id, encode(k.wrapped, 'hex'), k.master_id"
-    "  FROM unnest($1::text[], $2::text[]) AS w(instance_id, user_id)"
-    "  JOIN factord.pii_keys k ON k.instance_id = w.instance_id AND k.user_id = w.user_id";
 
 es_result es_piikeys_open(es_store *st, const es_pii_master *m, dom_evt *evts, size_t n, es_error *err)
 {
     slot *slots = NULL;
     size_t ns = slots_of(evts, n, is_sealed, &slots);
-    es_pga cols[2] = {0};
-    PGresult *res = NULL;
     es_result rc = ES_OK;
     if (ns == 0)
         goto out;
@@ -232,25 +274,7 @@ es_result es_piikeys_open(es_store *st, const es_pii_master *m, dom_evt *evts, s
                                           "(FACTORD_PII_KEY, docs/pii.md)", slots[0].user_id);
         goto out;
     }
-    es_pga_begin(&cols[0], ES_PG_TEXT);
-    es_pga_begin(&cols[1], ES_PG_TEXT);
-    for (size_t i = 0; i < ns; i++)
-        if (!es_pga_text(&cols[0], slots[i].instance_id, SIZE_MAX) ||
-            !es_pga_text(&cols[1], slots[i].user_id, SIZE_MAX)) {
-            rc = es_error_set(err, ES_EINVAL, "personal data: ids are not UTF-8");
-            goto out;
-        }
-    {
-        const char *values[2];
-        int lengths[2], formats[2] = {1, 1};
-        for (int i = 0; i < 2; i++)
-            values[i] = es_pga_finish(&cols[i], &lengths[i]);
-        rc = es_store_exec_bin(st, "read personal-data keys", open_sql, 2, values, lengths, formats,
-                               PGRES_TUPLES_OK, &res, err);
-        if (rc != ES_OK)
-            goto out;
-    }
-    if ((rc = slots_fill(res, m, slots, ns, err)) != ES_OK)
+    if ((rc = read_rows(st, m, slots, ns, err)) != ES_OK)
         goto out;
     for (size_t i = 0; i < n; i++) {
         dom_evt *e = &evts[i];
@@ -274,9 +298,6 @@ es_result es_piikeys_open(es_store *st, const es_pii_master *m, dom_evt *evts, s
         }
     }
 out:
-    PQclear(res);
-    for (int i = 0; i < 2; i++)
-        es_pga_free(&cols[i]);
     slots_free(slots, ns);
     return rc;
 }
@@ -356,3 +377,4 @@ out:
     slots_free(slots, ns);
     return rc;
 }
+

@@ -3,7 +3,8 @@
  * (factord.pii_keys, migration 0017; docs/pii.md).
  *
  * Both functions take a batch of events and make one round trip for all
- * their users (binary arrays, infra/pg/pgarr.h), never one per event:
+ * their users (two when a batch has users without a key yet; binary
+ * arrays, infra/pg/pgarr.h), never one per event:
  * es_piikeys_seal on the write path (inside the batch transaction, before
  * the chain's canonical bytes are built), es_piikeys_open on every read
  * path that needs the fields in clear.
@@ -20,8 +21,9 @@
 #include "infra/pg/store.h"
 
 /* Seal every event of evts (n) whose type has PII fields and that is not
- * sealed yet, under its user's data key: a user without a key row gets a
- * new key, inserted in the caller's transaction; a user whose row is a
+ * sealed yet, under its user's data key: one statement reads the users'
+ * key rows; a user without one gets a new key, inserted in the caller's
+ * transaction by a second statement (only when some are new); a user whose row is a
  * tombstone (erased) gets a throwaway key, so the event is written sealed
  * and unreadable. The events keep their plaintext fields (DOM_PII_OPEN).
  * ES_EFATAL when a row was wrapped under another master key. */

@@ -66,7 +66,10 @@ void es_store_set_chain_key(es_store *st, const es_chain_key *key);
  * With one, es_store_write seals every event's PII fields under its user's
  * data key (infra/pg/piikeys.h), destroys the key of every user it writes
  * user.removed for (erasure), and es_store_user_events opens them (the
- * fields of an erased user stay empty: DOM_PII_ERASED);
+ * fields of an erased user stay empty: DOM_PII_ERASED). Events are given
+ * to es_store_write unsealed; one already sealed (pii set) is written as
+ * it is, so a caller that retries a rolled-back write must pass fresh
+ * events (the key of the first try went with its transaction);
  * without, events are written in clear and a sealed one read back is an
  * error (docs/pii.md). Needs the schema at ES_STORE_PII_SCHEMA. */
 #define ES_STORE_PII_SCHEMA 17
