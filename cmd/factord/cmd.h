@@ -31,6 +31,7 @@ int fd_run_main(int argc, char **argv);
 int fd_gateway_main(int argc, char **argv);
 int fd_token_main(int argc, char **argv);
 int fd_verify_main(int argc, char **argv);
+int fd_pii_main(int argc, char **argv);
 int fd_replay_main(int argc, char **argv);
 int fd_status_main(int argc, char **argv);
 int fd_rebuild_main(int argc, char **argv);

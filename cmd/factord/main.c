@@ -57,6 +57,8 @@ static const fd_subcommand subcommands[] = {
      fd_notify_main, ""},
     {"rebuild", "rebuild a projection from the log while factord serves, then swap it in", fd_rebuild_main,
      "users|auth-factors [--page-size N] [--max-rate EVENTS_PER_S]"},
+    {"pii", "seal the personal data of events written before sealing, and re-chain (rewrites history)",
+     fd_pii_main, "seal-legacy [--note TEXT]"},
 };
 
 static const fd_subcommand *lookup(const char *name)

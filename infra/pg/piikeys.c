@@ -4,10 +4,13 @@
 #include "infra/pg/piikeys.h"
 
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "infra/base/util.h"
+#include "infra/crypto/chain.h"
 #include "infra/pg/pgarr.h"
 
 /* One user of a batch: its ids (borrowed from an event) and its key. */
@@ -378,3 +381,233 @@ out:
     return rc;
 }
 
+/* --- sealing the events written before sealing ------------------------------- */
+
+#define LEGACY_PAGE 1000
+
+/* A text[] literal of the event types with PII fields into buf. */
+static void pii_types_literal(char *buf, size_t cap)
+{
+    size_t n = 0;
+    buf[n++] = '{';
+    for (int t = DOM_EVT_UNKNOWN + 1; t < DOM_EVT__COUNT; t++) {
+        if (!dom_evt_type_has_pii((dom_evt_type)t))
+            continue;
+        n += (size_t)snprintf(buf + n, cap - n, "%s\"%s\"", n > 1 ? "," : "", dom_evt_type_name((dom_evt_type)t));
+    }
+    snprintf(buf + n, cap - n, "}");
+}
+
+/* One statement's first value as text into out (cap bytes); *null when NULL. */
+static es_result legacy_value(es_store *st, const char *what, const char *sql, int np, const char *const *params,
+                              char *out, size_t cap, bool *null, es_error *err)
+{
+    PGresult *res = NULL;
+    es_result rc = es_store_exec(st, what, sql, np, params, PGRES_TUPLES_OK, &res, err);
+    if (rc == ES_OK) {
+        *null = PQntuples(res) == 0 || PQgetisnull(res, 0, 0);
+        snprintf(out, cap, "%s", *null ? "" : PQgetvalue(res, 0, 0));
+    }
+    PQclear(res);
+    return rc;
+}
+
+static es_result legacy_exec(es_store *st, const char *what, const char *sql, int np, const char *const *params,
+                             es_error *err)
+{
+    PGresult *res = NULL;
+    es_result rc = es_store_exec(st, what, sql, np, params, PGRES_COMMAND_OK, &res, err);
+    PQclear(res);
+    return rc;
+}
+
+/* One page from position from on: seal, re-hash, update. *next: the position after the page (0: the end). */
+static es_result legacy_page(es_store *st, es_chain_hasher *h, int64_t from, unsigned char prev[32],
+                             es_pii_rewrite *rep, int64_t *next, es_error *err)
+{
+    char from_s[24], limit_s[24];
+    snprintf(from_s, sizeof from_s, "%" PRId64, from);
+    snprintf(limit_s, sizeof limit_s, "%d", LEGACY_PAGE);
+    const char *params[] = {from_s, limit_s};
+    PGresult *res = NULL;
+    dom_evt *evts = NULL;
+    bool *chained = NULL;
+    es_pga cols[3] = {0};
+    es_result rc = es_store_exec(st, "seal-legacy: read events",
+                                 "SELECT " ES_STORE_EVENT_COLUMNS ", e.hash IS NOT NULL FROM factord.events e"
+                                 " WHERE e.position >= $1::bigint ORDER BY e.position LIMIT $2::bigint",
+                                 2, params, PGRES_TUPLES_OK, &res, err);
+    if (rc != ES_OK)
+        goto out;
+    size_t n = (size_t)PQntuples(res);
+    *next = 0;
+    if (n == 0)
+        goto out;
+    evts = calloc(n, sizeof *evts);
+    chained = calloc(n, sizeof *chained);
+    if (!evts || !chained)
+        abort();
+    size_t sealed_before = 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = es_store_row_event(res, (int)i, 0, &evts[i], err)) != ES_OK)
+            goto out;
+        chained[i] = PQgetvalue(res, (int)i, ES_STORE_EVENT_NCOLUMNS)[0] == 't';
+        if (wants_seal(&evts[i]))
+            sealed_before++;
+    }
+    const es_pii_master *m = es_store_pii_master(st);
+    if ((rc = es_piikeys_seal(st, m, evts, n, err)) != ES_OK)
+        goto out;
+    rep->events_sealed += (int64_t)sealed_before;
+    es_pga_begin(&cols[0], ES_PG_INT8);
+    es_pga_begin(&cols[1], ES_PG_JSONB);
+    es_pga_begin(&cols[2], ES_PG_BYTEA);
+    for (size_t i = 0; i < n; i++) {
+        json_t *p = dom_evt_payload_to_json(&evts[i]);
+        char *text = json_dumps(p, JSON_COMPACT);
+        json_decref(p);
+        if (!text)
+            abort();
+        es_pga_i64(&cols[0], evts[i].position);
+        es_pga_jsonb(&cols[1], text, strlen(text));
+        free(text);
+        if (chained[i]) {
+            char *canon = es_chain_canonical(&evts[i]);
+            if (!canon)
+                abort();
+            es_chain_hash(h, prev, canon, strlen(canon), prev);
+            free(canon);
+            es_pga_bytes(&cols[2], prev, 32);
+            rep->events_rehashed++;
+        } else {
+            es_pga_null(&cols[2]);
+        }
+        rep->last_position = evts[i].position;
+    }
+    {
+        const char *values[3];
+        int lengths[3], formats[3] = {1, 1, 1};
+        for (int i = 0; i < 3; i++)
+            values[i] = es_pga_finish(&cols[i], &lengths[i]);
+        PGresult *up = NULL;
+        rc = es_store_exec_bin(st, "seal-legacy: rewrite events",
+                               "UPDATE factord.events e SET payload = u.payload, hash = u.hash"
+                               "  FROM unnest($1::bigint[], $2::jsonb[], $3::bytea[]) AS u(position, payload, hash)"
+                               " WHERE e.position = u.position",
+                               3, values, lengths, formats, PGRES_COMMAND_OK, &up, err);
+        PQclear(up);
+        if (rc != ES_OK)
+            goto out;
+    }
+    if (n == LEGACY_PAGE)
+        *next = evts[n - 1].position + 1;
+out:
+    PQclear(res);
+    for (int i = 0; i < 3; i++)
+        es_pga_free(&cols[i]);
+    free(evts);
+    free(chained);
+    return rc;
+}
+
+es_result es_piikeys_seal_legacy(es_store *st, es_chain_hasher *h, const char *chain_key_id, const char *note,
+                                 es_pii_rewrite *rep, es_error *err)
+{
+    char buf[128], types[512], first_s[24];
+    bool null = false;
+    unsigned char prev[32] = {0};
+    memset(rep, 0, sizeof *rep);
+    if (!es_store_pii_master(st))
+        return es_error_set(err, ES_EINVAL, "seal-legacy: no personal-data master key (FACTORD_PII_KEY)");
+    es_result rc = es_store_begin(st, err);
+    if (rc != ES_OK)
+        return rc;
+    /* The counter's row: every writer waits for this transaction. */
+    PGresult *res = NULL;
+    rc = es_store_exec(st, "seal-legacy: lock the counter",
+                       "SELECT head_position, encode(head_hash, 'hex') FROM factord.position_counter"
+                       " WHERE id = 1 FOR UPDATE",
+                       0, NULL, PGRES_TUPLES_OK, &res, err);
+    if (rc != ES_OK)
+        goto fail;
+    if (PQntuples(res) != 1 || !es_parse_i64(PQgetvalue(res, 0, 0), &rep->head_position) ||
+        (!PQgetisnull(res, 0, 1) && !es_chain_unhex(PQgetvalue(res, 0, 1), rep->old_head, 32))) {
+        rc = es_error_set(err, ES_EFATAL, "seal-legacy: malformed factord.position_counter");
+        goto fail;
+    }
+    PQclear(res);
+    res = NULL;
+    pii_types_literal(types, sizeof types);
+    const char *tp[] = {types};
+    if ((rc = legacy_value(st, "seal-legacy: first plain event",
+                           "SELECT min(position) FROM factord.events"
+                           " WHERE type = ANY ($1::text[]) AND NOT (payload ? 'pii')",
+                           1, tp, first_s, sizeof first_s, &null, err)) != ES_OK)
+        goto fail;
+    if (null) {
+        es_store_rollback(st);
+        memcpy(rep->new_head, rep->old_head, sizeof rep->new_head);
+        return ES_OK;
+    }
+    if (!es_parse_i64(first_s, &rep->first_position)) {
+        rc = es_error_set(err, ES_EFATAL, "seal-legacy: malformed position");
+        goto fail;
+    }
+    const char *fp[] = {first_s};
+    if ((rc = legacy_value(st, "seal-legacy: the hash before",
+                           "SELECT encode(hash, 'hex') FROM factord.events WHERE position < $1::bigint"
+                           " AND hash IS NOT NULL ORDER BY position DESC LIMIT 1",
+                           1, fp, buf, sizeof buf, &null, err)) != ES_OK)
+        goto fail;
+    if (!null && !es_chain_unhex(buf, prev, sizeof prev)) {
+        rc = es_error_set(err, ES_EFATAL, "seal-legacy: malformed hash");
+        goto fail;
+    }
+    if ((rc = legacy_exec(st, "seal-legacy: lift the append-only trigger",
+                          "ALTER TABLE factord.events DISABLE TRIGGER events_no_update_delete", 0, NULL, err)) !=
+        ES_OK)
+        goto fail;
+    for (int64_t from = rep->first_position; from;)
+        if ((rc = legacy_page(st, h, from, prev, rep, &from, err)) != ES_OK)
+            goto fail;
+    if ((rc = legacy_exec(st, "seal-legacy: restore the append-only trigger",
+                          "ALTER TABLE factord.events ENABLE ALWAYS TRIGGER events_no_update_delete", 0, NULL,
+                          err)) != ES_OK)
+        goto fail;
+    memcpy(rep->new_head, rep->old_head, sizeof rep->new_head);
+    if (rep->events_rehashed > 0 && rep->head_position > 0) {
+        memcpy(rep->new_head, prev, sizeof rep->new_head);
+        char hex[65];
+        es_chain_hex(prev, 32, hex);
+        const char *hp[] = {hex};
+        if ((rc = legacy_exec(st, "seal-legacy: move the head",
+                              "UPDATE factord.position_counter SET head_hash = decode($1, 'hex') WHERE id = 1", 1,
+                              hp, err)) != ES_OK)
+            goto fail;
+    }
+    {
+        char last_s[24], head_s[24], sealed_s[24], rehashed_s[24], old_hex[65], new_hex[65];
+        snprintf(last_s, sizeof last_s, "%" PRId64, rep->last_position);
+        snprintf(head_s, sizeof head_s, "%" PRId64, rep->head_position);
+        snprintf(sealed_s, sizeof sealed_s, "%" PRId64, rep->events_sealed);
+        snprintf(rehashed_s, sizeof rehashed_s, "%" PRId64, rep->events_rehashed);
+        es_chain_hex(rep->old_head, 32, old_hex);
+        es_chain_hex(rep->new_head, 32, new_hex);
+        const char *ap[] = {first_s, last_s, head_s, old_hex, new_hex, sealed_s, rehashed_s, chain_key_id,
+                            note ? note : ""};
+        if ((rc = legacy_exec(st, "seal-legacy: record the run",
+                              "INSERT INTO factord.pii_rewrites (first_position, last_position, head_position,"
+                              "  old_head_hash, new_head_hash, events_sealed, events_rehashed, chain_key_id, note)"
+                              " VALUES ($1::bigint, $2::bigint, $3::bigint, decode($4, 'hex'), decode($5, 'hex'),"
+                              "  $6::bigint, $7::bigint, $8, $9)",
+                              9, ap, err)) != ES_OK)
+            goto fail;
+    }
+    if ((rc = es_store_commit(st, err)) != ES_OK)
+        goto fail;
+    return ES_OK;
+fail:
+    PQclear(res);
+    es_store_rollback(st);
+    return rc;
+}

@@ -57,4 +57,26 @@ es_result es_piikeys_erase(es_store *st, const dom_evt *evts, size_t n, size_t *
 es_result es_piikeys_open_row(const es_pii_master *m, dom_evt *e, bool has_row, const char *wrapped_hex,
                               const char *master_id, es_error *err) ES_WUR;
 
+/* What es_piikeys_seal_legacy did. */
+typedef struct {
+    int64_t first_position;   /* the first plain PII event (0: none, nothing done) */
+    int64_t last_position;    /* the last event rewritten or re-hashed */
+    int64_t head_position;    /* the chain head (unchanged) */
+    int64_t events_sealed;    /* plain PII events sealed in place */
+    int64_t events_rehashed;  /* chained events whose hash was recomputed */
+    unsigned char old_head[32], new_head[32];
+} es_pii_rewrite;
+
+/* `factord pii seal-legacy` (docs/pii.md, "Events written before
+ * sealing"): in one transaction, holding the position counter's row (so
+ * every writer waits), seal in place every event of a PII type still in
+ * clear, from the first one to the head, under its user's key (created as
+ * needed; the store's master key is required), with the append-only
+ * trigger disabled for this transaction only; recompute the hash chain
+ * with h from that event to the head and move the head's hash; and record
+ * the run in factord.pii_rewrites (chain_key_id and note as given). ES_OK
+ * with rep->first_position 0 when there is nothing to seal. */
+es_result es_piikeys_seal_legacy(es_store *st, es_chain_hasher *h, const char *chain_key_id, const char *note,
+                                 es_pii_rewrite *rep, es_error *err) ES_WUR;
+
 #endif

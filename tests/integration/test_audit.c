@@ -24,6 +24,7 @@
 #include "infra/components/audit.h"
 #include "infra/crypto/checkpoint.h"
 #include "infra/crypto/chain.h"
+#include "infra/pg/piikeys.h"
 #include "infra/base/clock.h"
 #include "infra/base/log.h"
 #include "infra/base/util.h"
@@ -1365,5 +1366,94 @@ Test(audit, erasure_destroys_the_key_and_verify_passes, .timeout = 120)
     cr_assert(rep.ok, "verify without the key failed at %" PRId64 ": %s", rep.bad_position, rep.problem);
     cr_assert_eq(rep.users_sealed, 4, "every user has sealed events: %" PRId64, rep.users_sealed);
     es_store_free(bare);
+    scratch_close(&s);
+}
+
+/* Events written before sealing (docs/pii.md): a log written in clear,
+ * then new sealed events after it; seal-legacy seals the old ones in place
+ * under each user's key, re-chains from the first of them, records the
+ * run; verify passes (with the old head no longer matching), the fields
+ * read back in clear, the append-only trigger holds again, erasure then
+ * reaches the old events too, and a second run has nothing to do. */
+Test(audit, seal_legacy_seals_old_plain_events_and_rechains, .timeout = 120)
+{
+    scratch s;
+    scratch_open(&s);
+    es_error err = {0};
+    /* the first users written without a master key: in clear */
+    es_store *bare = NULL;
+    assert_ok(es_store_open(s.conninfo, &bare, &err), &err, "open without the key");
+    seed(bare, "i1", NULL, 4, "u");
+    es_store_free(bare);
+    /* later users with sealing on */
+    seed(s.st, "i1", NULL, 2, "v");
+    char head[128];
+    es_verify_report before = verified_head(s.st, head);
+    PGresult *res = itest_sql(s.st, "SELECT count(*) FROM factord.events WHERE payload ? 'phone'", 0, NULL);
+    cr_assert_str_eq(PQgetvalue(res, 0, 0), "4", "u0..u3's phone changes are in clear");
+    PQclear(res);
+    dom_evt *evts = NULL;
+    size_t n = 0;
+    assert_ok(es_store_user_events(s.st, "i1", "u2", &evts, &n, &err), &err, "read u2 before");
+    char phone[DOM_PHONE_MAX];
+    snprintf(phone, sizeof phone, "%s", evts[1].phone);
+    cr_assert_eq(evts[1].pii_state, DOM_PII_CLEAR);
+    free(evts);
+
+    es_chain_key pub;
+    es_chain_key_public(&pub);
+    es_chain_hasher *h = es_chain_hasher_new(&pub);
+    es_pii_rewrite rep;
+    assert_ok(es_piikeys_seal_legacy(s.st, h, pub.key_id, "test run", &rep, &err), &err, "seal-legacy");
+    cr_assert_eq(rep.first_position, 1);
+    cr_assert_eq(rep.events_sealed, 8, "u0..u3: human.added and phone.changed each");
+    cr_assert_eq(rep.events_rehashed, before.events);
+    cr_assert_eq(rep.head_position, before.head_position);
+    cr_assert(memcmp(rep.old_head, before.head_hash, 32) == 0);
+    cr_assert(memcmp(rep.new_head, before.head_hash, 32) != 0, "a new head");
+
+    res = itest_sql(s.st, "SELECT count(*) FROM factord.events WHERE payload ? 'phone' OR payload ? 'firstName'", 0,
+                    NULL);
+    cr_assert_str_eq(PQgetvalue(res, 0, 0), "0", "nothing in clear");
+    PQclear(res);
+    res = itest_sql(s.st, "SELECT count(*), min(note), min(events_sealed) FROM factord.pii_rewrites", 0, NULL);
+    cr_assert_str_eq(PQgetvalue(res, 0, 0), "1");
+    cr_assert_str_eq(PQgetvalue(res, 0, 1), "test run");
+    cr_assert_str_eq(PQgetvalue(res, 0, 2), "8");
+    PQclear(res);
+    assert_verified(s.st, before.events, 6);
+    es_verify_report stale = verify_with(s.st, &pub, head);
+    cr_assert_not(stale.ok, "the head recorded before the rewrite no longer matches");
+
+    assert_ok(es_store_user_events(s.st, "i1", "u2", &evts, &n, &err), &err, "read u2 after");
+    cr_assert_eq(evts[1].pii_state, DOM_PII_OPEN);
+    cr_assert_str_eq(evts[1].phone, phone);
+    cr_assert_str_eq(evts[0].human.last_name, "Lovelace");
+    free(evts);
+    res = itest_sql(s.st, "UPDATE factord.events SET type = type WHERE position = 1", 0, NULL);
+    cr_assert_eq(PQresultStatus(res), PGRES_FATAL_ERROR, "the append-only trigger is back");
+    PQclear(res);
+
+    /* nothing left: a second run records nothing */
+    assert_ok(es_piikeys_seal_legacy(s.st, h, pub.key_id, "again", &rep, &err), &err, "seal-legacy again");
+    cr_assert_eq(rep.first_position, 0);
+    res = itest_sql(s.st, "SELECT count(*) FROM factord.pii_rewrites", 0, NULL);
+    cr_assert_str_eq(PQgetvalue(res, 0, 0), "1");
+    PQclear(res);
+    es_chain_hasher_free(h);
+
+    /* the command line: nothing to do on this log */
+    h_tool_result r;
+    char url[1100];
+    snprintf(url, sizeof url, "FACTORD_DATABASE_URL=%s", s.conninfo);
+    h_tool_run(NULL, (const char *[]){"pii", "seal-legacy", NULL}, NULL,
+               (const char *[]){url, "FACTORD_PII_KEY=" ITEST_PII_KEY, "FACTORD_CHAIN_KEY", NULL}, &r);
+    cr_assert_eq(r.code, 0, "%s %s", r.out, r.err);
+    cr_assert(strstr(r.out, "nothing to seal"), "%s", r.out);
+    h_tool_result_free(&r);
+    h_tool_run(NULL, (const char *[]){"pii", "seal-legacy", NULL}, NULL,
+               (const char *[]){url, "FACTORD_PII_KEY", "FACTORD_PII_KEY_FILE", NULL}, &r);
+    cr_assert_eq(r.code, 2, "no key: %s %s", r.out, r.err);
+    h_tool_result_free(&r);
     scratch_close(&s);
 }
