@@ -277,6 +277,9 @@ int fd_verify_main(int argc, char **argv)
                rep.unchained);
         printf("users       %" PRId64 "\n", rep.users);
     }
+    if (rep.pii_rewrites)
+        printf("rewrites    %" PRId64 " runs of factord pii seal-legacy re-chained the log (factord.pii_rewrites)\n",
+               rep.pii_rewrites);
     if (rep.users_sealed)
         printf("sealed      %" PRId64 " users with sealed personal data: user_name and phone not compared "
                "(no FACTORD_PII_KEY)\n", rep.users_sealed);

@@ -200,7 +200,10 @@ static bool chain_row(void *arg, const es_log_row *row)
         }
         if (memcmp(rep->head_hash, pin->hash, ES_CHAIN_HASH_LEN) != 0) {
             audit_bad(rep, evt->instance_id, evt->aggregate_id, pos,
-                      "the event at %s has another hash: the log up to it was rewritten", pin->what);
+                      "the event at %s has another hash: the log up to it was rewritten%s", pin->what,
+                      rep->pii_rewrites ? " (factord pii seal-legacy re-chained the log: its old heads are "
+                                          "in factord.pii_rewrites)"
+                                        : "");
             return false;
         }
     }
@@ -610,6 +613,7 @@ es_result es_audit_verify(es_store *st, const es_chain_key *key, const es_verify
     if ((rc = es_logread_counter(reader, &counter, err)) != ES_OK)
         goto out;
     rep->chain_start = counter.chain_start;
+    rep->pii_rewrites = counter.pii_rewrites;
     if (!counter.valid) {
         audit_bad(rep, NULL, NULL, 0, "factord.position_counter has no valid row 1");
         goto out;

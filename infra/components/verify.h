@@ -88,6 +88,8 @@ typedef struct {
     int64_t head_position;          /* the last chained event (0: none) */
     unsigned char head_hash[ES_CHAIN_HASH_LEN];
     int64_t chain_start;            /* the counter's value at migration 0009 */
+    int64_t pii_rewrites;           /* runs of `factord pii seal-legacy` that re-chained
+                                       the log (factord.pii_rewrites, docs/pii.md) */
     double seconds;
     /* the first problem (when !ok) */
     int64_t bad_position;           /* 0 when the problem has no event */

@@ -209,6 +209,23 @@ es_result es_logread_counter(es_logread *r, es_log_counter *c, es_error *err)
                es_parse_i64(PQgetvalue(res, 0, 1), &c->head_position) &&
                es_chain_unhex(PQgetvalue(res, 0, 2), c->head_hash, sizeof c->head_hash) &&
                es_parse_i64(PQgetvalue(res, 0, 3), &c->chain_start);
+    PQclear(res);
+    /* The rewrites' record exists from migration 0017 on (docs/pii.md). */
+    res = PQexec(r->conn, "SELECT to_regclass('factord.pii_rewrites') IS NOT NULL");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = logread_fail(r->conn, res, "verify: the rewrites' record", err);
+        goto out;
+    }
+    if (PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't') {
+        PQclear(res);
+        res = PQexec(r->conn, "SELECT count(*) FROM factord.pii_rewrites");
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            rc = logread_fail(r->conn, res, "verify: the rewrites' record", err);
+            goto out;
+        }
+        if (PQntuples(res) != 1 || !es_parse_i64(PQgetvalue(res, 0, 0), &c->pii_rewrites))
+            c->valid = false;
+    }
 out:
     PQclear(res);
     return rc;

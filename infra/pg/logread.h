@@ -60,6 +60,8 @@ typedef struct {
     int64_t head_position;   /* the chain head */
     unsigned char head_hash[ES_CHAIN_HASH_LEN];
     int64_t chain_start;     /* the counter's value at migration 0009 */
+    int64_t pii_rewrites;    /* runs of `factord pii seal-legacy` that re-chained
+                                the log (factord.pii_rewrites; 0 before migration 0017) */
 } es_log_counter;
 
 /* factord.position_counter's row as of the reader's snapshot. ES_OK with

@@ -1424,6 +1424,8 @@ Test(audit, seal_legacy_seals_old_plain_events_and_rechains, .timeout = 120)
     assert_verified(s.st, before.events, 6);
     es_verify_report stale = verify_with(s.st, &pub, head);
     cr_assert_not(stale.ok, "the head recorded before the rewrite no longer matches");
+    cr_assert(strstr(stale.problem, "factord.pii_rewrites"), "verify points at the record: %s", stale.problem);
+    cr_assert_eq(verify(s.st).pii_rewrites, 1);
 
     assert_ok(es_store_user_events(s.st, "i1", "u2", &evts, &n, &err), &err, "read u2 after");
     cr_assert_eq(evts[1].pii_state, DOM_PII_OPEN);
