@@ -221,36 +221,47 @@ void es_config_free(es_config *cfg)
 }
 
 
-es_result es_config_code_key(const es_config *cfg, unsigned char key[32], es_error *err)
+es_result es_key_from_hex(const char *text, const char *what, unsigned char key[32], es_error *err)
 {
-    char buf[130] = {0};
-    const char *src = cfg->code_key;
-    if (!src && cfg->code_key_file) {
-        FILE *f = fopen(cfg->code_key_file, "r");
-        if (!f)
-            return es_error_set(err, ES_EINVAL, "FACTORD_CODE_KEY_FILE: cannot open %s: %s",
-                                cfg->code_key_file, strerror(errno));
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-            buf[--n] = '\0';
-        src = buf;
-    }
-    if (!src)
-        return es_error_set(err, ES_EINVAL,
-                            "no phone-code key: set FACTORD_CODE_KEY or FACTORD_CODE_KEY_FILE "
-                            "(64 hex digits, e.g. from `openssl rand -hex 32`)");
-    if (strlen(src) != 64)
-        return es_error_set(err, ES_EINVAL, "phone-code key: expected 64 hex digits, got %zu characters",
-                            strlen(src));
-    for (int i = 0; i < 32; i++) {
-        int hi = es_hex_value((unsigned char)src[2 * i]), lo = es_hex_value((unsigned char)src[2 * i + 1]);
+    while (*text == ' ' || *text == '\t' || *text == '\n' || *text == '\r')
+        text++;
+    size_t n = strlen(text);
+    while (n && (text[n - 1] == ' ' || text[n - 1] == '\t' || text[n - 1] == '\n' || text[n - 1] == '\r'))
+        n--;
+    if (n != 64)
+        return es_error_set(err, ES_EINVAL, "%s: expected 64 hex digits, got %zu characters", what, n);
+    for (size_t i = 0; i < 32; i++) {
+        int hi = es_hex_value((unsigned char)text[2 * i]), lo = es_hex_value((unsigned char)text[2 * i + 1]);
         if (hi < 0 || lo < 0)
-            return es_error_set(err, ES_EINVAL, "phone-code key: not hexadecimal");
+            return es_error_set(err, ES_EINVAL, "%s: not hexadecimal", what);
         key[i] = (unsigned char)(hi << 4 | lo);
     }
     return ES_OK;
+}
+
+es_result es_key_from_file(const char *path, const char *what, unsigned char key[32], es_error *err)
+{
+    char buf[160] = {0};
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return es_error_set(err, ES_EINVAL, "%s: cannot open %.200s: %s", what, path, strerror(errno));
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    es_result rc = es_key_from_hex(buf, what, key, err);
+    explicit_bzero(buf, sizeof buf);
+    return rc;
+}
+
+es_result es_config_code_key(const es_config *cfg, unsigned char key[32], es_error *err)
+{
+    if (cfg->code_key)
+        return es_key_from_hex(cfg->code_key, "FACTORD_CODE_KEY", key, err);
+    if (cfg->code_key_file)
+        return es_key_from_file(cfg->code_key_file, "FACTORD_CODE_KEY_FILE", key, err);
+    return es_error_set(err, ES_EINVAL,
+                        "no phone-code key: set FACTORD_CODE_KEY or FACTORD_CODE_KEY_FILE "
+                        "(64 hex digits, e.g. from `openssl rand -hex 32`)");
 }
 
 void es_config_print_markdown(void)

@@ -120,6 +120,14 @@ void es_config_free(es_config *cfg);
 /* The 32-byte code-encryption key from FACTORD_CODE_KEY or _FILE. */
 es_result es_config_code_key(const es_config *cfg, unsigned char key[32], es_error *err) ES_WUR;
 
+/* A 32-byte key written as 64 hex digits (surrounding blanks and newlines
+ * ignored), from text or from the file at path; `what` names the setting
+ * in the error. Every key factord reads (the phone-code key, the chain
+ * key, the personal-data master key) comes through these. Buffers that
+ * held the text are wiped. */
+es_result es_key_from_hex(const char *text, const char *what, unsigned char key[32], es_error *err) ES_WUR;
+es_result es_key_from_file(const char *path, const char *what, unsigned char key[32], es_error *err) ES_WUR;
+
 /* Print the table as Markdown rows (for the README) to stdout. */
 void es_config_print_markdown(void);
 

@@ -82,42 +82,6 @@ void es_chain_key_wipe(es_chain_key *k)
         explicit_bzero(k, sizeof *k);
 }
 
-/* 64 hex digits (surrounding blanks and newlines ignored) into key. */
-static es_result chain_parse_hex_key(const char *text, const char *what, unsigned char key[32],
-                                     es_error *err)
-{
-    while (*text == ' ' || *text == '\t' || *text == '\n' || *text == '\r')
-        text++;
-    size_t n = strlen(text);
-    while (n && (text[n - 1] == ' ' || text[n - 1] == '\t' || text[n - 1] == '\n' ||
-                 text[n - 1] == '\r'))
-        n--;
-    if (n != 64)
-        return es_error_set(err, ES_EINVAL, "%s: expected 64 hex digits, got %zu characters", what, n);
-    for (size_t i = 0; i < 32; i++) {
-        int hi = es_hex_value(text[2 * i]), lo = es_hex_value(text[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return es_error_set(err, ES_EINVAL, "%s: not hexadecimal", what);
-        key[i] = (unsigned char)(hi << 4 | lo);
-    }
-    return ES_OK;
-}
-
-static es_result chain_read_key_file(const char *path, const char *what, unsigned char key[32],
-                                     es_error *err)
-{
-    char buf[160] = {0};
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return es_error_set(err, ES_EINVAL, "%s: cannot open %.200s: %s", what, path, strerror(errno));
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    es_result rc = chain_parse_hex_key(buf, what, key, err);
-    explicit_bzero(buf, sizeof buf);
-    return rc;
-}
-
 static bool chain_state_path(const es_config *cfg, char *path, size_t len)
 {
     const char *dir = cfg->state_dir && *cfg->state_dir ? cfg->state_dir : ".";
@@ -131,10 +95,10 @@ es_result es_chain_key_load(const es_config *cfg, bool dev_fallback, es_chain_ke
     es_result rc = ES_OK;
     char source[160];
     if (cfg->chain_key) {
-        rc = chain_parse_hex_key(cfg->chain_key, "FACTORD_CHAIN_KEY", key, err);
+        rc = es_key_from_hex(cfg->chain_key, "FACTORD_CHAIN_KEY", key, err);
         snprintf(source, sizeof source, "FACTORD_CHAIN_KEY");
     } else if (cfg->chain_key_file) {
-        rc = chain_read_key_file(cfg->chain_key_file, "FACTORD_CHAIN_KEY_FILE", key, err);
+        rc = es_key_from_file(cfg->chain_key_file, "FACTORD_CHAIN_KEY_FILE", key, err);
         snprintf(source, sizeof source, "FACTORD_CHAIN_KEY_FILE %.120s", cfg->chain_key_file);
     } else {
         char path[4096];
@@ -142,7 +106,7 @@ es_result es_chain_key_load(const es_config *cfg, bool dev_fallback, es_chain_ke
             es_chain_key_public(k);
             return ES_OK;
         }
-        rc = chain_read_key_file(path, "development chain key", key, err);
+        rc = es_key_from_file(path, "development chain key", key, err);
         snprintf(source, sizeof source, "the development key %.120s", path);
     }
     if (rc == ES_OK)

@@ -49,52 +49,13 @@ void es_pii_key_wipe(es_pii_key *k)
 
 /* --- the master key --------------------------------------------------------- */
 
-/* 64 hex digits, then optional white space (a file's newline). */
-static es_result pii_parse_hex(const char *s, const char *what, unsigned char key[ES_PII_KEY_LEN],
-                               es_error *err)
-{
-    for (size_t i = 0; i < ES_PII_KEY_LEN; i++) {
-        int v = 0;
-        for (int k = 0; k < 2; k++) {
-            char c = s[2 * i + (size_t)k];
-            int d = c >= '0' && c <= '9' ? c - '0'
-                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                           : -1;
-            if (d < 0)
-                return es_error_set(err, ES_EINVAL, "%s: not 64 hexadecimal digits", what);
-            v = v << 4 | d;
-        }
-        key[i] = (unsigned char)v;
-    }
-    for (const char *p = s + 2 * ES_PII_KEY_LEN; *p; p++)
-        if (*p != '\n' && *p != '\r' && *p != ' ' && *p != '\t')
-            return es_error_set(err, ES_EINVAL, "%s: not 64 hexadecimal digits", what);
-    return ES_OK;
-}
-
 es_result es_pii_master_from_hex(const char *hex, es_pii_master *m, es_error *err)
 {
     unsigned char key[ES_PII_KEY_LEN];
-    es_result rc = pii_parse_hex(hex, "personal-data master key", key, err);
+    es_result rc = es_key_from_hex(hex, "personal-data master key", key, err);
     if (rc == ES_OK)
         es_pii_master_init(m, key);
     OPENSSL_cleanse(key, sizeof key);
-    return rc;
-}
-
-static es_result pii_read_key_file(const char *path, const char *what,
-                                   unsigned char key[ES_PII_KEY_LEN], es_error *err)
-{
-    char buf[160] = {0};
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return es_error_set(err, ES_EINVAL, "%s: cannot open %.200s: %s", what, path, strerror(errno));
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    es_result rc = pii_parse_hex(buf, what, key, err);
-    OPENSSL_cleanse(buf, sizeof buf);
     return rc;
 }
 
@@ -113,11 +74,11 @@ es_result es_pii_master_load(const es_config *cfg, bool dev_fallback, es_pii_mas
     *have = false;
     memset(m, 0, sizeof *m);
     if (cfg->pii_key)
-        rc = pii_parse_hex(cfg->pii_key, "FACTORD_PII_KEY", key, err);
+        rc = es_key_from_hex(cfg->pii_key, "FACTORD_PII_KEY", key, err);
     else if (cfg->pii_key_file)
-        rc = pii_read_key_file(cfg->pii_key_file, "FACTORD_PII_KEY_FILE", key, err);
+        rc = es_key_from_file(cfg->pii_key_file, "FACTORD_PII_KEY_FILE", key, err);
     else if (dev_fallback && pii_state_path(cfg, path, sizeof path) && access(path, R_OK) == 0)
-        rc = pii_read_key_file(path, "development personal-data key", key, err);
+        rc = es_key_from_file(path, "development personal-data key", key, err);
     else
         return ES_OK;
     if (rc == ES_OK) {

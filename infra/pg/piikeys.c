@@ -140,35 +140,39 @@ static const char insert_sql[] =
     " ON CONFLICT (instance_id, user_id) DO NOTHING"
     " RETURNING instance_id, user_id, encode(wrapped, 'hex'), master_id";
 
-/* The key rows of the slots' users into the slots: one statement. */
-static es_result read_rows(es_store *st, const es_pii_master *m, slot *slots, size_t ns, es_error *err)
+/* One statement over the slots' users: their instance and user ids as two
+ * binary text arrays ($1, $2). *res is the caller's to clear. */
+static es_result exec_on_users(es_store *st, const char *what, const char *sql, const slot *slots, size_t ns,
+                               PGresult **res, es_error *err)
 {
     es_pga cols[2] = {0};
-    PGresult *res = NULL;
     es_result rc = ES_OK;
     es_pga_begin(&cols[0], ES_PG_TEXT);
     es_pga_begin(&cols[1], ES_PG_TEXT);
-    for (size_t i = 0; i < ns; i++)
+    for (size_t i = 0; i < ns && rc == ES_OK; i++)
         if (!es_pga_text(&cols[0], slots[i].instance_id, SIZE_MAX) ||
-            !es_pga_text(&cols[1], slots[i].user_id, SIZE_MAX)) {
+            !es_pga_text(&cols[1], slots[i].user_id, SIZE_MAX))
             rc = es_error_set(err, ES_EINVAL, "personal data: ids are not UTF-8");
-            goto out;
-        }
-    {
+    if (rc == ES_OK) {
         const char *values[2];
         int lengths[2], formats[2] = {1, 1};
         for (int i = 0; i < 2; i++)
             values[i] = es_pga_finish(&cols[i], &lengths[i]);
-        rc = es_store_exec_bin(st, "read personal-data keys", open_sql, 2, values, lengths, formats,
-                               PGRES_TUPLES_OK, &res, err);
-        if (rc != ES_OK)
-            goto out;
+        rc = es_store_exec_bin(st, what, sql, 2, values, lengths, formats, PGRES_TUPLES_OK, res, err);
     }
-    rc = slots_fill(res, m, slots, ns, err);
-out:
-    PQclear(res);
     for (int i = 0; i < 2; i++)
         es_pga_free(&cols[i]);
+    return rc;
+}
+
+/* The key rows of the slots' users into the slots: one statement. */
+static es_result read_rows(es_store *st, const es_pii_master *m, slot *slots, size_t ns, es_error *err)
+{
+    PGresult *res = NULL;
+    es_result rc = exec_on_users(st, "read personal-data keys", open_sql, slots, ns, &res, err);
+    if (rc == ES_OK)
+        rc = slots_fill(res, m, slots, ns, err);
+    PQclear(res);
     return rc;
 }
 
@@ -346,37 +350,15 @@ es_result es_piikeys_erase(es_store *st, const dom_evt *evts, size_t n, size_t *
 {
     slot *slots = NULL;
     size_t ns = slots_of(evts, n, is_removal, &slots);
-    es_pga cols[2] = {0};
     PGresult *res = NULL;
     es_result rc = ES_OK;
     if (erased)
         *erased = 0;
-    if (ns == 0)
-        goto out;
-    es_pga_begin(&cols[0], ES_PG_TEXT);
-    es_pga_begin(&cols[1], ES_PG_TEXT);
-    for (size_t i = 0; i < ns; i++)
-        if (!es_pga_text(&cols[0], slots[i].instance_id, SIZE_MAX) ||
-            !es_pga_text(&cols[1], slots[i].user_id, SIZE_MAX)) {
-            rc = es_error_set(err, ES_EINVAL, "personal data: ids are not UTF-8");
-            goto out;
-        }
-    {
-        const char *values[2];
-        int lengths[2], formats[2] = {1, 1};
-        for (int i = 0; i < 2; i++)
-            values[i] = es_pga_finish(&cols[i], &lengths[i]);
-        rc = es_store_exec_bin(st, "erase personal data", erase_sql, 2, values, lengths, formats,
-                               PGRES_TUPLES_OK, &res, err);
-        if (rc != ES_OK)
-            goto out;
-    }
-    if (erased && PQntuples(res) == 1)
+    if (ns)
+        rc = exec_on_users(st, "erase personal data", erase_sql, slots, ns, &res, err);
+    if (rc == ES_OK && erased && res && PQntuples(res) == 1)
         *erased = (size_t)strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-out:
     PQclear(res);
-    for (int i = 0; i < 2; i++)
-        es_pga_free(&cols[i]);
     slots_free(slots, ns);
     return rc;
 }
