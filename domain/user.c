@@ -230,8 +230,7 @@ static bool admin_not_found(const dom_user *st, const dom_cmd *cmd)
            !same_user(st, cmd);
 }
 
-/* Equal strings in time that depends only on the lengths. */
-static bool code_equal(const char *a, const char *b)
+bool dom_secret_equal(const char *a, const char *b)
 {
     size_t n = strlen(a);
     if (n != strlen(b))
@@ -402,7 +401,7 @@ static dom_rej decide_verify_phone(const dom_user *st, const dom_cmd *cmd, const
     /* Expired and wrong codes look the same to the caller and both leave a
      * trace in the log, as ZITADEL's VerifyHumanPhone does. */
     bool expired = st->code_expires_at_us != 0 && ctx->now_us > st->code_expires_at_us;
-    if (expired || !ctx->stored_code || !code_equal(ctx->stored_code, cmd->code)) {
+    if (expired || !ctx->stored_code || !dom_secret_equal(ctx->stored_code, cmd->code)) {
         push(dec, DOM_EVT_PHONE_VERIFICATION_FAILED);
         return DOM_REJ_CODE_INVALID;
     }
@@ -484,7 +483,7 @@ static dom_rej decide_check_otp_sms(const dom_user *st, const dom_cmd *cmd, cons
         return DOM_REJ_CODE_NOT_FOUND_OTP_CHECK;
 
     bool expired = st->otp_code_expires_at_us != 0 && ctx->now_us > st->otp_code_expires_at_us;
-    if (!expired && ctx->stored_code && code_equal(ctx->stored_code, cmd->code)) {
+    if (!expired && ctx->stored_code && dom_secret_equal(ctx->stored_code, cmd->code)) {
         push(dec, DOM_EVT_OTP_SMS_CHECK_SUCCEEDED);
         return DOM_REJ_NONE;
     }
@@ -523,7 +522,7 @@ static dom_rej decide_session(const dom_user *st, const dom_cmd *cmd, const dom_
             strcmp(st->otp_code_session, cmd->session_id) != 0)
             return DOM_REJ_CODE_NOT_FOUND_SESSION;
         bool expired = st->otp_code_expires_at_us != 0 && ctx->now_us > st->otp_code_expires_at_us;
-        if (expired || !ctx->stored_code || !code_equal(ctx->stored_code, cmd->code)) {
+        if (expired || !ctx->stored_code || !dom_secret_equal(ctx->stored_code, cmd->code)) {
             push(dec, DOM_EVT_OTP_SMS_CHECK_FAILED);
             if (ctx->max_otp_attempts > 0 && (int64_t)st->otp_failed + 1 >= ctx->max_otp_attempts)
                 push(dec, DOM_EVT_LOCKED);

@@ -62,6 +62,10 @@ dom_user_status dom_user_status_parse(const char *s);
  * st->instance_id/user_id are taken from the event when st is empty. */
 void dom_user_apply(dom_user *st, const dom_evt *evt);
 
+/* Equal strings, compared in time that depends only on their lengths (codes,
+ * token hashes: what a caller must not learn byte by byte). */
+bool dom_secret_equal(const char *a, const char *b);
+
 typedef struct {
     int64_t now_us;            /* event creation time */
     const char *new_code;      /* a command that issues a code (SetMyPhone, import,

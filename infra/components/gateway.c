@@ -24,6 +24,7 @@
 #include <uuid/uuid.h>
 
 #include "domain/command.h"
+#include "domain/user.h"
 #include "infra/base/clock.h"
 #include "infra/http/http.h"
 #include "infra/kafka/kafka.h"
@@ -960,18 +961,6 @@ static es_result read_login_name(es_readmodel *c, const gw_req *g, void *out, es
     return es_readmodel_user_by_login_name(c, g->instance, l->login_name, &l->found, l->user_id, err);
 }
 
-/* Equal strings in time that depends only on the lengths. */
-static bool same_secret(const char *a, const char *b)
-{
-    size_t n = strlen(a);
-    if (n != strlen(b))
-        return false;
-    unsigned char diff = 0;
-    for (size_t i = 0; i < n; i++)
-        diff |= (unsigned char)(a[i] ^ b[i]);
-    return diff == 0;
-}
-
 /* Whether the caller may read or change the session: its current token
  * (sessionToken) when one is given, else being the caller that created
  * it. false after answering 404 or 403. */
@@ -984,7 +973,7 @@ static bool session_allowed(es_http_req *req, const gw_req *g, const session_vie
     if (token && token[0]) {
         char hash[DOM_TOKEN_HASH_LEN + 1];
         es_session_token_hash(token, strlen(token), hash);
-        if (!same_secret(hash, v->s.token_hash)) {
+        if (!dom_secret_equal(hash, v->s.token_hash)) {
             es_http_req_log(req, "auth_error", "session token does not match");
             respond_status(req, 0, DOM_GRPC_PERMISSION_DENIED, "COMMAND-sGr42", "Session Token is invalid");
             return false;
