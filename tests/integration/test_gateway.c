@@ -316,15 +316,16 @@ static char *sql_text(const h_env *e, const char *sql, int nparams, const char *
     return v;
 }
 
-/* The phone code last issued to user, decrypted as an SMS notifier would. */
-static void phone_code(const h_env *e, const char *user, char *out, size_t len)
+/* The code of the last event of type code_type issued to user, decrypted as
+ * the notifier would. */
+static void issued_code(const h_env *e, const char *user, const char *code_type, char *out, size_t len)
 {
-    const char *p[] = {e->instance, user};
+    const char *p[] = {e->instance, user, code_type};
     char *enc = sql_text(e,
                          "SELECT payload->>'code' FROM factord.events WHERE instance_id = $1 AND aggregate_id = $2 "
-                         "AND type = 'user.human.phone.code.added' ORDER BY sequence DESC LIMIT 1",
-                         2, p);
-    cr_assert_not_null(enc, "no code issued to %s", user);
+                         "AND type = $3 ORDER BY sequence DESC LIMIT 1",
+                         3, p);
+    cr_assert_not_null(enc, "no %s issued to %s", code_type, user);
     unsigned char key[32];
     for (int i = 0; i < 32; i++)
         sscanf(H_CODE_KEY + 2 * i, "%2hhx", &key[i]);
@@ -333,6 +334,12 @@ static void phone_code(const h_env *e, const char *user, char *out, size_t len)
     es_error err = {0};
     cr_assert_eq(es_code_decrypt(&ck, e->instance, user, enc, out, len, &err), ES_OK, "%s", err.text);
     free(enc);
+}
+
+/* The phone code last issued to user. */
+static void phone_code(const h_env *e, const char *user, char *out, size_t len)
+{
+    issued_code(e, user, "user.human.phone.code.added", out, len);
 }
 
 static long commands_of(const h_env *e, const char *user)
@@ -1691,24 +1698,10 @@ static void expect_status(const resp *r, long http_status, int code, const char 
     free(want);
 }
 
-/* The OTP-SMS sign-in code last issued to user, decrypted as the notifier
- * would. */
+/* The OTP-SMS sign-in code last issued to user. */
 static void otp_code(const h_env *e, const char *user, char *out, size_t len)
 {
-    const char *p[] = {e->instance, user};
-    char *enc = sql_text(e,
-                         "SELECT payload->>'code' FROM factord.events WHERE instance_id = $1 AND aggregate_id = $2 "
-                         "AND type = 'user.human.otp.sms.code.added' ORDER BY sequence DESC LIMIT 1",
-                         2, p);
-    cr_assert_not_null(enc, "no sign-in code issued to %s", user);
-    unsigned char key[32];
-    for (int i = 0; i < 32; i++)
-        sscanf(H_CODE_KEY + 2 * i, "%2hhx", &key[i]);
-    es_codekey ck;
-    es_codekey_init(&ck, key);
-    es_error err = {0};
-    cr_assert_eq(es_code_decrypt(&ck, e->instance, user, enc, out, len, &err), ES_OK, "%s", err.text);
-    free(enc);
+    issued_code(e, user, "user.human.otp.sms.code.added", out, len);
 }
 
 /* POST /v2/sessions, or PATCH /v2/sessions/<id>, with body; the answer's
