@@ -699,7 +699,15 @@ void dom_user_decide(const dom_user *st, const dom_cmd *cmd, const dom_ctx *ctx,
 {
     dom_rej rej;
 
-    memset(dec, 0, sizeof *dec);
+    /* The header only: push() zeroes each event it hands out, and nothing
+     * reads past n_events. Clearing the four event slots (25 kB) made an
+     * AddMyAuthFactorOTPSMS decision 0.23 µs instead of 0.07 µs (a loop of
+     * 2,000,000 decisions): about 1 % of the processor's own CPU. */
+    dec->accepted = false;
+    dec->rej = DOM_REJ_NONE;
+    memset(dec->rej_detail, 0, sizeof dec->rej_detail);
+    dec->n_events = 0;
+    memset(dec->code, 0, sizeof dec->code);
     switch (cmd->type) {
     case DOM_CMD_ADD_OTP_SMS: rej = decide_add_otp_sms(st, cmd, dec); break;
     case DOM_CMD_REMOVE_OTP_SMS: rej = decide_remove_otp_sms(st, cmd, dec); break;

@@ -88,7 +88,7 @@ typedef struct {
     char rej_detail[128];      /* optional detail appended to the message */
     size_t n_events;           /* events to append: a rejection may have some
                                   (phone.verification.failed) */
-    dom_evt events[DOM_MAX_EVENTS];
+    dom_evt events[DOM_MAX_EVENTS]; /* only the first n_events are set */
     char code[DOM_CODE_MAX];   /* returnCode: plaintext code for the reply */
 } dom_decision;
 
