@@ -22,16 +22,9 @@
 # that server), FACTORD_KSEC_PORT (default 29592; +1 controller, +2 SASL_SSL).
 set -uo pipefail
 
-FACTORD=${1:?usage: kafka_secure.sh <factord binary> [log dir]}
-FACTORD=$(cd "$(dirname "$FACTORD")" && pwd)/$(basename "$FACTORD")
-SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../scripts" && pwd)
-TAG=k$$
-LOGS=${2:-${TMPDIR:-/tmp}/factord-ksec-logs-$TAG}
-mkdir -p "$LOGS"
-rm -rf "${LOGS:?}"/*
-TEST_NAME=kafka_secure.sh
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+test_begin kafka_secure.sh "k$$" ksec-logs "$@"
 DB_URL=${FACTORD_TEST_DATABASE_URL:?FACTORD_TEST_DATABASE_URL is not set: start the servers (see README)}
 export FACTORD_KAFKA_PORT=${FACTORD_KSEC_PORT:-29592}
 export FACTORD_KAFKA_DIR=${TMPDIR:-/tmp}/factord-ksec-$TAG

@@ -2,10 +2,24 @@
 # (metrics.sh, pg_tls.sh, kafka_secure.sh): checks that count failures
 # instead of stopping, waiting for a condition, a free port, and the end
 # (a sanitizer report in any log fails the test; the summary; the exit
-# code). Sourced, never run; the caller sets TEST_NAME and LOGS first.
+# code). Sourced, never run; the caller then calls test_begin.
 # shellcheck shell=bash
 
 failures=0
+
+# test_begin NAME TAG LOGPREFIX BINARY [LOGDIR]: what every shell test
+# starts with. Sets TEST_NAME; FACTORD, the binary's absolute path; SCRIPTS,
+# the repository's scripts/ folder; TAG, this run's tag for names; LOGS,
+# LOGDIR or $TMPDIR/factord-LOGPREFIX-TAG, made and emptied.
+test_begin() {
+    TEST_NAME=$1 TAG=$2
+    [[ -n ${4:-} ]] || { echo "usage: $1 <factord binary> [log dir]" >&2; exit 1; }
+    FACTORD=$(cd "$(dirname "$4")" && pwd)/$(basename "$4")
+    SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../scripts" && pwd)
+    LOGS=${5:-${TMPDIR:-/tmp}/factord-$3-$TAG}
+    mkdir -p "$LOGS"
+    rm -rf "${LOGS:?}"/*
+}
 pass() { printf '%s: ok   %s\n' "$TEST_NAME" "$*"; }
 fail() { printf '%s: FAIL %s\n' "$TEST_NAME" "$*" >&2; failures=$((failures + 1)); }
 # check <description> <command...>: runs the command (keep its output

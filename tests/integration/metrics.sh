@@ -25,15 +25,9 @@
 # Usage: metrics.sh <factord binary> [log dir]
 set -uo pipefail
 
-FACTORD=${1:?usage: metrics.sh <factord binary> [log dir]}
-FACTORD=$(cd "$(dirname "$FACTORD")" && pwd)/$(basename "$FACTORD")
-TAG=m$$$RANDOM
-LOGS=${2:-${TMPDIR:-/tmp}/factord-metrics-$TAG}
-mkdir -p "$LOGS"
-rm -rf "${LOGS:?}"/*
-TEST_NAME=metrics.sh
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+test_begin metrics.sh "m$$$RANDOM" metrics "$@"
 DB_URL=${FACTORD_TEST_DATABASE_URL:?FACTORD_TEST_DATABASE_URL is not set: start the servers (see README)}
 BROKERS=${FACTORD_TEST_KAFKA_BROKERS:?FACTORD_TEST_KAFKA_BROKERS is not set (see README)}
 for tool in promtool prometheus curl psql; do

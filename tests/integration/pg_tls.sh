@@ -18,16 +18,9 @@
 # (default: a free port).
 set -uo pipefail
 
-FACTORD=${1:?usage: pg_tls.sh <factord binary> [log dir]}
-FACTORD=$(cd "$(dirname "$FACTORD")" && pwd)/$(basename "$FACTORD")
-SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../scripts" && pwd)
-TAG=t$$
-LOGS=${2:-${TMPDIR:-/tmp}/factord-pgtls-logs-$TAG}
-mkdir -p "$LOGS"
-rm -rf "${LOGS:?}"/*
-TEST_NAME=pg_tls.sh
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+test_begin pg_tls.sh "t$$" pgtls-logs "$@"
 BROKERS=${FACTORD_TEST_KAFKA_BROKERS:?FACTORD_TEST_KAFKA_BROKERS is not set (see README)}
 # A port nobody holds right now (a fixed one can be some connection's
 # ephemeral local port at that moment).
